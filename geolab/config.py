@@ -1,0 +1,188 @@
+"""All configuration dataclasses of geolab live here."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# --------------------------------------------------------------------------- engine
+#: Training methods of the paper, one loop for all (see :mod:`geolab.train`).
+METHODS: tuple[str, ...] = ("supervised", "geoloc", "moco", "moco-geo", "moco-tp", "moco-tp-geo")
+
+#: Temperature of the official GASSL training commands (``--moco-t 0.02``).
+GASSL_OFFICIAL_TEMPERATURE = 0.02
+#: Temperature of MoCo-v2 (Chen et al. 2020), geolab's default.
+MOCO_V2_TEMPERATURE = 0.2
+
+
+@dataclass
+class PretrainConfig:
+    """Everything one pre-training run needs; ``geolab pretrain`` and the notebooks build one.
+
+    Defaults are the paper's (ResNet-50, batch 256, SGD lr 0.03, momentum 0.9, weight decay
+    1e-4, cosine schedule, 200 epochs, memory bank 65536, K=100 geo clusters, alpha=beta=1),
+    except the temperature: 0.2 as in MoCo-v2; the official GASSL commands used 0.02
+    (:data:`GASSL_OFFICIAL_TEMPERATURE`). Quick CPU runs override arch (resnet18), image size
+    (32-64 px), epochs and the memory bank (1024-4096).
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        manifest: the manifest file (Parquet or CSV).
+        out: run folder (checkpoints, ``metrics.jsonl``, ``config.json``).
+        arch: backbone, ``resnet18``, ``resnet34`` or ``resnet50`` (paper: resnet50).
+        image_size: side of the training crops in pixels (paper: 224).
+        epochs: number of passes over the training split (paper: 200).
+        batch_size: global batch size, split evenly over DDP ranks (paper: 256).
+        lr: base SGD learning rate for the whole batch, not rescaled (paper: 0.03).
+        momentum: SGD momentum (0.9).
+        weight_decay: SGD weight decay (1e-4).
+        cosine: cosine learning-rate decay over all steps (paper: on).
+        temperature: InfoNCE temperature (0.2 MoCo-v2; 0.02 in the official GASSL commands).
+        queue_size: memory bank size, the MoCo queue of negative keys (paper: 65536).
+        proj_dim: output size of the MoCo projection head (128).
+        ema_momentum: momentum of the key encoder update (MoCo: 0.999).
+        geo_k: number of geo clusters for the geo loss and ``geoloc`` (paper: 100).
+        alpha: weight of the contrastive loss (1).
+        beta: weight of the geo cross-entropy (1).
+        strategy: temporal positive sampling strategy; ``None`` means ``"same-image"`` for
+            ``moco``/``moco-geo`` and ``"any-other"`` for ``moco-tp``/``moco-tp-geo``.
+        seed: seeds everything; a CPU run with the same seed is reproducible.
+        num_workers: DataLoader worker processes.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``.
+        amp: bf16 autocast; ``None`` = on for CUDA, off on CPU.
+        channels_last: ``None`` = on for CUDA, off on CPU.
+        compile: ``torch.compile`` the encoders (``nn.Module.compile``, state-dict keys unchanged).
+        bn_splits: BatchNorm splits on one device (the stand-in for shuffle BN across GPUs);
+            0 = automatic (8 or the largest divisor of the batch below it, 1 under DDP).
+        knn_every: run the kNN monitor every this many epochs (0 = never).
+        knn_k: neighbours of the kNN monitor (20).
+        knn_max_images: at most this many images per split in the kNN monitor.
+        log_every: write a step record to ``metrics.jsonl`` every this many steps.
+        max_steps_per_epoch: cap on steps per epoch (``None`` = the whole split).
+        train_split: split used for training.
+        val_split: split used by the kNN monitor (as queries; the train split is the bank).
+        resume: continue from ``out/checkpoints/last.pt`` if it exists.
+        progress: show a tqdm progress bar.
+        tensorboard: also write TensorBoard events when ``tensorboard`` is installed.
+        dist_timeout_s: timeout of DDP collectives: a rank that died ends the job with an
+            error after at most this long instead of hanging.
+        on_bad_image: ``"skip"`` or ``"fail"`` (see :mod:`geolab.datasets`).
+    """
+
+    method: str = "moco"
+    manifest: str | Path = ""
+    out: str | Path = "runs/pretrain"
+    arch: str = "resnet50"
+    image_size: int = 224
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    cosine: bool = True
+    temperature: float = MOCO_V2_TEMPERATURE
+    queue_size: int = 65536
+    proj_dim: int = 128
+    ema_momentum: float = 0.999
+    geo_k: int = 100
+    alpha: float = 1.0
+    beta: float = 1.0
+    strategy: str | None = None
+    seed: int = 0
+    num_workers: int = 4
+    device: str = "auto"
+    amp: bool | None = None
+    channels_last: bool | None = None
+    compile: bool = False
+    bn_splits: int = 0
+    knn_every: int = 10
+    knn_k: int = 20
+    knn_max_images: int = 5000
+    log_every: int = 10
+    max_steps_per_epoch: int | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    resume: bool = False
+    progress: bool = True
+    tensorboard: bool = True
+    dist_timeout_s: float = 1800.0
+    on_bad_image: str = "skip"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        for name in ("epochs", "batch_size", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PretrainConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.temperature <= 0:
+            raise ValueError(f"PretrainConfig.temperature must be > 0, got {self.temperature}.")
+        if self.uses_geo and self.geo_k < 2:
+            raise ValueError(f"Method {self.method!r} needs geo_k >= 2 geo clusters, got {self.geo_k}.")
+        if self.is_moco and self.queue_size < 1:
+            raise ValueError(f"The memory bank needs queue_size >= 1, got {self.queue_size}.")
+
+    @property
+    def is_moco(self) -> bool:
+        """True for the four contrastive methods."""
+        return self.method.startswith("moco")
+
+    @property
+    def uses_geo(self) -> bool:
+        """True when the method predicts geo clusters (``geoloc``, ``moco-geo``, ``moco-tp-geo``)."""
+        return self.method in ("geoloc", "moco-geo", "moco-tp-geo")
+
+    @property
+    def pair_strategy(self) -> str:
+        """The temporal positive strategy actually used (see :attr:`strategy`)."""
+        if self.strategy is not None:
+            return self.strategy
+        return "any-other" if "-tp" in self.method else "same-image"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (paths as strings) for JSON files and ``weights_only`` checkpoints."""
+        d = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PretrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys (from another geolab version) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class ProbeConfig:
+    """Frozen-feature evaluation (linear probe and kNN), as in the paper's protocol.
+
+    Attributes:
+        checkpoint: a geolab checkpoint or an official GASSL ``.pth.tar``.
+        manifest: the manifest whose ``train`` split fits the probe and ``test`` split scores it.
+        image_size: evaluation size (``None``: the checkpoint's training size, else 224).
+        train_split: split the linear probe / kNN bank is fitted on.
+        test_split: split scored (``"test"``, falling back to ``"val"`` when absent).
+        batch_size: feature-extraction batch size.
+        num_workers: DataLoader workers.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        backend: linear probe solver, ``"sklearn"`` (LogisticRegression on standardized
+            features) or ``"torch"`` (a linear layer trained on cached features, for big sets).
+        C: inverse L2 strength of the sklearn probe.
+        k: neighbours of the kNN classifier (20, as InstDisc/MoCo's monitor).
+        knn_temperature: weight ``exp(sim / T)`` of each neighbour (0.07).
+        seed: seeds the probe.
+    """
+
+    checkpoint: str | Path = ""
+    manifest: str | Path = ""
+    image_size: int | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    batch_size: int = 128
+    num_workers: int = 2
+    device: str = "auto"
+    backend: str = "sklearn"
+    C: float = 1.0
+    k: int = 20
+    knn_temperature: float = 0.07
+    seed: int = 0
