@@ -1,0 +1,131 @@
+"""The ``geolab`` command. Each sub-command is a thin wrapper over the library function that
+the notebooks call too; errors meant for users (bad manifest, missing data) are printed
+without a traceback and exit with status 2.
+
+Layout: one ``_add_<group>`` function per group registers its sub-commands; each handler
+imports its module lazily so that ``geolab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """An error whose message is the whole story for the user (no traceback)."""
+
+
+# ----------------------------------------------------------------------------- data
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="build, check and fetch data (manifests, geoworld, fMoW)")
+    dsub = data.add_subparsers(dest="data_cmd", required=True)
+
+    p = dsub.add_parser("validate", help="check a manifest against the contract")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--no-check-files", action="store_true", help="do not check that image files exist")
+    p.set_defaults(func=_data_validate)
+
+    p = dsub.add_parser("stats", help="counts per split, label and location; revisit time spans")
+    p.add_argument("manifest", type=Path)
+    p.set_defaults(func=_data_stats)
+
+    p = dsub.add_parser("world", help="generate (or reuse from cache) the geoworld simulation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=None, help="image side in pixels")
+    p.add_argument("--locations", type=int, default=None, help="number of locations")
+    p.add_argument("--out", type=Path, default=None, help="folder (default: the cache)")
+    p.set_defaults(func=_data_world)
+
+
+def _data_validate(args: argparse.Namespace) -> int:
+    from geolab.manifest import load_manifest
+
+    df = load_manifest(args.manifest, check_files=not args.no_check_files)
+    print(f"{args.manifest}: OK ({len(df)} images, {df['location_id'].nunique()} locations)")
+    return 0
+
+
+def _data_stats(args: argparse.Namespace) -> int:
+    from geolab.manifest import format_stats, load_manifest
+
+    print(format_stats(load_manifest(args.manifest, check_files=False)))
+    return 0
+
+
+def _data_world(args: argparse.Namespace) -> int:
+    from geolab.world import load_world
+
+    kwargs = {k: v for k, v in dict(size=args.size, locations=args.locations).items() if v is not None}
+    path = load_world(seed=args.seed, out=args.out, **kwargs)
+    print(path)
+    return 0
+
+
+# ----------------------------------------------------------------------------- doctor
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check that this environment is ready for the course")
+    p.set_defaults(func=_doctor)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from geolab.envcheck import environment_report, problems
+
+    report = environment_report()
+    for key, value in report.items():
+        print(f"{key:>15}: {value}")
+    found = problems(report)
+    for p in found:
+        print(f"problem: {p}", file=sys.stderr)
+    return 1 if found else 0
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geolab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    _add_data(sub)
+    _add_doctor(sub)
+    return parser
+
+
+def _version() -> str:
+    from geolab import __version__
+
+    return f"geolab {__version__}"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is shown without a traceback."""
+    errors: list[type[BaseException]] = [UserError, FileNotFoundError]
+    try:
+        from geolab.manifest import ManifestError
+
+        errors.append(ManifestError)
+    except ImportError:
+        pass
+    try:
+        from geolab.io import DiskSpaceError
+
+        errors.append(DiskSpaceError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as exc:  # noqa: B030 - a tuple computed at run time
+        print(f"geolab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("geolab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""What the welcome notebook and ``geolab doctor`` show: is this environment ready for the course?"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+import shutil
+import sys
+
+from geolab import paths
+
+PACKAGES = ("torch", "torchvision", "lightly", "numpy", "pandas", "scikit-learn", "papermill", "nbval", "folium")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages the course relies on ("missing" when absent)."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def device_summary() -> str:
+    """The device training will use, in words: a CUDA GPU's name, or the CPU and its cores."""
+    import torch
+
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        return f"cuda ({n} x {torch.cuda.get_device_name(0)})"
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def environment_report() -> dict[str, object]:
+    """Python, platform, device, versions, the cache folder and its free space."""
+    cache = paths.cache_dir()
+    probe = cache if cache.exists() else cache.parent
+    while not probe.exists():
+        probe = probe.parent
+    return {
+        "python": platform.python_version(),
+        "in_venv": sys.prefix != sys.base_prefix,
+        "platform": platform.platform(terse=True),
+        "device": device_summary(),
+        "versions": versions(),
+        "cache_dir": str(cache),
+        "cache_free_gib": round(shutil.disk_usage(probe).free / 2**30, 1),
+    }
+
+
+def problems(report: dict[str, object] | None = None) -> list[str]:
+    """Things that would stop the course, each with what to do (empty when all is well)."""
+    report = report or environment_report()
+    found = []
+    missing = [k for k, v in report["versions"].items() if v == "missing"]  # type: ignore[union-attr]
+    if missing:
+        found.append(f"missing packages {missing}: run `make setup`")
+    if not report["in_venv"]:
+        found.append("this Python is not a virtual environment: use the `geolab` kernel (`make setup`)")
+    if float(report["cache_free_gib"]) < 1.0:  # type: ignore[arg-type]
+        found.append(f"less than 1 GiB free in {report['cache_dir']}: set GEOLAB_CACHE to a larger disk")
+    return found

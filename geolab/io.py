@@ -1,0 +1,82 @@
+"""Writing files so that a crash never leaves a half-written file looking complete.
+
+Every checkpoint, manifest, cache file and result goes through :func:`atomic_write`: the data
+are written to a temporary file in the same folder, flushed and fsync'ed, then renamed over
+the target (``os.replace`` is atomic on POSIX), so a reader sees the old file or the new one,
+never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+class DiskSpaceError(OSError):
+    """Not enough free space to write what was asked."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success rename it over ``path``.
+
+    Args:
+        path: the final file.
+        mode: ``"wb"`` or ``"w"``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write` (a killed save keeps the previous file)."""
+    import torch
+
+    with atomic_write(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def ensure_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """Raise :class:`DiskSpaceError` if ``folder``'s file system has less than ``needed_bytes`` free.
+
+    Args:
+        folder: where the data will be written (created if missing).
+        needed_bytes: an estimate of what will be written.
+        what: words for the error ("the geoworld cache", "checkpoints").
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise DiskSpaceError(
+            f"Not enough disk space for {what} in {folder}: need about "
+            f"{needed_bytes / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free. "
+            "Free some space or point GEOLAB_CACHE / --out at a larger disk."
+        )

@@ -1,0 +1,47 @@
+"""Every path geolab reads or writes by default comes from here (one place, no module-level
+hard-coded paths elsewhere).
+
+Environment variables:
+    GEOLAB_CACHE: where generated and downloaded data live (default ``~/.cache/geolab``).
+    GEOLAB_RUNS: where ``geolab course run`` writes runs (default ``./runs``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def cache_dir() -> Path:
+    """Root of geolab's cache; ``$GEOLAB_CACHE`` moves it."""
+    env = os.environ.get("GEOLAB_CACHE")
+    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "geolab"
+
+
+def world_cache_dir() -> Path:
+    """Where generated geoworld data sets are cached (one sub-folder per version+parameters)."""
+    return cache_dir() / "geoworld"
+
+
+def download_dir() -> Path:
+    """Default target of downloads (fmow-mini, official checkpoints)."""
+    return cache_dir() / "downloads"
+
+
+def runs_dir() -> Path:
+    """Default parent of course runs; ``$GEOLAB_RUNS`` moves it."""
+    env = os.environ.get("GEOLAB_RUNS")
+    return Path(env).expanduser().resolve() if env else Path.cwd() / "runs"
+
+
+def manifests_dir() -> Path:
+    """The ``data_manifests/`` folder that ships with geolab (selections, schema docs)."""
+    return REPO_ROOT / "data_manifests"
+
+
+def notebooks_dir() -> Path:
+    """The course's notebooks."""
+    return REPO_ROOT / "notebooks"

@@ -1,0 +1,82 @@
+"""Every course notebook keeps the course's skeleton, so learners always find the same parts
+and papermill/nbval can run it: title and "In this lab you will", the time it takes, Setup,
+one `parameters` cell right after Setup, Summary, Exercises, References; short cells; no
+machine paths or stray outputs in git."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+MAX_CODE_LINES = 30  # "no cell over a screen"
+MACHINE_PATH = re.compile(r"/(work|root|home|Users|tmp)/[A-Za-z0-9_.-]+")
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ has no numbered notebooks"
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.stem)
+def nb(request):
+    return nbformat.read(request.param, as_version=4)
+
+
+def _headings(nb) -> list[str]:
+    return [
+        line.lstrip("#").strip()
+        for c in nb.cells
+        if c.cell_type == "markdown"
+        for line in c.source.splitlines()
+        if line.startswith("#")
+    ]
+
+
+def test_opens_with_title_goal_and_time(nb):
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "In this lab you will" in first.source
+    assert re.search(r"\*Time:\*", first.source), "the first cell says how long the notebook takes"
+
+
+def test_has_the_course_sections_in_order(nb):
+    heads = _headings(nb)
+    wanted = ["Setup", "Parameters", "Summary", "Exercises", "References"]
+    positions = [next((i for i, h in enumerate(heads) if h.startswith(w)), None) for w in wanted]
+    assert None not in positions, f"missing sections: {[w for w, p in zip(wanted, positions) if p is None]}"
+    assert positions == sorted(positions), f"sections out of order: {heads}"
+
+
+def test_one_parameters_cell_right_after_setup(nb):
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged `parameters`"
+    code_before = [c for c in nb.cells[: tagged[0]] if c.cell_type == "code"]
+    assert len(code_before) == 1, "the parameters cell is the first code cell after the Setup cell"
+    assert "results_path" in nb.cells[tagged[0]].source, "every notebook accepts results_path"
+
+
+def test_code_cells_fit_on_a_screen(nb):
+    long = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code" and len(c.source.splitlines()) > MAX_CODE_LINES]
+    assert not long, f"cells longer than {MAX_CODE_LINES} lines belong in geolab: {long}"
+
+
+def test_only_checked_cells_keep_outputs_and_no_machine_paths(nb):
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        if "NBVAL_CHECK_OUTPUT" not in c.source:
+            assert not c.outputs, f"run scripts/nb_strip.py: unchecked cell has outputs: {c.source[:60]!r}"
+        text = nbformat.writes(nbformat.v4.new_notebook(cells=[c]))
+        assert not MACHINE_PATH.search(text), f"machine path in a stored output: {c.source[:60]!r}"
+
+
+def test_solutions_are_tagged(nb):
+    """Solutions live in the same notebook, in cells tagged `solution` (collapsed in the lab,
+    removed by scripts/make_student_copy.py)."""
+    for c in nb.cells:
+        first = c.source.lstrip("# *").lower()
+        if first.startswith("solution"):
+            assert "solution" in c.metadata.get("tags", []), c.source[:60]
