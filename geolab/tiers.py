@@ -1,0 +1,77 @@
+"""Data tiers: which manifest a notebook's ``data`` parameter stands for.
+
+| tier | manifest |
+| --- | --- |
+| ``geoworld`` | generated on first use and cached (:func:`geolab.world.load_world`) |
+| ``fmow-mini`` | ``<cache>/downloads/fmow-mini/manifest.parquet`` made by ``geolab data fmow-download`` |
+| ``fmow``, ``geoimagenet`` | a manifest you built from data on your disk (``manifest`` parameter) |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from geolab import paths
+
+TIERS = ("geoworld", "fmow-mini", "fmow", "geoimagenet")
+#: Tiers that are simulations: every result shown from them says so.
+SIMULATED = frozenset({"geoworld"})
+
+
+def fmow_mini_manifest() -> Path:
+    """Where ``geolab data fmow-download`` writes the fmow-mini manifest by default."""
+    return paths.download_dir() / "fmow-mini" / "manifest.parquet"
+
+
+def resolve_manifest(
+    data: str = "geoworld",
+    manifest: str | Path = "",
+    *,
+    world_locations: int | None = None,
+    world_size: int | None = None,
+    world_seed: int = 0,
+) -> Path:
+    """The manifest for a data tier, generating geoworld when needed.
+
+    Args:
+        data: one of :data:`TIERS`.
+        manifest: an explicit manifest; wins over the tier's default location.
+        world_locations: geoworld's number of locations (``None``: its default).
+        world_size: geoworld's image side in pixels (``None``: its default).
+        world_seed: geoworld's seed.
+
+    Returns:
+        Path of the manifest file.
+
+    Raises:
+        ValueError: unknown tier.
+        FileNotFoundError: a real tier's manifest is missing, with how to make it.
+    """
+    if data not in TIERS:
+        raise ValueError(f"Unknown data tier {data!r}; choose one of {', '.join(TIERS)}.")
+    if manifest:
+        path = Path(manifest).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"Manifest {path} (data={data!r}) does not exist.")
+        return path
+    if data == "geoworld":
+        from geolab.world import load_world
+
+        kwargs = {k: v for k, v in dict(locations=world_locations, size=world_size).items() if v is not None}
+        return Path(load_world(seed=world_seed, **kwargs))
+    if data == "fmow-mini":
+        path = fmow_mini_manifest()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"No fmow-mini manifest at {path}. Download the subset first: "
+                "`geolab data fmow-download --out <dir>` (see docs/REAL_DATA.md), "
+                "or pass manifest=<path>."
+            )
+        return path
+    how = "geolab data fmow-manifest ROOT --out M" if data == "fmow" else "geolab data geoimagenet-manifest ROOT --out M"
+    raise FileNotFoundError(f"data={data!r} needs a manifest of your copy of the data set: build one with `{how}` and pass manifest=M.")
+
+
+def is_simulated(data: str) -> bool:
+    """True when results on ``data`` come from a simulation (and must say so)."""
+    return data in SIMULATED
