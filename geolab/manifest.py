@@ -1,0 +1,606 @@
+"""The manifest: geolab's one data contract (schema, load/save, validation, stats).
+
+A manifest is a table with one row per image. Every data tier (the geoworld simulation,
+fMoW-mini, full fMoW, GeoImageNet) is read through one, so everything downstream of it is
+the same for all tiers. The user-facing contract is ``data_manifests/SCHEMA.md``.
+
+Required columns (:data:`REQUIRED_COLUMNS`):
+    ``image_id`` (unique text), ``location_id`` (text; the images of one place, the
+    paper's *revisits*), ``path`` (the image file, absolute or relative to the manifest's
+    folder), ``timestamp`` (UTC), ``lat`` in [-90, 90] and ``lon`` in [-180, 180] (degrees,
+    WGS84), ``label`` (category name), ``split`` (``train``/``val``/``test`` or any name).
+Optional columns (:data:`OPTIONAL_COLUMNS`):
+    ``gsd`` (ground sample distance, metres per pixel, > 0) and ``cloud_cover`` (percent,
+    0-100). Any other column is kept as it is (geoworld adds ``mask_path``, which is
+    resolved like ``path``). ``geo_cluster`` is derived (:func:`geolab.geo.add_geo_clusters`)
+    and never required.
+
+Every problem is reported as one :class:`ManifestError` naming the file, the row (0-based
+data row; for CSV also the line in the file), the column, and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from geolab.io import atomic_write
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "location_id",
+    "path",
+    "timestamp",
+    "lat",
+    "lon",
+    "label",
+    "split",
+)
+OPTIONAL_COLUMNS: tuple[str, ...] = ("gsd", "cloud_cover")
+#: The splits geolab's own builders write; other names are allowed.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Text columns (stored as strings after loading).
+TEXT_COLUMNS: tuple[str, ...] = ("image_id", "location_id", "path", "label", "split")
+#: Columns holding file paths (resolved against the manifest's folder).
+PATH_COLUMNS: tuple[str, ...] = ("path", "mask_path")
+#: Derived columns that :func:`save_manifest` does not store.
+DERIVED_COLUMNS: tuple[str, ...] = ("geo_cluster",)
+
+_EXAMPLE_TIME = "2016-05-18T15:28:47Z"
+
+
+class ManifestError(ValueError):
+    """A manifest that breaks the contract, with where and what to do.
+
+    Attributes:
+        file: the manifest file (or ``"<table>"`` for an in-memory table).
+        row: 0-based data row, or None when the problem is not one row's.
+        column: the column concerned, or None.
+        line: for a CSV manifest, the line in the file (the header is line 1), else None.
+        problem: the message without the location prefix.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        file: str | os.PathLike | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.file = str(file) if file is not None else "<table>"
+        self.row = None if row is None else int(row)
+        self.column = column
+        self.line = None if line is None else int(line)
+        self.problem = problem
+        where = [self.file]
+        if self.row is not None:
+            where.append(f"row {self.row}" + (f" (line {self.line})" if self.line is not None else ""))
+        if column is not None:
+            where.append(f"column '{column}'")
+        super().__init__(", ".join(where) + ": " + problem)
+
+    def __reduce__(self):  # keep the attributes across pickling (DataLoader workers)
+        return (
+            _rebuild_error,
+            (self.problem, self.file, self.row, self.column, self.line),
+        )
+
+
+def _rebuild_error(problem, file, row, column, line) -> ManifestError:
+    return ManifestError(problem, file=file, row=row, column=column, line=line)
+
+
+class _Reporter:
+    """Builds :class:`ManifestError` s that know the file and, for CSV, the line numbers."""
+
+    def __init__(self, source: str | os.PathLike) -> None:
+        self.source = str(source)
+        self.is_csv = self.source.lower().endswith(".csv")
+
+    def error(self, problem: str, row: int | None = None, column: str | None = None) -> ManifestError:
+        line = row + 2 if (self.is_csv and row is not None) else None  # header is line 1
+        return ManifestError(problem, file=self.source, row=row, column=column, line=line)
+
+    def first_bad(self, bad: np.ndarray, problem: str, column: str, values: Sequence[Any] | None = None):
+        """Raise for the first True in ``bad`` (a boolean array over rows), counting the others."""
+        rows = np.flatnonzero(bad)
+        if rows.size == 0:
+            return
+        row = int(rows[0])
+        text = problem.format(value=_show(values[row]) if values is not None else "")
+        if rows.size > 1:
+            text += f" ({rows.size - 1} more row{'s' if rows.size > 2 else ''} with the same problem)"
+        raise self.error(text, row=row, column=column)
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ----------------------------------------------------------------------------- validation
+def validate_manifest(
+    df: pd.DataFrame,
+    source: str | os.PathLike = "<table>",
+    root: str | os.PathLike | None = None,
+    check_files: bool = True,
+    require_splits: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Check a manifest table against the contract and return a normalised copy.
+
+    The copy has the index 0..n-1 in the input's order, text columns as strings,
+    ``lat``/``lon`` (and ``gsd``/``cloud_cover`` when present) as float64, ``timestamp`` as
+    ``datetime64[ns, UTC]`` (naive times are taken as UTC), and ``path`` (and ``mask_path``)
+    as absolute paths when ``root`` is given.
+
+    Args:
+        df: the table, one row per image.
+        source: the manifest's file name, used in error messages (and, when it ends in
+            ``.csv``, to report line numbers).
+        root: folder that relative paths are relative to (the manifest's folder). None
+            leaves paths as they are (relative ones are then relative to the current folder).
+        check_files: check that every image (and mask) file exists.
+        require_splits: splits that must have at least one row (e.g. ``("train", "val")``).
+
+    Returns:
+        The validated, normalised copy.
+
+    Raises:
+        ManifestError: the first problem found, naming file, row, column and what to do.
+    """
+    rep = _Reporter(source)
+    if not isinstance(df, pd.DataFrame):
+        raise rep.error(f"expected a table (pandas DataFrame), got {type(df).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        have = ", ".join(str(c) for c in df.columns) or "none"
+        raise rep.error(
+            f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(the file has: {have}). Add {'them' if len(missing) > 1 else 'it'} or rename the "
+            f"matching column; required are {', '.join(REQUIRED_COLUMNS)}; see data_manifests/SCHEMA.md.",
+            column=missing[0],
+        )
+    dupes = pd.Index(df.columns)[pd.Index(df.columns).duplicated()]
+    if len(dupes):
+        raise rep.error(
+            f"column '{dupes[0]}' appears more than once; keep one and rename or drop the others.",
+            column=str(dupes[0]),
+        )
+    if len(df) == 0:
+        raise rep.error("the manifest has no rows; it needs one row per image.")
+
+    out = df.reset_index(drop=True).copy()
+
+    # text columns: present, non-empty, stored as str
+    for col in TEXT_COLUMNS:
+        values = out[col].to_numpy(dtype=object)
+        bad = np.fromiter((_is_blank(v) for v in values), dtype=bool, count=len(values))
+        rep.first_bad(bad, f"{col} is empty or missing; every image needs a {col}.", col)
+        out[col] = pd.Series([str(v) for v in values], index=out.index, dtype=str)
+
+    # coordinates
+    for col, lo, hi in (("lat", -90.0, 90.0), ("lon", -180.0, 180.0)):
+        raw = out[col]
+        num = _to_float(raw)
+        rep.first_bad(
+            np.isnan(num),
+            col + " {value} is missing or not a number; give decimal degrees (WGS84), "
+            f"{col} in [{lo:g}, {hi:g}].",
+            col,
+            raw.to_numpy(dtype=object),
+        )
+        rep.first_bad(
+            (num < lo) | (num > hi),
+            col + " {value} is outside " + f"[{lo:g}, {hi:g}]; give decimal degrees (WGS84)"
+            + (" (are lat and lon swapped?)" if col == "lat" else "; wrap longitudes above 180 to lon - 360")
+            + ".",
+            col,
+            num,
+        )
+        out[col] = num
+
+    # optional numeric columns: missing values allowed, present ones must make sense
+    for col, lo, hi, unit in (("gsd", 0.0, np.inf, "metres per pixel, > 0"), ("cloud_cover", 0.0, 100.0, "percent, 0-100")):
+        if col not in out.columns:
+            continue
+        raw = out[col]
+        num = _to_float(raw)
+        blank = np.fromiter((_is_blank(v) for v in raw.to_numpy(dtype=object)), dtype=bool, count=len(raw))
+        rep.first_bad(
+            np.isnan(num) & ~blank,
+            col + " {value} is not a number" + f" ({unit}); leave it empty when unknown.",
+            col,
+            raw.to_numpy(dtype=object),
+        )
+        with np.errstate(invalid="ignore"):
+            out_of_range = ((num <= lo) if col == "gsd" else (num < lo)) | (num > hi) | np.isinf(num)
+        rep.first_bad(out_of_range, col + " {value} is out of range" + f" ({unit}).", col, num)
+        out[col] = num
+
+    out["timestamp"] = _parse_timestamps(out["timestamp"], rep)
+
+    # unique image ids
+    dup = out["image_id"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((out["image_id"] == out["image_id"].iat[row]).to_numpy())[0])
+        raise rep.error(
+            f"image_id '{out['image_id'].iat[row]}' is used again (first at row {first}"
+            + (f", line {first + 2}" if rep.is_csv else "")
+            + "); image ids must be unique: drop the duplicate row or give it a new id.",
+            row=row,
+            column="image_id",
+        )
+
+    # one label and one split per location
+    for col, why in (
+        ("label", "a location is one place with one category"),
+        ("split", "otherwise temporal positives would leak between splits"),
+    ):
+        first_val = out.groupby("location_id", sort=False)[col].transform("first")
+        bad = (out[col] != first_val).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            loc = out["location_id"].iat[row]
+            first_row = int(np.flatnonzero((out["location_id"] == loc).to_numpy())[0])
+            raise rep.error(
+                f"location '{loc}' has {col} '{out[col].iat[row]}' here but '{first_val.iat[row]}' at "
+                f"row {first_row}; all images of a location must share one {col} ({why}). "
+                f"Fix the {col} or give these images their own location_id.",
+                row=row,
+                column=col,
+            )
+
+    # paths
+    for col in PATH_COLUMNS:
+        if col not in out.columns:
+            continue
+        values = out[col].to_numpy(dtype=object)
+        if col != "path":
+            blank = np.fromiter((_is_blank(v) for v in values), dtype=bool, count=len(values))
+        else:
+            blank = np.zeros(len(values), dtype=bool)
+        resolved = [None if b else _resolve(str(v), root) for v, b in zip(values, blank)]
+        if check_files:
+            bad = np.fromiter(
+                (p is not None and not os.path.isfile(p) for p in resolved), dtype=bool, count=len(resolved)
+            )
+            rows = np.flatnonzero(bad)
+            if rows.size:
+                row = int(rows[0])
+                more = f" ({rows.size - 1} more missing)" if rows.size > 1 else ""
+                base = f" relative to {root}" if root is not None and not os.path.isabs(str(values[row])) else ""
+                raise rep.error(
+                    f"file not found: {resolved[row]}{more}. The {col} is '{values[row]}'{base}; "
+                    "paths are absolute or relative to the manifest's folder. Fix the path, restore "
+                    "the file, or validate with check_files=False (`--no-check-files`).",
+                    row=row,
+                    column=col,
+                )
+        if col == "path":
+            out[col] = pd.Series(resolved, index=out.index, dtype=str)
+        else:
+            out[col] = pd.Series(resolved, index=out.index, dtype=object)
+
+    for split in require_splits:
+        _check_split_present(out, split, rep)
+    return out
+
+
+def _is_blank(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() == ""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # arrays and other containers are not blank
+        return False
+
+
+def _to_float(series: pd.Series) -> np.ndarray:
+    """Numbers as float64; anything that is not a number becomes NaN."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return np.full(len(series), np.nan)
+    values = series.to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        if isinstance(v, (bool, np.bool_)):
+            out[i] = np.nan
+            continue
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError, OverflowError):
+            out[i] = np.nan
+    return out
+
+
+def _parse_timestamps(raw: pd.Series, rep: _Reporter) -> pd.Series:
+    """Parse ``timestamp`` into ``datetime64[ns, UTC]``; naive times are taken as UTC."""
+    hint = f"write it in ISO 8601, e.g. {_EXAMPLE_TIME} (UTC; naive times are taken as UTC)."
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw.dtype):
+        ts = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+    else:
+        values = raw.to_numpy(dtype=object)
+        texts: list[Any] = []
+        for i, v in enumerate(values):
+            if _is_blank(v):
+                raise rep.error(f"timestamp is missing; {hint}", row=i, column="timestamp")
+            if isinstance(v, (pd.Timestamp,)) or hasattr(v, "isoformat"):
+                texts.append(pd.Timestamp(v).isoformat() if not isinstance(v, str) else v)
+            elif isinstance(v, str):
+                texts.append(v.strip())
+            else:
+                raise rep.error(
+                    f"timestamp {_show(v)} is not a date-time; {hint}", row=i, column="timestamp"
+                )
+        parsed = pd.to_datetime(pd.Series(texts, dtype=object), utc=True, format="ISO8601", errors="coerce")
+        bad = parsed.isna().to_numpy()
+        rep.first_bad(bad, "timestamp {value} cannot be parsed; " + hint, "timestamp", values)
+        ts = parsed
+    bad = ts.isna().to_numpy()
+    rep.first_bad(bad, "timestamp is missing; " + hint, "timestamp")
+    years = ts.dt.year.to_numpy()
+    rep.first_bad(
+        (years < 1678) | (years > 2261),
+        "timestamp {value} is outside the supported years 1678-2261; " + hint,
+        "timestamp",
+        raw.to_numpy(dtype=object),
+    )
+    return ts.dt.as_unit("ns").set_axis(raw.index)
+
+
+def _resolve(path: str, root: str | os.PathLike | None) -> str:
+    path = os.path.expanduser(path)
+    if root is not None and not os.path.isabs(path):
+        path = os.path.join(os.fspath(root), path)
+    return os.path.normpath(os.path.abspath(path)) if (root is not None or os.path.isabs(path)) else path
+
+
+def _check_split_present(df: pd.DataFrame, split: str, rep: _Reporter) -> None:
+    if not (df["split"] == split).any():
+        counts = df["split"].value_counts()
+        have = ", ".join(f"{k} ({v} images)" for k, v in counts.items()) or "none"
+        raise rep.error(
+            f"split '{split}' is empty: no row has split == '{split}' (the manifest has {have}). "
+            f"Assign some locations to '{split}' or choose one of the splits present.",
+            column="split",
+        )
+
+
+def select_split(df: pd.DataFrame, split: str | Sequence[str]) -> pd.DataFrame:
+    """The rows of one split (or several), index reset; an empty split is an error.
+
+    Args:
+        df: a loaded manifest.
+        split: a split name, e.g. ``"train"``, or several names.
+
+    Returns:
+        The rows of that split, index 0..n-1, ``attrs`` kept.
+
+    Raises:
+        ManifestError: when a split asked for has no rows.
+    """
+    names = [split] if isinstance(split, str) else list(split)
+    rep = _Reporter(df.attrs.get("source", "<table>"))
+    for name in names:
+        _check_split_present(df, name, rep)
+    out = df[df["split"].isin(names)].reset_index(drop=True)
+    out.attrs = dict(df.attrs)
+    return out
+
+
+# ----------------------------------------------------------------------------- load / save
+def load_manifest(
+    path: str | os.PathLike,
+    check_files: bool = True,
+    require_splits: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Read a manifest (Parquet or CSV, by suffix) and validate it.
+
+    Args:
+        path: ``.parquet`` / ``.pq`` or ``.csv`` file.
+        check_files: check that every image file exists (a stat per row, no image opened).
+        require_splits: splits that must be non-empty, e.g. ``("train", "val")``.
+
+    Returns:
+        The validated table (see :func:`validate_manifest`); ``path``/``mask_path`` absolute;
+        ``df.attrs["source"]`` is the manifest's path.
+
+    Raises:
+        ManifestError: unreadable file or any breach of the contract.
+    """
+    path = Path(path).expanduser()
+    rep = _Reporter(path)
+    if not path.is_file():
+        raise rep.error(
+            "manifest file not found. Check the path; `geolab data world` builds the default "
+            "manifest and data_manifests/SCHEMA.md describes the format."
+        )
+    df = _read_table(path, rep)
+    out = validate_manifest(
+        df, source=path, root=path.resolve().parent, check_files=check_files, require_splits=require_splits
+    )
+    out.attrs["source"] = str(path.resolve())
+    return out
+
+
+def _read_table(path: Path, rep: _Reporter) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types for a damaged file
+            raise rep.error(
+                f"cannot be read as Parquet ({type(exc).__name__}: {exc}). Is the file complete? "
+                "Rewrite it with geolab.manifest.save_manifest or pandas.DataFrame.to_parquet."
+            ) from exc
+    if suffix == ".csv":
+        try:
+            header = pd.read_csv(path, nrows=0).columns
+            return pd.read_csv(
+                path,
+                dtype={c: str for c in header if c in TEXT_COLUMNS or c in ("timestamp", "mask_path")},
+                keep_default_na=False,
+                na_values={c: [""] for c in header},
+            )
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+            raise rep.error(
+                f"cannot be read as CSV ({type(exc).__name__}: {exc}). Write UTF-8 CSV with a "
+                f"header row naming the columns ({', '.join(REQUIRED_COLUMNS)})."
+            ) from exc
+    raise rep.error(f"unknown manifest format '{path.suffix}'; use .parquet (preferred) or .csv.")
+
+
+def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a manifest atomically (Parquet or CSV, by suffix) after validating it.
+
+    Absolute paths under the manifest's folder are written relative to it (so the folder
+    can be moved); other paths are kept. Relative paths in ``df`` are taken as relative to
+    the manifest's folder. The derived ``geo_cluster`` column is not stored (it depends on
+    K and the seed; :func:`geolab.geo.add_geo_clusters` recomputes it).
+
+    Args:
+        df: the table (image files are not checked).
+        path: target ``.parquet`` or ``.csv``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ManifestError: the table breaks the contract or the suffix is unknown.
+    """
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise ManifestError(f"unknown manifest format '{path.suffix}'; use .parquet or .csv.", file=path)
+    root = path.resolve().parent
+    out = validate_manifest(df, source=path, root=None, check_files=False)
+    out = out.drop(columns=[c for c in DERIVED_COLUMNS if c in out.columns])
+    for col in PATH_COLUMNS:
+        if col in out.columns:
+            rel = [_relative_to(v, root) for v in out[col].to_numpy(dtype=object)]
+            out[col] = pd.Series(rel, index=out.index, dtype=str if col == "path" else object)
+    out.attrs = {}
+    if suffix == ".csv":
+        with atomic_write(path, "w") as fh:
+            out.to_csv(fh, index=False, lineterminator="\n")
+    else:
+        with atomic_write(path, "wb") as fh:
+            out.to_parquet(fh, index=False)
+    return path
+
+
+def _relative_to(value: Any, root: Path) -> Any:
+    if _is_blank(value):
+        return value
+    text = str(value)
+    if not os.path.isabs(text):
+        return text
+    try:
+        return Path(os.path.normpath(text)).relative_to(root).as_posix()
+    except ValueError:
+        return text
+
+
+# ----------------------------------------------------------------------------- stats
+def manifest_stats(df: pd.DataFrame) -> dict[str, Any]:
+    """Counts and revisit statistics of a (validated) manifest.
+
+    Args:
+        df: a loaded manifest.
+
+    Returns:
+        A dict with ``images``, ``locations``, ``labels`` (counts), ``splits`` and
+        ``per_label`` (``{name: {"images": n, "locations": n}}``), ``images_per_location``
+        (``min/median/mean/max`` and ``histogram`` {revisits: locations}),
+        ``time_span_days`` per location (``min/median/mean/max``: last minus first image),
+        ``singleton_share`` (share of images whose location has one image: their temporal
+        positive falls back to the same image) and ``time_range`` (first, last; ISO 8601).
+    """
+    per_loc = df.groupby("location_id", sort=False)
+    counts = per_loc.size()
+    span = (per_loc["timestamp"].max() - per_loc["timestamp"].min()).dt.total_seconds() / 86400.0
+
+    def summary(s: pd.Series) -> dict[str, float]:
+        return {
+            "min": float(s.min()),
+            "median": float(s.median()),
+            "mean": float(s.mean()),
+            "max": float(s.max()),
+        }
+
+    def groups(col: str) -> dict[str, dict[str, int]]:
+        g = df.groupby(col, sort=True)
+        return {
+            str(k): {"images": int(v), "locations": int(n)}
+            for (k, v), n in zip(g.size().items(), g["location_id"].nunique().to_numpy())
+        }
+
+    return {
+        "images": int(len(df)),
+        "locations": int(len(counts)),
+        "labels": int(df["label"].nunique()),
+        "splits": groups("split"),
+        "per_label": groups("label"),
+        "images_per_location": {
+            **summary(counts),
+            "histogram": {int(k): int(v) for k, v in counts.value_counts().sort_index().items()},
+        },
+        "time_span_days": summary(span),
+        "singleton_share": float((counts == 1).sum() / len(df)) if len(df) else 0.0,
+        "time_range": [df["timestamp"].min().isoformat(), df["timestamp"].max().isoformat()],
+    }
+
+
+def format_stats(df: pd.DataFrame) -> str:
+    """:func:`manifest_stats` as readable text (what ``geolab data stats`` prints).
+
+    Args:
+        df: a loaded manifest.
+
+    Returns:
+        Several small tables: per split, per label, images per location, time spans.
+    """
+    st = manifest_stats(df)
+    lines = []
+    src = df.attrs.get("source")
+    if src:
+        lines.append(f"manifest: {src}")
+    lines.append(
+        f"{st['images']} images, {st['locations']} locations, {st['labels']} labels; "
+        f"time range {st['time_range'][0][:10]} .. {st['time_range'][1][:10]} (UTC)"
+    )
+    lines.append("")
+    lines.append(f"{'split':<12} {'images':>8} {'locations':>10}")
+    for name, c in st["splits"].items():
+        lines.append(f"{name:<12} {c['images']:>8} {c['locations']:>10}")
+    lines.append("")
+    width = max([5] + [len(n) for n in st["per_label"]])
+    lines.append(f"{'label':<{width}} {'images':>8} {'locations':>10}")
+    for name, c in st["per_label"].items():
+        lines.append(f"{name:<{width}} {c['images']:>8} {c['locations']:>10}")
+    lines.append("")
+    ipl = st["images_per_location"]
+    lines.append(
+        f"images per location (revisits): min {ipl['min']:g}, median {ipl['median']:g}, "
+        f"mean {ipl['mean']:.2f}, max {ipl['max']:g}"
+    )
+    lines.append("  " + ", ".join(f"{k} image{'s' if k > 1 else ''}: {v} locations" for k, v in ipl["histogram"].items()))
+    ts = st["time_span_days"]
+    lines.append(
+        f"time span per location (days, last - first image): min {ts['min']:.0f}, "
+        f"median {ts['median']:.0f}, mean {ts['mean']:.0f}, max {ts['max']:.0f}"
+    )
+    lines.append(
+        f"singleton share (images whose location has one image; their temporal positive is "
+        f"the same image): {st['singleton_share']:.1%}"
+    )
+    return "\n".join(lines)
