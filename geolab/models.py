@@ -1,0 +1,267 @@
+"""The model: a ResNet query encoder, lightly's MoCo projection head, a momentum key encoder
+and an optional geo head (Ayush et al. 2021, Sec. 3; He et al. 2020; Chen et al. 2020).
+
+Read it like MoCo's ``builder.py``:
+
+* query encoder  ``f_q`` = backbone + :class:`~lightly.models.modules.MoCoProjectionHead`
+  (2-layer MLP, 128-d, MoCo-v2);
+* key encoder    ``f_k`` = a copy of ``f_q`` without gradients, updated as
+  ``theta_k <- m * theta_k + (1 - m) * theta_q`` (MoCo Eq. 2) by lightly's
+  :func:`~lightly.models.utils.update_momentum`;
+* geo head       ``g`` = ReLU + Linear(128, K) on the query projection, predicting the geo
+  cluster of the image's lat/lon (as in the official GASSL code);
+* the contrastive loss (InfoNCE with the memory bank of negative keys) is lightly's
+  :class:`~lightly.loss.NTXentLoss` with ``memory_bank_size=(queue, 128)``, built in
+  :func:`build_contrastive_loss`.
+
+The total loss of ``moco-*-geo`` is ``alpha * InfoNCE(q, k) + beta * CE(g(q), cluster)``
+(see :func:`geolab.train.compute_loss`).
+
+**MoCo's BatchNorm leak.** With plain BatchNorm the query and its positive key are normalised
+with statistics of the *same* set of samples, and the network can find the positive through
+those statistics instead of the content ("cheating", MoCo Sec. 3.3). MoCo fixes it by
+*shuffling BN*: the keys are shuffled across GPUs before the key encoder and unshuffled after,
+so a query and its key see BN statistics from different sub-batches. Shuffling on one device
+alone changes nothing (the statistics are over the whole batch either way), so geolab does:
+
+* under DDP: each rank's BN is its own sub-batch, and :meth:`MoCoModel.forward_key`
+  shuffles the keys across ranks (lightly's ``batch_shuffle(distributed=True)``);
+* on one device: :class:`SplitBatchNorm2d` normalises each of ``bn_splits`` contiguous
+  chunks of the batch with its own statistics, i.e. it behaves exactly like ``bn_splits``
+  ranks, and the keys are shuffled over the whole batch before the key encoder. One device
+  with ``bn_splits=S`` computes the same gradients as ``S`` DDP ranks on the same global batch
+  (``tests/test_ddp.py`` checks it).
+
+Why our own split BN and not lightly's ``SplitBatchNorm``: lightly's reshapes the batch with
+``view`` (fails on channels_last tensors, which the GPU path uses) and keeps ``S x C`` running
+statistics, so its state dict no longer loads into a plain ResNet; ours keeps BatchNorm2d's
+parameters and buffers exactly (checkpoints load into torchvision's ResNet and into
+:func:`geolab.evaluate.load_backbone`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from lightly.loss import NTXentLoss
+from lightly.models.modules import MoCoProjectionHead
+from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
+from torch import Tensor, nn
+
+#: Backbones geolab builds (torchvision ResNets, random init) and their feature sizes.
+ARCHS: dict[str, tuple[Callable[..., nn.Module], int]] = {
+    "resnet18": (torchvision.models.resnet18, 512),
+    "resnet34": (torchvision.models.resnet34, 512),
+    "resnet50": (torchvision.models.resnet50, 2048),
+}
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that, in training, normalises each of ``num_splits`` contiguous chunks of
+    the batch with that chunk's own statistics: one device behaving like ``num_splits`` GPUs.
+
+    Parameters and buffers are those of :class:`torch.nn.BatchNorm2d` (same state-dict keys
+    and shapes). Running statistics are updated once per chunk, in order. Works with
+    channels_last inputs (chunks along the batch dimension, no ``view``). In eval mode, or
+    with ``num_splits == 1``, it is plain BatchNorm2d.
+
+    Args:
+        num_features: channels.
+        num_splits: number of chunks; the batch size must be divisible by it.
+        **kwargs: passed to :class:`torch.nn.BatchNorm2d`.
+    """
+
+    def __init__(self, num_features: int, num_splits: int = 1, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        self.num_splits = num_splits
+
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - torch's name
+        if not self.training or self.num_splits == 1:
+            return super().forward(input)
+        n = input.shape[0]
+        if n % self.num_splits:
+            raise ValueError(
+                f"SplitBatchNorm2d: batch of {n} is not divisible by bn_splits={self.num_splits}; "
+                "choose a batch size that is a multiple of bn_splits (or set bn_splits=1)."
+            )
+        if self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        momentum = 0.1 if self.momentum is None else self.momentum
+        chunks = [
+            F.batch_norm(c, self.running_mean, self.running_var, self.weight, self.bias, True, momentum, self.eps)
+            for c in input.chunk(self.num_splits, dim=0)
+        ]
+        return torch.cat(chunks, dim=0)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", num_splits={self.num_splits}"
+
+
+def make_backbone(arch: str, bn_splits: int = 1) -> tuple[nn.Module, int]:
+    """A torchvision ResNet without its classifier (``fc = Identity``), randomly initialised.
+
+    Args:
+        arch: a key of :data:`ARCHS` (paper: ``resnet50``).
+        bn_splits: chunks of :class:`SplitBatchNorm2d` (1 = plain BatchNorm behaviour).
+
+    Returns:
+        ``(backbone, feature_dim)``; ``backbone(x)`` is ``(N, feature_dim)``.
+
+    Raises:
+        ValueError: unknown ``arch``.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}.")
+    factory, dim = ARCHS[arch]
+
+    def norm_layer(c: int) -> nn.Module:
+        return SplitBatchNorm2d(c, num_splits=bn_splits)
+
+    net = factory(weights=None, norm_layer=norm_layer)
+    net.fc = nn.Identity()
+    return net, dim
+
+
+def set_bn_splits(module: nn.Module, splits: int) -> None:
+    """Set ``num_splits`` of every :class:`SplitBatchNorm2d` in ``module`` (e.g. 1 for eval)."""
+    for m in module.modules():
+        if isinstance(m, SplitBatchNorm2d):
+            m.num_splits = splits
+
+
+class GeoHead(nn.Sequential):
+    """Geo head: ReLU + Linear(in_dim, K) on the query projection (official GASSL code).
+
+    Args:
+        in_dim: projection size (128).
+        k: number of geo clusters (paper: 100).
+    """
+
+    def __init__(self, in_dim: int, k: int) -> None:
+        super().__init__(nn.ReLU(), nn.Linear(in_dim, k))
+
+
+class MoCoModel(nn.Module):
+    """MoCo-v2 with an optional geo head: query encoder, momentum key encoder, geo head.
+
+    Args:
+        arch: backbone name (paper: ``resnet50``).
+        proj_dim: projection output size (128).
+        geo_k: geo clusters for the geo head; 0 = no geo head (``moco``, ``moco-tp``).
+        bn_splits: :class:`SplitBatchNorm2d` chunks on one device (1 under DDP).
+
+    Attributes:
+        backbone, projection_head: the query encoder ``f_q``.
+        backbone_momentum, projection_head_momentum: the key encoder ``f_k`` (no gradients).
+        geo_head: :class:`GeoHead` or ``None``.
+        feature_dim: backbone output size (what the linear probe sees).
+    """
+
+    def __init__(self, arch: str = "resnet50", proj_dim: int = 128, geo_k: int = 0, bn_splits: int = 1) -> None:
+        super().__init__()
+        self.arch = arch
+        self.backbone, self.feature_dim = make_backbone(arch, bn_splits)
+        # MoCo-v2: hidden layer as wide as the features (2048 for ResNet-50), 128-d output.
+        self.projection_head = MoCoProjectionHead(self.feature_dim, self.feature_dim, proj_dim)
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projection_head_momentum = copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_momentum)
+        deactivate_requires_grad(self.projection_head_momentum)
+        self.geo_head = GeoHead(proj_dim, geo_k) if geo_k > 0 else None
+
+    def forward_query(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Query projection ``q`` (not normalised; the loss normalises) and geo logits (or None)."""
+        q = self.projection_head(self.backbone(x))
+        geo = self.geo_head(q) if self.geo_head is not None else None
+        return q, geo
+
+    @torch.no_grad()
+    def forward_key(self, x: Tensor, distributed: bool = False) -> Tensor:
+        """Key projection ``k`` from the momentum encoder, with shuffle BN.
+
+        The keys are shuffled over the whole batch (over all ranks when ``distributed``)
+        before the key encoder and put back in order after it, so that with split BN or DDP a
+        key is never normalised together with its own query.
+        """
+        x, shuffle = batch_shuffle(x, distributed=distributed)
+        k = self.projection_head_momentum(self.backbone_momentum(x))
+        return batch_unshuffle(k, shuffle, distributed=distributed)
+
+    def forward(self, query: Tensor, key: Tensor, distributed: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(q, k, geo_logits)`` for a batch of query views and their positive key views."""
+        q, geo = self.forward_query(query)
+        k = self.forward_key(key, distributed=distributed)
+        return q, k, geo
+
+    @torch.no_grad()
+    def momentum_update(self, m: float) -> None:
+        """``theta_k <- m * theta_k + (1 - m) * theta_q`` (MoCo Eq. 2) for backbone and head."""
+        update_momentum(self.backbone, self.backbone_momentum, m)
+        update_momentum(self.projection_head, self.projection_head_momentum, m)
+
+
+class Classifier(nn.Module):
+    """Backbone + linear classifier: the ``supervised`` baseline (categories) and ``geoloc``
+    (geo clusters as the only pretext labels).
+
+    Args:
+        arch: backbone name.
+        num_classes: categories or geo clusters.
+        bn_splits: :class:`SplitBatchNorm2d` chunks (1: plain BatchNorm).
+    """
+
+    def __init__(self, arch: str, num_classes: int, bn_splits: int = 1) -> None:
+        super().__init__()
+        self.arch = arch
+        self.backbone, self.feature_dim = make_backbone(arch, bn_splits)
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.backbone(x))
+
+
+def build_contrastive_loss(temperature: float, queue_size: int, dim: int = 128, distributed: bool = False) -> NTXentLoss:
+    """InfoNCE with a memory bank (the MoCo queue) from lightly.
+
+    ``NTXentLoss(temperature, memory_bank_size=(queue_size, dim))``: logits are
+    ``[q.k+, q.queue] / T`` of L2-normalised vectors, label 0; after each training call the
+    batch's keys are enqueued (gathered from all ranks first when ``distributed``).
+
+    Note: lightly keeps the bank in non-persistent buffers; :func:`memory_bank_state` and
+    :func:`load_memory_bank_state` put it in checkpoints so that a resumed run is exact.
+
+    Args:
+        temperature: T (0.2 MoCo-v2; 0.02 official GASSL commands).
+        queue_size: number of negative keys (paper: 65536).
+        dim: key size (128).
+        distributed: gather keys over DDP ranks before enqueueing.
+    """
+    return NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, dim), gather_distributed=distributed)
+
+
+def memory_bank_state(loss: NTXentLoss) -> dict[str, Tensor]:
+    """The memory bank's keys and pointer as plain tensors (for a checkpoint)."""
+    return {"bank": loss.memory_bank.bank.detach().cpu().clone(), "ptr": loss.memory_bank.bank_ptr.detach().cpu().clone()}
+
+
+def load_memory_bank_state(loss: NTXentLoss, state: dict[str, Tensor]) -> None:
+    """Restore :func:`memory_bank_state` into ``loss``.
+
+    Raises:
+        ValueError: the saved bank's shape differs (another queue size or projection size).
+    """
+    bank = loss.memory_bank.bank
+    if tuple(state["bank"].shape) != tuple(bank.shape):
+        raise ValueError(
+            f"memory bank in the checkpoint has shape {tuple(state['bank'].shape)}, this run expects "
+            f"{tuple(bank.shape)} (queue_size, proj_dim): resume with the same --queue-size."
+        )
+    with torch.no_grad():
+        bank.copy_(state["bank"].to(bank.device))
+        loss.memory_bank.bank_ptr.copy_(state["ptr"].to(bank.device))
