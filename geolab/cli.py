@@ -81,6 +81,114 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+# ----------------------------------------------------------------------------- course
+def _add_course(sub: argparse._SubParsersAction) -> None:
+    course = sub.add_parser("course", help="run the course notebooks in batch (papermill): results.json and a report")
+    csub = course.add_subparsers(dest="course_cmd", required=True)
+
+    p = csub.add_parser(
+        "run",
+        help="execute the numbered notebooks with a profile's parameters",
+        description="Execute notebooks/NN_*.ipynb in order with papermill, injecting the profile's "
+        "parameters; write executed notebooks, results.json, report.md and report.html into --out. "
+        "Rerunning into the same --out skips notebooks that already succeeded with the same source "
+        "and parameters, and continues from a failed one.",
+    )
+    p.add_argument("--profile", default="cpu", help="smoke (tests), cpu (make course), gpu-full (fMoW, paper settings)")
+    p.add_argument("--data", default=None, help="data tier: geoworld | fmow-mini | fmow | geoimagenet (default: the profile's)")
+    p.add_argument("--manifest", type=Path, default=None, help="manifest of the real data (needed for fmow, geoimagenet)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<profile>-<data>)")
+    p.add_argument("--only", nargs="+", metavar="NB", default=None, help="run only these notebooks (name or number, e.g. 03)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a parameter (VALUE read as JSON, else as text), e.g. --set epochs=2",
+    )
+    p.add_argument("--kernel", default="geolab", help="Jupyter kernel (default: geolab, installed by make setup)")
+    p.add_argument("--notebooks-dir", type=Path, default=None, help="folder of the notebooks (default: notebooks/)")
+    p.add_argument("--force", action="store_true", help="rerun notebooks that would be skipped")
+    p.add_argument("--cell-timeout", type=float, default=None, help="seconds one cell may run (default: no limit)")
+    p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    p.set_defaults(func=_course_run)
+
+    p = csub.add_parser("plan", help="show the parameters each notebook would get, without running")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--data", default=None)
+    p.add_argument("--only", nargs="+", metavar="NB", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--notebooks-dir", type=Path, default=None)
+    p.set_defaults(func=_course_plan)
+
+    p = csub.add_parser("report", help="rewrite report.md/html of a run folder from its results.json")
+    p.add_argument("out", type=Path)
+    p.set_defaults(func=_course_report)
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: write KEY=VALUE, e.g. --set epochs=2")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _course_run(args: argparse.Namespace) -> int:
+    from geolab import course
+
+    try:
+        run = course.run_course(
+            args.profile,
+            args.out,
+            data=args.data,
+            manifest=args.manifest,
+            only=args.only,
+            overrides=_parse_overrides(args.overrides),
+            notebooks_dir=args.notebooks_dir,
+            kernel_name=args.kernel,
+            force=args.force,
+            cell_timeout=args.cell_timeout,
+            progress_bar=not args.no_progress and sys.stderr.isatty(),
+        )
+    except (course.CourseError, course.ResultsValidationError) as exc:
+        raise UserError(str(exc)) from exc
+    return 0 if run.ok else 1
+
+
+def _course_plan(args: argparse.Namespace) -> int:
+    from geolab import course
+
+    try:
+        print(
+            course.describe_plan(
+                args.profile,
+                data=args.data,
+                only=args.only,
+                notebooks_dir=args.notebooks_dir,
+                overrides=_parse_overrides(args.overrides),
+            )
+        )
+    except course.CourseError as exc:
+        raise UserError(str(exc)) from exc
+    return 0
+
+
+def _course_report(args: argparse.Namespace) -> int:
+    from geolab import course
+
+    try:
+        md, html = course.rebuild_report(args.out)
+    except (course.CourseError, course.ResultsValidationError) as exc:
+        raise UserError(str(exc)) from exc
+    print(f"{md}\n{html}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geolab", description=__doc__.splitlines()[0])
@@ -88,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_data(sub)
     _add_doctor(sub)
+    _add_course(sub)
     return parser
 
 

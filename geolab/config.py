@@ -186,3 +186,77 @@ class ProbeConfig:
     k: int = 20
     knn_temperature: float = 0.07
     seed: int = 0
+
+
+# --------------------------------------------------------------------------- course profiles
+# Parameter sets that ``geolab course run --profile P`` injects into the notebooks (see
+# :mod:`geolab.course`). ``common`` goes to every notebook, ``notebooks[<name>]`` overrides it
+# for one notebook; each notebook receives only the names its ``parameters`` cell declares
+# (the runner warns about keys that no notebook declares). ``--data``/``--manifest``/``--set``
+# beat the profile. Names follow :class:`PretrainConfig`; ``seeds`` lists the seeds of a
+# notebook's main comparison (the report shows mean +- std over them).
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "description": "the tiniest run, for tests: every notebook executes end to end in seconds",
+        "common": {
+            "data": "geoworld",
+            "manifest": "",
+            "world_locations": 60,
+            "world_size": 32,
+            "arch": "resnet18",
+            "image_size": 32,
+            "epochs": 1,
+            "batch_size": 16,
+            "queue_size": 64,
+            "temperature": MOCO_V2_TEMPERATURE,
+            "geo_k": 4,
+            "seeds": [0],
+            "max_steps_per_epoch": 2,
+            "num_workers": 0,
+            "device": "cpu",
+        },
+        "notebooks": {},
+    },
+    "cpu": {
+        "description": "`make course`: the whole course on geoworld on a 2-core CPU (target: under 20 min)",
+        "common": {
+            "data": "geoworld",
+            "manifest": "",
+            "world_locations": 300,
+            "world_size": 64,
+            "arch": "resnet18",
+            "image_size": 64,
+            "epochs": 4,
+            "batch_size": 64,
+            "queue_size": 4096,
+            "temperature": MOCO_V2_TEMPERATURE,
+            "geo_k": 20,
+            "seeds": [0, 1, 2],
+            "max_steps_per_epoch": None,
+            "num_workers": 0,
+            "device": "cpu",
+        },
+        # Ablations sweep one setting at a time: one seed, fewer epochs, to fit the budget.
+        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 2}},
+    },
+    "gpu-full": {
+        "description": "fMoW with the paper's settings on a GPU (pass --manifest)",
+        "common": {
+            "data": "fmow",
+            "manifest": "",
+            "arch": "resnet50",
+            "image_size": 224,
+            "epochs": 200,
+            "batch_size": 256,
+            "lr": 0.03,
+            "queue_size": 65536,
+            "temperature": GASSL_OFFICIAL_TEMPERATURE,
+            "geo_k": 100,
+            "seeds": [0],
+            "max_steps_per_epoch": None,
+            "num_workers": 8,
+            "device": "cuda",
+        },
+        "notebooks": {},
+    },
+}
