@@ -1,0 +1,510 @@
+"""Location index, temporal positive sampling, and the datasets.
+
+The paper's temporal positive (Ayush et al. 2021, Sec. 3.1): the key of a query image is
+*another image of the same location taken at another time*, each then augmented as in
+MoCo-v2. The official code finds those images with a filesystem glob over the location's
+folder for every sample; :class:`LocationIndex` instead sorts the manifest once (location,
+then time) into a few numpy arrays, so drawing a temporal positive is O(1) array look-ups
+and never touches the filesystem (``bench/bench_temporal_sampling.py`` measures both).
+
+Sampling strategies (:data:`STRATEGIES`):
+    ``any-other``: uniform over the other images of the location (the paper's).
+    ``nearest`` / ``farthest``: the other image closest to / farthest from the query in time.
+    ``other-season``: uniform over the location's images taken in a different
+        meteorological season (hemisphere-aware); falls back to ``any-other`` when the
+        location has none.
+    ``same-image``: the query image itself (plain MoCo-v2: two augmentations of one image).
+A location with a single image always falls back to the same image; the share of such
+rows is :attr:`LocationIndex.singleton_share`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from geolab.manifest import ManifestError
+
+STRATEGIES: tuple[str, ...] = ("any-other", "nearest", "farthest", "other-season", "same-image")
+#: Meteorological seasons, indexed by :func:`season_of` (northern-hemisphere names).
+SEASONS: tuple[str, ...] = ("winter", "spring", "summer", "autumn")
+BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
+
+
+def _check_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown temporal sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
+def season_of(month: Any, lat: Any) -> np.ndarray:
+    """Meteorological season index (0 winter, 1 spring, 2 summer, 3 autumn), hemisphere-aware.
+
+    December-February is winter in the north and summer in the south: for ``lat < 0`` the
+    season is shifted by two.
+
+    Args:
+        month: month numbers 1-12.
+        lat: latitudes in degrees (broadcast against ``month``).
+
+    Returns:
+        int64 array of season indices into :data:`SEASONS`.
+    """
+    north = (np.asarray(month, dtype=np.int64) % 12) // 3  # Dec/Jan/Feb -> 0, ..., Sep-Nov -> 3
+    return np.where(np.asarray(lat) < 0, (north + 2) % 4, north).astype(np.int64)
+
+
+def label_names(df: pd.DataFrame) -> list[str]:
+    """The class order used everywhere: the manifest's labels, sorted.
+
+    Build it from the whole manifest (not one split) so that every split's datasets use
+    the same label indices.
+
+    Args:
+        df: manifest rows.
+
+    Returns:
+        Sorted unique label names.
+    """
+    return sorted(df["label"].astype(str).unique().tolist())
+
+
+def _need_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ManifestError(
+            f"{what} needs column(s) {', '.join(missing)}; load the table with geolab.manifest.load_manifest.",
+            file=df.attrs.get("source"),
+            column=missing[0],
+        )
+    if len(df) == 0:
+        raise ManifestError(f"{what} got an empty table (no rows); check the split you selected.", file=df.attrs.get("source"))
+
+
+# ----------------------------------------------------------------------------- location index
+class LocationIndex:
+    """Location -> its rows sorted by time, built once; O(1) temporal positives.
+
+    All state is a handful of int64 arrays over rows (no Python objects per row), so the
+    index is cheap to copy into DataLoader workers.
+
+    Args:
+        df: manifest rows with ``location_id``, ``timestamp`` and ``lat``; row ``i`` is
+            positional (``df.iloc[i]``).
+
+    Attributes:
+        n_locations: number of distinct locations.
+        singleton_share: share of rows whose location has a single image (their temporal
+            positive is the image itself).
+        other_season_fallback_share: share of rows of multi-image locations with no image
+            in another season (``other-season`` falls back to ``any-other`` for them).
+        seasons: season index of each row (see :func:`season_of`).
+    """
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        _need_columns(df, ("location_id", "timestamp", "lat"), "LocationIndex")
+        n = len(df)
+        codes, uniques = pd.factorize(df["location_id"].to_numpy(), sort=False)
+        codes = codes.astype(np.int64)
+        t = pd.DatetimeIndex(df["timestamp"]).as_unit("ns").asi8.astype(np.int64)
+        n_loc = len(uniques)
+        self.n_locations = n_loc
+        self._t = t
+
+        counts = np.bincount(codes, minlength=n_loc)
+        loc_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self._count = counts[codes].astype(np.int64)
+        self._start = loc_start[codes]
+        # rows sorted by (location, time); rank of each row inside its location
+        order = np.lexsort((np.arange(n), t, codes)).astype(np.int64)
+        self._order = order
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n, dtype=np.int64) - loc_start[codes[order]]
+        self._rank = rank
+
+        # nearest in time: the previous or the next row in the sorted order (ties -> earlier)
+        pos = np.arange(n)
+        ts = t[order]
+        rank_s, count_s = rank[order], self._count[order]
+        big = np.iinfo(np.int64).max
+        gap_prev = np.where(rank_s > 0, ts - np.roll(ts, 1), big)
+        gap_next = np.where(rank_s < count_s - 1, np.roll(ts, -1) - ts, big)
+        pick = np.where(gap_next < gap_prev, np.roll(order, -1), np.roll(order, 1))
+        nearest = np.empty(n, dtype=np.int64)
+        nearest[order] = np.where(count_s > 1, pick, order)
+        self._nearest = nearest
+
+        # farthest in time: the location's first or last image (ties -> the earlier one,
+        # unless that is the query itself)
+        first = order[self._start]
+        last = order[self._start + self._count - 1]
+        gap_first, gap_last = t - t[first], t[last] - t
+        use_last = (gap_last > gap_first) | ((gap_last == gap_first) & (first == pos))
+        self._farthest = np.where(self._count > 1, np.where(use_last, last, first), pos).astype(np.int64)
+
+        # other season: rows sorted by (location, season, time); the query's season is one
+        # contiguous block inside its location, so "any row but that block" is one draw
+        month = pd.DatetimeIndex(df["timestamp"]).month.to_numpy()
+        loc_lat = pd.Series(df["lat"].to_numpy(dtype=np.float64)).groupby(codes).transform("mean").to_numpy()
+        self.seasons = season_of(month, loc_lat)
+        self._season_order = np.lexsort((np.arange(n), t, self.seasons, codes)).astype(np.int64)
+        block = np.bincount(codes * 4 + self.seasons, minlength=n_loc * 4).reshape(n_loc, 4)
+        block_off = np.cumsum(block, axis=1) - block
+        self._season_off = block_off[codes, self.seasons].astype(np.int64)
+        self._season_size = block[codes, self.seasons].astype(np.int64)
+
+        self.singleton_share = float(np.mean(self._count == 1)) if n else 0.0
+        no_other = (self._count > 1) & (self._count == self._season_size)
+        self.other_season_fallback_share = float(np.mean(no_other)) if n else 0.0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def revisits(self, i: int) -> np.ndarray:
+        """Rows of row ``i``'s location, sorted by time (``i`` included)."""
+        s = int(self._start[i])
+        return self._order[s : s + int(self._count[i])].copy()
+
+    def positive(self, i: int, strategy: str = "any-other", rng: np.random.Generator | None = None) -> int:
+        """The row of the temporal positive (key) for query row ``i``: O(1), no file access.
+
+        Args:
+            i: query row (positional).
+            strategy: one of :data:`STRATEGIES` (paper: ``"any-other"``).
+            rng: random generator for the random strategies (default: a fresh unseeded one).
+
+        Returns:
+            The key's row; ``i`` itself for ``same-image`` and for single-image locations.
+        """
+        c = int(self._count[i])
+        if c == 1 or strategy == "same-image":
+            _check_strategy(strategy)
+            return int(i)
+        if strategy == "any-other":
+            j = int((rng if rng is not None else np.random.default_rng()).random() * (c - 1))
+            if j >= self._rank[i]:
+                j += 1
+            return int(self._order[self._start[i] + j])
+        if strategy == "nearest":
+            return int(self._nearest[i])
+        if strategy == "farthest":
+            return int(self._farthest[i])
+        if strategy == "other-season":
+            size = int(self._season_size[i])
+            m = c - size
+            if m == 0:
+                return self.positive(i, "any-other", rng)
+            j = int((rng if rng is not None else np.random.default_rng()).random() * m)
+            if j >= self._season_off[i]:
+                j += size
+            return int(self._season_order[self._start[i] + j])
+        _check_strategy(strategy)
+        raise AssertionError("unreachable")
+
+    def positives(self, rows: Any, strategy: str = "any-other", rng: np.random.Generator | None = None) -> np.ndarray:
+        """Vectorised :meth:`positive` for many query rows at once (same rules).
+
+        Args:
+            rows: query rows, int array.
+            strategy: one of :data:`STRATEGIES`.
+            rng: random generator.
+
+        Returns:
+            int64 array of key rows.
+        """
+        _check_strategy(strategy)
+        rows = np.asarray(rows, dtype=np.int64)
+        rng = rng if rng is not None else np.random.default_rng()
+        c = self._count[rows]
+        if strategy == "same-image":
+            return rows.copy()
+        if strategy == "nearest":
+            return self._nearest[rows]
+        if strategy == "farthest":
+            return self._farthest[rows]
+        u = rng.random(len(rows))
+        j = (u * np.maximum(c - 1, 1)).astype(np.int64)
+        j += j >= self._rank[rows]
+        out = np.where(c > 1, self._order[np.minimum(self._start[rows] + j, len(self._order) - 1)], rows)
+        if strategy == "other-season":
+            size = self._season_size[rows]
+            m = c - size
+            js = (u * np.maximum(m, 1)).astype(np.int64)
+            js += np.where(js >= self._season_off[rows], size, 0)
+            other = self._season_order[np.minimum(self._start[rows] + js, len(self._order) - 1)]
+            out = np.where((m > 0) & (c > 1), other, out)
+        return out.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- images
+class BadImageError(ManifestError):
+    """An image that cannot be read (missing, zero bytes, truncated, not an image).
+
+    Raised with ``on_bad_image="fail"``; names the image path and its manifest row. When it
+    comes back from a DataLoader worker (which re-creates it from text), the worker's
+    traceback is dropped and only the original message is kept.
+    """
+
+    _WORKER = re.compile(r"^Caught BadImageError (in DataLoader worker process \d+)\.", re.S)
+
+    def __init__(self, problem: str, **kwargs: Any) -> None:
+        m = self._WORKER.match(problem)
+        if m and "BadImageError: " in problem:
+            original = problem.rsplit("BadImageError: ", 1)[1].strip()
+            row = re.search(r"row (\d+)", original)
+            ValueError.__init__(self, f"{original} [{m.group(1)}]")
+            self.file, self.column, self.line, self.problem = None, "path", None, original
+            self.row = int(row.group(1)) if row else None
+            return
+        super().__init__(problem, **kwargs)
+
+
+class BadImageWarning(UserWarning):
+    """An unreadable image was skipped (``on_bad_image="skip"``)."""
+
+
+class _PackedStrings:
+    """Strings packed into one uint8 buffer plus offsets.
+
+    A list or object array of Python strings is copied page by page into every forked
+    DataLoader worker as reference counts change; two numpy arrays are not.
+    """
+
+    def __init__(self, items: Sequence[str]) -> None:
+        encoded = [str(s).encode("utf-8") for s in items]
+        self._offsets = np.concatenate([[0], np.cumsum([len(b) for b in encoded])]).astype(np.int64)
+        self._data = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self._data[self._offsets[i] : self._offsets[i + 1]].tobytes().decode("utf-8")
+
+
+class _ImageReader:
+    """Opens manifest images as RGB and applies the bad-image policy.
+
+    The set of bad rows lives in a shared-memory tensor, so DataLoader workers and the main
+    process see one count and each bad path is warned about once.
+    """
+
+    def __init__(self, df: pd.DataFrame, on_bad_image: str) -> None:
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+        self.policy = on_bad_image
+        self.paths = _PackedStrings(df["path"].astype(str).tolist())
+        self.source = df.attrs.get("source")
+        self.bad = torch.zeros(len(df), dtype=torch.bool).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, row: int) -> Image.Image | None:
+        """The image of ``row`` as RGB; None if unreadable under ``skip``; raises under ``fail``."""
+        if self.policy == "skip" and bool(self.bad[row]):
+            return None
+        path = self.paths[row]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")  # forces the full decode: truncation shows here
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+            reason = f"{type(exc).__name__}: {exc}"
+            if self.policy == "fail":
+                raise BadImageError(
+                    f"cannot read image {path} ({reason}). Replace the file, drop the row from the "
+                    "manifest, or use on_bad_image='skip' to substitute the next readable image.",
+                    file=self.source,
+                    row=row,
+                    column="path",
+                ) from None
+            if not bool(self.bad[row]):
+                self.bad[row] = True
+                warnings.warn(
+                    f"skipping unreadable image {path} (manifest row {row}; {reason}); "
+                    "using the next readable image instead",
+                    BadImageWarning,
+                    stacklevel=3,
+                )
+            return None
+
+    def readable(self, row: int) -> tuple[int, Image.Image]:
+        """``row``'s image or, if unreadable, the next readable row's (wrapping around)."""
+        n = len(self)
+        for step in range(n):
+            r = (row + step) % n
+            img = self.load(r)
+            if img is not None:
+                return r, img
+        raise BadImageError(
+            f"none of the {n} images could be read (first: {self.paths[0]}); check the image folder.",
+            file=self.source,
+            column="path",
+        )
+
+
+class _ManifestDataset(Dataset):
+    """What both datasets share: labels, geo clusters, images, epoch and bad-image count."""
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        transform: Callable | None,
+        default_transform: Callable[[], Callable],
+        on_bad_image: str,
+        classes: Sequence[str] | None,
+        seed: int,
+    ) -> None:
+        _need_columns(df, ("path", "label"), type(self).__name__)
+        self.classes = list(classes) if classes is not None else label_names(df)
+        lookup = {name: k for k, name in enumerate(self.classes)}
+        unknown = sorted(set(df["label"].astype(str)) - set(lookup))
+        if unknown:
+            raise ValueError(f"labels {unknown[:5]} are not in classes; pass classes=label_names(full_manifest)")
+        self.labels = np.array([lookup[v] for v in df["label"].astype(str)], dtype=np.int64)
+        if "geo_cluster" in df.columns:
+            self.geo_clusters = df["geo_cluster"].to_numpy(dtype=np.int64)
+        else:
+            self.geo_clusters = np.full(len(df), -1, dtype=np.int64)
+        self.transform = transform if transform is not None else default_transform()
+        self.seed = int(seed)
+        self._images = _ImageReader(df, on_bad_image)
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def on_bad_image(self) -> str:
+        return self._images.policy
+
+    @property
+    def bad_images(self) -> int:
+        """Number of distinct unreadable images met so far (all workers together)."""
+        return int(self._images.bad.sum())
+
+    @property
+    def bad_image_rows(self) -> list[int]:
+        """Manifest rows of the unreadable images met so far."""
+        return np.flatnonzero(self._images.bad.numpy()).tolist()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random draws for a new epoch (seen by persistent workers too).
+
+        Args:
+            epoch: the epoch number (>= 0).
+        """
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch[0] = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        # one stream per (seed, epoch, index): reproducible, different per epoch, and
+        # independent of which worker draws it
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+
+class ImageDataset(_ManifestDataset):
+    """One view per image: ``(image, label, index)`` (features, linear probe, supervised).
+
+    Args:
+        df: manifest rows (e.g. one split); ``path`` absolute or relative to the cwd.
+        transform: PIL RGB image -> tensor (default :func:`geolab.transforms.eval_transform`
+            at 224 px).
+        on_bad_image: ``"skip"`` (warn once per path, count in :attr:`bad_images`, use the
+            next readable image) or ``"fail"`` (raise :class:`BadImageError`).
+        classes: class order (default ``label_names(df)``; pass the whole manifest's).
+
+    Returns (per item):
+        ``(image, label, index)``: ``index`` is the row actually read (differs from the
+        requested one only when a bad image was substituted).
+    """
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        transform: Callable | None = None,
+        on_bad_image: str = "skip",
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        from geolab.transforms import eval_transform
+
+        super().__init__(df, transform, eval_transform, on_bad_image, classes, seed=0)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+        row, img = self._images.readable(int(index))
+        return self.transform(img), int(self.labels[row]), row
+
+
+class TemporalPairDataset(_ManifestDataset):
+    """Query/key pairs for MoCo-v2 with temporal positives (and the geo cluster).
+
+    Each item is the query image (row ``index``) and its temporal positive drawn by
+    :class:`LocationIndex` with ``strategy``; the MoCo-v2 view transform is applied to each
+    of the two images independently.
+
+    The positive draw uses a generator seeded by ``(seed, epoch, index)``: the same seed
+    gives the same pairs, a new epoch (:meth:`set_epoch`) gives new ones, and DataLoader
+    workers never share a stream. The augmentations use torch's random state (seeded per
+    worker by the DataLoader).
+
+    Args:
+        df: manifest rows (e.g. the train split), with ``geo_cluster`` from
+            :func:`geolab.geo.add_geo_clusters` if the geo loss is used (else -1 is returned).
+        strategy: one of :data:`STRATEGIES` (paper: ``"any-other"``; ``"same-image"`` is
+            plain MoCo-v2).
+        transform: single-view transform (default :func:`geolab.transforms.moco_v2_view`
+            at 224 px, the paper's).
+        seed: seed of the positive draws.
+        on_bad_image: ``"skip"`` or ``"fail"`` (see :class:`ImageDataset`). Under ``skip`` an
+            unreadable query is replaced by the next readable row, an unreadable key by
+            the query image (a same-image positive).
+        classes: class order (default ``label_names(df)``).
+
+    Returns (per item):
+        ``(query_view, key_view, geo_cluster, label, index)``; ``index`` is the query's row.
+    """
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        strategy: str = "any-other",
+        transform: Callable | None = None,
+        seed: int = 0,
+        on_bad_image: str = "skip",
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        from geolab.transforms import moco_v2_view
+
+        self.strategy = _check_strategy(strategy)
+        super().__init__(df, transform, moco_v2_view, on_bad_image, classes, seed=seed)
+        self.index = LocationIndex(df)
+
+    @property
+    def singleton_share(self) -> float:
+        """Share of rows whose location has one image (their positive is the same image)."""
+        return self.index.singleton_share
+
+    def positive_row(self, index: int) -> int:
+        """The key row drawn for query row ``index`` in the current epoch (no image read)."""
+        return self.index.positive(int(index), self.strategy, self._rng(index))
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, int, int, int]:
+        row, query = self._images.readable(int(index))
+        key_row = self.index.positive(row, self.strategy, self._rng(row))
+        key = query if key_row == row else self._images.load(key_row)
+        if key is None:  # unreadable key under "skip": fall back to a same-image positive
+            key = query
+        return self.transform(query), self.transform(key), int(self.geo_clusters[row]), int(self.labels[row]), row
