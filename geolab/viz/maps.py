@@ -1,0 +1,777 @@
+"""Maps of where the data is and where a model fails: folium (interactive, offline) and
+matplotlib (static, for reports).
+
+A map shows one marker per *location* (coloured by category, split or geo cluster, with a
+popup of the location's revisits as small inlined thumbnails), the *geo clusters* as regions
+(the convex hull of each cluster's locations, widened by a small margin), optionally the
+accuracy of a trained model per geo cluster, a layer control and a legend.
+
+Offline first: :class:`OfflineMap` writes pages that load nothing from the network. Leaflet's
+JS/CSS are inlined (see :mod:`geolab.viz.assets`), folium's CDN links to jQuery, Bootstrap,
+Font Awesome and awesome-markers are left out (these maps use none of them), and with
+``tiles=None`` (the default) a land outline traced from a shipped raster
+(:mod:`geolab.viz.land`) replaces the tile server.
+
+Antimeridian: a cluster is unwrapped around the circular mean of its longitudes before its
+hull is taken, so a cluster around Fiji (lon 178 and -179) is one small region, not a band
+around the world; a hull that crosses +-180 degrees is drawn twice, shifted by 360 degrees, so
+it shows at both edges of the map.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from geolab.io import atomic_write_text
+from geolab.viz.assets import leaflet_assets
+
+#: Colours of the usual splits; other splits get colours from tab10.
+SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c", "mixed": "#7f7f7f"}
+#: Background (sea) and land colours when no tiles are drawn.
+SEA_COLOUR = "#d6e6f2"
+LAND_FILL = "#f1ecdf"
+LAND_EDGE = "#a89f8a"
+#: Words shown on every map of the geoworld simulation.
+SIMULATION_NOTE = "geoworld: simulated data, not real imagery"
+#: CSS classes on the SVG paths; the browser test counts them.
+CLASS_LOCATION = "geolab-location"
+CLASS_REGION = "geolab-cluster-region"
+CLASS_ACCURACY = "geolab-accuracy-region"
+CLASS_LAND = "geolab-land"
+
+COLOR_BY = ("label", "split", "geo_cluster")
+
+
+class OfflineMapError(RuntimeError):
+    """A map page would load something from the network although it was asked not to."""
+
+
+# ----------------------------------------------------------------------------- tables
+def location_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per location: where it is, what it is, how often it was revisited.
+
+    Args:
+        df: a manifest (``geolab.manifest.load_manifest``), optionally with ``geo_cluster``.
+
+    Returns:
+        DataFrame indexed 0..n-1 with ``location_id, lat, lon, label, split`` (``"mixed"``
+        when a location's images sit in several splits), ``n_images, first, last``,
+        ``rows`` (the manifest's index labels of its images, in time order) and
+        ``geo_cluster`` when ``df`` has it. Sorted by ``location_id``.
+
+    Raises:
+        KeyError: a required column is missing (the message names it).
+    """
+    _require(df, ("location_id", "lat", "lon", "label", "split", "timestamp"))
+    ordered = df.sort_values(["location_id", "timestamp"], kind="stable")
+    grouped = ordered.groupby("location_id", sort=True)
+    out = grouped.agg(
+        lat=("lat", "first"),
+        lon=("lon", "first"),
+        label=("label", "first"),
+        n_images=("timestamp", "size"),
+        first=("timestamp", "min"),
+        last=("timestamp", "max"),
+    )
+    splits = grouped["split"].agg(lambda s: s.iloc[0] if s.nunique() == 1 else "mixed")
+    out["split"] = splits
+    if "geo_cluster" in df.columns:
+        out["geo_cluster"] = grouped["geo_cluster"].first().astype(int)
+    out["rows"] = grouped.apply(lambda g: list(g.index), include_groups=False)
+    return out.reset_index()
+
+
+def cluster_accuracy(df: pd.DataFrame, correct: str | Sequence[bool] | np.ndarray = "correct") -> pd.DataFrame:
+    """Accuracy of a model per geo cluster.
+
+    Args:
+        df: rows that were evaluated, with ``geo_cluster``.
+        correct: name of a boolean column of ``df``, or one flag per row (True = the
+            model's prediction was right).
+
+    Returns:
+        DataFrame with ``geo_cluster, n, n_correct, accuracy`` (0..1), sorted by cluster.
+
+    Raises:
+        KeyError: ``geo_cluster`` or the ``correct`` column is missing.
+        ValueError: the flags do not match ``df`` in length.
+    """
+    _require(df, ("geo_cluster",))
+    if isinstance(correct, str):
+        _require(df, (correct,))
+        flags = df[correct].to_numpy()
+    else:
+        flags = np.asarray(correct)
+        if len(flags) != len(df):
+            raise ValueError(f"correct has {len(flags)} flags for {len(df)} rows; give one flag per row.")
+    table = pd.DataFrame({"geo_cluster": df["geo_cluster"].to_numpy().astype(int), "ok": flags.astype(bool)})
+    out = table.groupby("geo_cluster").agg(n=("ok", "size"), n_correct=("ok", "sum")).reset_index()
+    out["accuracy"] = out["n_correct"] / out["n"]
+    return out
+
+
+# ----------------------------------------------------------------------------- geometry
+def _wrap(lon: np.ndarray | float) -> np.ndarray:
+    return (np.asarray(lon, dtype=float) + 180.0) % 360.0 - 180.0
+
+
+def _circular_mean_lon(lon: np.ndarray) -> float:
+    rad = np.radians(lon)
+    return float(np.degrees(np.arctan2(np.sin(rad).mean(), np.cos(rad).mean())))
+
+
+def cluster_regions(df: pd.DataFrame, margin: float = 2.5) -> dict[str, Any]:
+    """Each geo cluster's region: the convex hull of its locations, widened by ``margin``.
+
+    The hull is taken in (lon, lat) after unwrapping the cluster's longitudes around their
+    circular mean, so clusters that straddle the antimeridian stay compact. Clusters with one
+    or two locations (or all on a line) still get a region, since every location is first
+    replaced by a small octagon of radius ``margin``.
+
+    Args:
+        df: manifest rows or a :func:`location_table`, with ``lat, lon, geo_cluster``.
+        margin: degrees added around the locations (default 2.5, visible on a world map).
+
+    Returns:
+        GeoJSON FeatureCollection, one feature per cluster (a Polygon, or a MultiPolygon of
+        two copies 360 degrees apart when the hull crosses +-180), with properties
+        ``geo_cluster``, ``n_locations`` and ``crosses_antimeridian``.
+    """
+    from scipy.spatial import ConvexHull
+
+    _require(df, ("lat", "lon", "geo_cluster"))
+    pts = df[["lat", "lon", "geo_cluster"]].drop_duplicates()
+    angles = np.linspace(0.0, 2 * np.pi, 8, endpoint=False)
+    ring = np.stack([np.cos(angles), np.sin(angles)], axis=1) * margin
+    features = []
+    for cluster, group in pts.groupby("geo_cluster", sort=True):
+        lon = group["lon"].to_numpy(dtype=float)
+        lat = group["lat"].to_numpy(dtype=float)
+        centre = _circular_mean_lon(lon)
+        lon_unwrapped = centre + _wrap(lon - centre)
+        cloud = (np.stack([lon_unwrapped, lat], axis=1)[:, None, :] + ring[None, :, :]).reshape(-1, 2)
+        cloud[:, 1] = np.clip(cloud[:, 1], -89.9, 89.9)
+        hull = cloud[ConvexHull(cloud).vertices]
+        coords = np.round(np.vstack([hull, hull[:1]]), 3)
+        crosses = bool(coords[:, 0].max() > 180.0 or coords[:, 0].min() < -180.0)
+        if crosses:
+            shift = -360.0 if coords[:, 0].max() > 180.0 else 360.0
+            other = coords.copy()
+            other[:, 0] += shift
+            geometry = {"type": "MultiPolygon", "coordinates": [[coords.tolist()], [other.tolist()]]}
+        else:
+            geometry = {"type": "Polygon", "coordinates": [coords.tolist()]}
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {
+                    "geo_cluster": int(cluster),
+                    "n_locations": int(group[["lat", "lon"]].drop_duplicates().shape[0]),
+                    "crosses_antimeridian": crosses,
+                },
+                "geometry": geometry,
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+# ----------------------------------------------------------------------------- colours
+def category_colours(values: Sequence[Any], kind: str = "label") -> dict[Any, str]:
+    """A fixed colour (hex) per value: splits get :data:`SPLIT_COLOURS`, others tab10/tab20 (up to
+    20 values) or evenly spaced turbo colours (more).
+
+    Args:
+        values: the distinct values (labels, splits or geo clusters).
+        kind: ``"label"``, ``"split"`` or ``"geo_cluster"``.
+
+    Returns:
+        value -> ``"#rrggbb"``, in sorted order of the values.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    uniq = sorted(set(values), key=lambda v: (str(type(v)), v))
+    out: dict[Any, str] = {}
+    if kind == "split":
+        spare = [to_hex(c) for c in colormaps["tab10"].colors[3:]]
+        for v in uniq:
+            out[v] = SPLIT_COLOURS.get(str(v)) or spare[len(out) % len(spare)]
+        return out
+    if len(uniq) <= 10:
+        cmap = colormaps["tab10"]
+        return {v: to_hex(cmap(i)) for i, v in enumerate(uniq)}
+    if len(uniq) <= 20:
+        cmap = colormaps["tab20"]
+        return {v: to_hex(cmap(i)) for i, v in enumerate(uniq)}
+    cmap = colormaps["turbo"]
+    return {v: to_hex(cmap(0.05 + 0.9 * i / max(1, len(uniq) - 1))) for i, v in enumerate(uniq)}
+
+
+def accuracy_colour(acc: float) -> str:
+    """Colour of an accuracy in [0, 1] (red = wrong, green = right; matplotlib's RdYlGn)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return to_hex(colormaps["RdYlGn"](float(np.clip(acc, 0.0, 1.0))))
+
+
+# ----------------------------------------------------------------------------- thumbnails
+def thumbnail_png(path: str | Path, size: int = 64) -> bytes:
+    """A small PNG of an image (longest side ``size`` pixels), RGB.
+
+    Raises:
+        OSError: the file is missing or not an image (PIL's message names the file).
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _popup_html(loc: pd.Series, df: pd.DataFrame, thumbs: int, thumb_size: int) -> tuple[str, int]:
+    """Popup of one location; returns the HTML and the number of unreadable images."""
+    esc = html.escape
+    cluster = f" · geo cluster {int(loc['geo_cluster'])}" if "geo_cluster" in loc.index else ""
+    parts = [
+        f"<div class='geolab-popup'><b>{esc(str(loc['location_id']))}</b><br>",
+        f"{esc(str(loc['label']))} · {esc(str(loc['split']))}{cluster}<br>",
+        f"{int(loc['n_images'])} image(s), {loc['first']:%Y-%m-%d} to {loc['last']:%Y-%m-%d}<br>",
+    ]
+    bad = 0
+    rows = loc["rows"]
+    if thumbs > 0 and len(rows):
+        # spread the shown revisits over the whole time span
+        pick = np.unique(np.linspace(0, len(rows) - 1, min(thumbs, len(rows))).round().astype(int))
+        cells = []
+        for j in pick:
+            row = df.loc[rows[j]]
+            try:
+                src = _data_uri(thumbnail_png(row["path"], thumb_size))
+                img = f"<img src='{src}' width='{thumb_size}' height='{thumb_size}' style='object-fit:cover'>"
+            except OSError:
+                bad += 1
+                img = f"<div style='width:{thumb_size}px;height:{thumb_size}px;background:#eee'>unreadable</div>"
+            cells.append(
+                "<figure style='display:inline-block;margin:2px;text-align:center;font-size:10px'>"
+                f"{img}<figcaption>{row['timestamp']:%Y-%m-%d}</figcaption></figure>"
+            )
+        parts.append("".join(cells))
+    parts.append("</div>")
+    return "".join(parts), bad
+
+
+# ----------------------------------------------------------------------------- folium
+def _folium_classes() -> tuple[Any, Any, Any]:
+    """OfflineMap, Legend and HtmlPopup, built on folium (imported lazily: folium is a lab extra)."""
+    global _CLASSES
+    if _CLASSES is not None:
+        return _CLASSES
+    import folium
+    from branca.element import Element, MacroElement
+    from folium.template import Template
+
+    class OfflineMap(folium.Map):
+        """A folium map whose page loads nothing from the network.
+
+        Leaflet's JS/CSS are inlined from a registry package; folium's other CDN links
+        (jQuery, Bootstrap, Font Awesome, awesome-markers) are not written, so plugins that
+        need them (``folium.Icon`` markers, for instance) are not supported offline.
+        ``save``/``_repr_html_`` check that the page has no external ``src``/``href`` and raise
+        :class:`OfflineMapError` if one slipped in.
+        """
+
+        def __init__(self, *args: Any, offline: bool = True, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.offline = offline
+            if offline:
+                # instance attributes: never mutate folium's class-level lists
+                self.default_js = []
+                self.default_css = []
+                assets = leaflet_assets()
+                js = assets.js().replace("</script", "<\\/script")
+                self.get_root().header.add_child(
+                    Element(f"<style>{assets.css()}</style>\n<script>{js}</script>"), name="leaflet_inline"
+                )
+
+        def offline_html(self) -> str:
+            """The whole page as one string (checked for external loads when offline)."""
+            page = self.get_root().render()
+            if self.offline:
+                check_offline_html(page)
+            return page
+
+        def save(self, outfile: str | Path, close_file: bool = True, **kwargs: Any) -> None:  # noqa: ARG002
+            """Write the page atomically (``geolab.io``)."""
+            atomic_write_text(outfile, self.offline_html())
+
+        def _repr_html_(self, **kwargs: Any) -> str:  # noqa: ARG002
+            # Same iframe as folium's, but with our offline page in srcdoc.
+            srcdoc = html.escape(self.offline_html(), quote=True)
+            return (
+                '<div style="width:100%;"><div style="position:relative;width:100%;height:0;'
+                'padding-bottom:60%;"><iframe srcdoc="' + srcdoc + '" style="position:absolute;'
+                'width:100%;height:100%;left:0;top:0;border:none !important;" allowfullscreen '
+                "webkitallowfullscreen mozallowfullscreen></iframe></div></div>"
+            )
+
+    class Legend(MacroElement):
+        """A Leaflet control in a map corner holding ready-made HTML."""
+
+        _template = Template(
+            """
+            {% macro script(this, kwargs) %}
+            var {{ this.get_name() }} = L.control({position: {{ this.position|tojson }}});
+            {{ this.get_name() }}.onAdd = function () {
+                var div = L.DomUtil.create("div", "geolab-legend");
+                div.innerHTML = {{ this.html|tojson }};
+                L.DomEvent.disableScrollPropagation(div);
+                return div;
+            };
+            {{ this.get_name() }}.addTo({{ this._parent.get_name() }});
+            {% endmacro %}
+            """
+        )
+
+        def __init__(self, html_text: str, position: str = "bottomleft") -> None:
+            super().__init__()
+            self._name = "Legend"
+            self.html = html_text
+            self.position = position
+
+    class HtmlPopup(MacroElement):
+        """A popup of ready-made HTML bound with Leaflet's own ``bindPopup``.
+
+        folium's ``Popup`` builds its content with jQuery, which an offline page does not load.
+        """
+
+        _template = Template(
+            """
+            {% macro script(this, kwargs) %}
+            {{ this._parent.get_name() }}.bindPopup({{ this.html|tojson }}, {{ this.options|tojson }});
+            {% endmacro %}
+            """
+        )
+
+        def __init__(self, html_text: str, max_width: int = 300) -> None:
+            super().__init__()
+            self._name = "HtmlPopup"
+            self.html = html_text
+            self.options = {"maxWidth": int(max_width)}
+
+    _CLASSES = (OfflineMap, Legend, HtmlPopup)
+    return _CLASSES
+
+
+_CLASSES: tuple[Any, Any, Any] | None = None
+
+_EXTERNAL = re.compile(
+    r"""<(?:script|img|iframe|source|audio|video)\b[^>]*\bsrc\s*=\s*["']?(?!data:|#|["'])([^"'\s>]+)"""
+    r"""|<link\b[^>]*\bhref\s*=\s*["']?(?!data:|#)([^"'\s>]+)"""
+    r"""|url\(\s*["']?(?!data:|#)(https?:[^)"']+)""",
+    re.IGNORECASE,
+)
+
+
+def check_offline_html(page: str) -> None:
+    """Raise :class:`OfflineMapError` if ``page`` would load a script, style sheet or image
+    from anywhere but itself (``data:`` URIs are fine; links a user may click are too).
+
+    The inlined Leaflet library is skipped (it only names URLs in strings)."""
+    outside = re.sub(r"<script>.*?</script>", "<script></script>", page, flags=re.DOTALL)
+    found = [m.group(1) or m.group(2) or m.group(3) for m in _EXTERNAL.finditer(outside)]
+    if found:
+        raise OfflineMapError(
+            f"The map page would load {len(found)} resource(s) from outside the file: "
+            + ", ".join(sorted(set(found))[:5])
+            + ". Something added a folium plugin or a link that needs the network; use "
+            "geolab.viz's layers, or pass offline=False if the map will only be viewed online."
+        )
+
+
+def location_map(
+    df: pd.DataFrame,
+    color_by: str = "label",
+    clusters: bool | None = None,
+    accuracy: pd.DataFrame | None = None,
+    popups: bool = True,
+    thumbs: int = 3,
+    thumb_size: int = 48,
+    max_locations: int | None = 2000,
+    tiles: str | None = None,
+    land: bool = True,
+    land_resolution: float = 0.5,
+    note: str | None = None,
+    title: str | None = None,
+    seed: int = 0,
+    offline: bool = True,
+    height: int | str = "100%",
+) -> Any:
+    """An interactive map of a manifest's locations (folium, works offline).
+
+    Layers (each in the layer control): the land outline (``tiles=None``), one marker per
+    location coloured by ``color_by`` with a popup of its revisits, the geo clusters as
+    regions, and the accuracy per geo cluster when ``accuracy`` is given.
+
+    Args:
+        df: a manifest; ``geo_cluster`` needed for ``color_by="geo_cluster"``, clusters and
+            accuracy (``geolab.geo.add_geo_clusters``).
+        color_by: ``"label"`` (category), ``"split"`` or ``"geo_cluster"``.
+        clusters: draw geo cluster regions; None = when ``df`` has ``geo_cluster``.
+        accuracy: :func:`cluster_accuracy`'s table; adds a layer of regions coloured by it.
+        popups: popups with the location's revisits as inlined PNG thumbnails.
+        thumbs: revisits shown per popup (spread over time).
+        thumb_size: thumbnail side in pixels.
+        max_locations: show at most this many locations (a seeded sample; the legend says
+            so); None = all. Every marker costs page size.
+        tiles: a folium tile name or URL (needs the network to view); None = the offline land
+            outline.
+        land: draw the land outline (ignored when ``tiles`` is set).
+        land_resolution: degrees per cell of the land outline.
+        note: a line for the legend; by default :data:`SIMULATION_NOTE` when the manifest is
+            geoworld's (its path or ``df.attrs`` say so).
+        title: the legend's heading (default: what the colours mean).
+        seed: seed of the location sample.
+        offline: inline Leaflet and refuse external loads (default True).
+        height: map height in pixels or a CSS size (default: the whole page or notebook frame).
+
+    Returns:
+        An :class:`OfflineMap` (a ``folium.Map``): show it in a notebook, or ``.save(path)``.
+
+    Raises:
+        ValueError: unknown ``color_by``.
+        KeyError: a needed column is missing.
+    """
+    import folium
+
+    OfflineMap, Legend, HtmlPopup = _folium_classes()
+    if color_by not in COLOR_BY:
+        raise ValueError(f"color_by={color_by!r}: use one of {', '.join(COLOR_BY)}.")
+    if color_by == "geo_cluster" or accuracy is not None:
+        _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+    locs = location_table(df)
+    n_all = len(locs)
+    if max_locations is not None and n_all > max_locations:
+        locs = locs.sample(n=max_locations, random_state=seed).sort_values("location_id").reset_index(drop=True)
+    if clusters is None:
+        clusters = "geo_cluster" in df.columns
+    if note is None and is_simulated(df):
+        note = SIMULATION_NOTE
+
+    m = OfflineMap(
+        location=[float(locs["lat"].mean()) if len(locs) else 0.0, 0.0],
+        zoom_start=1,
+        tiles=tiles,
+        min_zoom=1,
+        world_copy_jump=False,
+        offline=offline,
+        height=height,
+        control_scale=True,
+    )
+    if tiles is None:
+        m.get_root().header.add_child(
+            folium.Element(f"<style>.leaflet-container{{background:{SEA_COLOUR};}}</style>"), name="geolab_sea"
+        )
+    m.get_root().header.add_child(folium.Element(_LEGEND_CSS), name="geolab_legend_css")
+
+    if tiles is None and land:
+        folium.map.CustomPane("geolab-land", z_index=300, pointer_events=False).add_to(m)
+        folium.GeoJson(
+            land_outline_cached(land_resolution),
+            name="land outline (global-land-mask)",
+            style_function=lambda _f: {"color": LAND_EDGE, "weight": 0.6, "fillColor": LAND_FILL, "fillOpacity": 1.0},
+            pane="geolab-land",
+            className=CLASS_LAND,
+            interactive=False,
+        ).add_to(m)
+
+    if clusters:
+        _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+        folium.map.CustomPane("geolab-regions", z_index=380).add_to(m)
+        regions = cluster_regions(locs)
+        colours = category_colours([f["properties"]["geo_cluster"] for f in regions["features"]], "geo_cluster")
+        for f in regions["features"]:
+            f["properties"]["colour"] = colours[f["properties"]["geo_cluster"]]
+        folium.GeoJson(
+            regions,
+            name="geo clusters (convex hull of locations)",
+            style_function=lambda f: {
+                "color": f["properties"]["colour"],
+                "weight": 1.5,
+                "fillColor": f["properties"]["colour"],
+                "fillOpacity": 0.12,
+            },
+            tooltip=folium.GeoJsonTooltip(["geo_cluster", "n_locations"], aliases=["geo cluster", "locations"]),
+            pane="geolab-regions",
+            className=CLASS_REGION,
+        ).add_to(m)
+
+    if accuracy is not None:
+        acc = accuracy.set_index("geo_cluster")
+        regions = cluster_regions(locs)
+        kept = []
+        for f in regions["features"]:
+            k = f["properties"]["geo_cluster"]
+            if k in acc.index:
+                f["properties"].update(
+                    accuracy=round(float(acc.loc[k, "accuracy"]), 3),
+                    n_evaluated=int(acc.loc[k, "n"]),
+                    colour=accuracy_colour(float(acc.loc[k, "accuracy"])),
+                )
+                kept.append(f)
+        regions["features"] = kept
+        folium.map.CustomPane("geolab-accuracy", z_index=390).add_to(m)
+        folium.GeoJson(
+            regions,
+            name="accuracy per geo cluster",
+            style_function=lambda f: {
+                "color": "#333333",
+                "weight": 1,
+                "fillColor": f["properties"]["colour"],
+                "fillOpacity": 0.55,
+            },
+            tooltip=folium.GeoJsonTooltip(
+                ["geo_cluster", "accuracy", "n_evaluated"], aliases=["geo cluster", "accuracy", "images evaluated"]
+            ),
+            pane="geolab-accuracy",
+            className=CLASS_ACCURACY,
+        ).add_to(m)
+
+    colours = category_colours(locs[color_by].tolist(), color_by) if len(locs) else {}
+    points = folium.FeatureGroup(name=f"locations by {_COLOR_WORDS[color_by]}").add_to(m)
+    unreadable = 0
+    rows = locs.itertuples(index=False)
+    if popups and thumbs > 0 and len(locs) > 200:
+        from tqdm.auto import tqdm
+
+        rows = tqdm(rows, total=len(locs), desc="map thumbnails", unit="location")
+    for loc in rows:
+        s = pd.Series(loc._asdict())
+        marker = folium.CircleMarker(
+            location=(float(s["lat"]), float(s["lon"])),
+            radius=5,
+            color="#222222",
+            weight=0.8,
+            fill_color=colours[s[color_by]],
+            fill_opacity=0.9,
+            tooltip=f"{s['location_id']}: {s['label']}",
+            class_name=CLASS_LOCATION,
+        ).add_to(points)
+        if popups:
+            text, bad = _popup_html(s, df, thumbs, thumb_size)
+            unreadable += bad
+            HtmlPopup(text, max_width=max(220, (thumb_size + 8) * max(thumbs, 1) + 20)).add_to(marker)
+    if unreadable:
+        warnings.warn(f"{unreadable} thumbnail(s) could not be read; their popups say 'unreadable'.", stacklevel=2)
+
+    folium.LayerControl(collapsed=False).add_to(m)
+    shown = f"{len(locs)} of {n_all} locations (seeded sample)" if len(locs) < n_all else f"{n_all} locations"
+    Legend(
+        _legend_html(
+            title or f"Locations by {_COLOR_WORDS[color_by]}",
+            colours,
+            shown,
+            note,
+            accuracy is not None,
+            "geo clusters: convex hull of each cluster's locations" if clusters else None,
+        )
+    ).add_to(m)
+    if len(locs):
+        lon = locs["lon"].to_numpy()
+        m.fit_bounds([[float(locs["lat"].min()) - 2, float(lon.min()) - 2], [float(locs["lat"].max()) + 2, float(lon.max()) + 2]])
+    return m
+
+
+_COLOR_WORDS = {"label": "category", "split": "split", "geo_cluster": "geo cluster"}
+
+_LEGEND_CSS = """<style>
+.geolab-legend {background: rgba(255,255,255,0.92); padding: 6px 8px; border-radius: 4px;
+  font: 12px/1.35 sans-serif; max-height: 45vh; overflow-y: auto; box-shadow: 0 1px 4px rgba(0,0,0,0.3);}
+.geolab-legend .sw {display: inline-block; width: 11px; height: 11px; border-radius: 50%;
+  border: 1px solid #222; margin-right: 5px; vertical-align: -1px;}
+.geolab-legend .bar {height: 10px; width: 150px; border: 1px solid #555;
+  background: linear-gradient(to right, #a50026, #f46d43, #fee08b, #d9ef8b, #66bd63, #006837);}
+.geolab-legend .note {color: #8a1c1c; font-style: italic;}
+</style>"""
+
+
+def _legend_html(
+    title: str, colours: dict[Any, str], shown: str, note: str | None, accuracy: bool, regions: str | None
+) -> str:
+    esc = html.escape
+    lines = [f"<b>{esc(title)}</b>"]
+    for value, colour in colours.items():
+        lines.append(f"<span class='sw' style='background:{colour}'></span>{esc(str(value))}")
+    lines.append(f"<span style='color:#555'>{esc(shown)}</span>")
+    if regions:
+        lines.append(f"<span style='color:#555'>{esc(regions)}</span>")
+    if accuracy:
+        lines.append("accuracy per geo cluster<div class='bar'></div>0% &nbsp;&nbsp;&nbsp; 50% &nbsp;&nbsp;&nbsp; 100%")
+    if note:
+        lines.append(f"<span class='note'>{esc(note)}</span>")
+    return "<br>".join(lines)
+
+
+def land_outline_cached(resolution: float = 0.5) -> dict[str, Any]:
+    """:func:`geolab.viz.land.land_outline`, kept in memory for this process too."""
+    from geolab.viz.land import land_outline
+
+    if resolution not in _LAND_MEMO:
+        _LAND_MEMO[resolution] = land_outline(resolution)
+    return _LAND_MEMO[resolution]
+
+
+_LAND_MEMO: dict[float, dict[str, Any]] = {}
+
+
+def save_map(m: Any, path: str | Path) -> Path:
+    """Write a map's page atomically; it opens from ``file://`` with no network.
+
+    Args:
+        m: a map from :func:`location_map` (an :class:`OfflineMap`).
+        path: the ``.html`` file.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    m.save(path)
+    return path
+
+
+def is_simulated(df: pd.DataFrame) -> bool:
+    """True when the manifest is the geoworld simulation (by ``df.attrs`` or its path)."""
+    attrs = " ".join(str(v) for v in df.attrs.values()).lower()
+    if "geoworld" in attrs:
+        return True
+    if "path" in df.columns and len(df):
+        return "geoworld" in str(df["path"].iloc[0]).lower()
+    return False
+
+
+# ----------------------------------------------------------------------------- static
+def static_map(
+    df: pd.DataFrame,
+    color_by: str = "label",
+    clusters: bool | None = None,
+    accuracy: pd.DataFrame | None = None,
+    land_resolution: float = 0.5,
+    note: str | None = None,
+    title: str | None = None,
+    ax: Any = None,
+    figsize: tuple[float, float] = (11.0, 5.6),
+) -> Any:
+    """The same map as :func:`location_map`, drawn with matplotlib for reports (equirectangular).
+
+    Args:
+        df, color_by, clusters, accuracy, land_resolution, note: as in :func:`location_map`.
+        title: the axes title.
+        ax: draw into these axes (default: a new figure).
+        figsize: size of a new figure in inches.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import PathPatch, Polygon
+    from matplotlib.path import Path as MplPath
+
+    if color_by not in COLOR_BY:
+        raise ValueError(f"color_by={color_by!r}: use one of {', '.join(COLOR_BY)}.")
+    locs = location_table(df)
+    if clusters is None:
+        clusters = "geo_cluster" in df.columns
+    if note is None and is_simulated(df):
+        note = SIMULATION_NOTE
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    else:
+        fig = ax.figure
+    ax.set_facecolor(SEA_COLOUR)
+    for feature in land_outline_cached(land_resolution)["features"]:
+        rings = feature["geometry"]["coordinates"]
+        verts, codes = [], []
+        for ring in rings:
+            verts.extend(ring)
+            codes.extend([MplPath.MOVETO] + [MplPath.LINETO] * (len(ring) - 2) + [MplPath.CLOSEPOLY])
+        ax.add_patch(PathPatch(MplPath(verts, codes), facecolor=LAND_FILL, edgecolor=LAND_EDGE, lw=0.4, zorder=1))
+    if clusters or accuracy is not None:
+        _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+        regions = cluster_regions(locs)
+        colours = category_colours([f["properties"]["geo_cluster"] for f in regions["features"]], "geo_cluster")
+        acc = accuracy.set_index("geo_cluster") if accuracy is not None else None
+        for f in regions["features"]:
+            k = f["properties"]["geo_cluster"]
+            geom = f["geometry"]
+            polys = [geom["coordinates"]] if geom["type"] == "Polygon" else geom["coordinates"]
+            for poly in polys:
+                if acc is not None and k in acc.index:
+                    face, alpha, edge = accuracy_colour(float(acc.loc[k, "accuracy"])), 0.55, "#333333"
+                else:
+                    face, alpha, edge = colours[k], 0.12, colours[k]
+                ax.add_patch(Polygon(poly[0], closed=True, facecolor=face, alpha=alpha, edgecolor="none", zorder=2))
+                ax.add_patch(Polygon(poly[0], closed=True, fill=False, edgecolor=edge, lw=1.0, zorder=2))
+    colours = category_colours(locs[color_by].tolist(), color_by) if len(locs) else {}
+    ax.scatter(
+        locs["lon"], locs["lat"], s=22, c=[colours[v] for v in locs[color_by]], edgecolors="#222222",
+        linewidths=0.5, zorder=3,
+    )
+    handles = [
+        Line2D([], [], marker="o", ls="", markerfacecolor=c, markeredgecolor="#222222", label=str(v))
+        for v, c in list(colours.items())[:20]
+    ]
+    if handles:
+        ax.legend(handles=handles, title=_COLOR_WORDS[color_by], loc="lower left", fontsize=7, title_fontsize=8,
+                  ncols=2 if len(handles) > 10 else 1, framealpha=0.9)
+    if accuracy is not None:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        fig.colorbar(ScalarMappable(Normalize(0, 1), "RdYlGn"), ax=ax, shrink=0.6, label="accuracy per geo cluster")
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_aspect("equal")
+    ax.set_xlabel("longitude (degrees)")
+    ax.set_ylabel("latitude (degrees)")
+    ax.set_title(title or f"{len(locs)} locations by {_COLOR_WORDS[color_by]}")
+    if note:
+        ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="#8a1c1c",
+                style="italic", zorder=4)
+    return fig
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically (``geolab.io``)."""
+    from geolab.io import atomic_write
+
+    path = Path(path)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi)
+    return path
+
+
+# ----------------------------------------------------------------------------- helpers
+def _require(df: pd.DataFrame, columns: Sequence[str], hint: str | None = None) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        source = df.attrs.get("source", "the table")
+        msg = f"{source} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(map(str, df.columns))})"
+        raise KeyError(msg + (f"; {hint}." if hint else "."))
