@@ -189,6 +189,70 @@ def _course_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- viz
+def _add_viz(sub: argparse._SubParsersAction) -> None:
+    viz = sub.add_parser("viz", help="offline maps: Leaflet assets, map pages and PNGs of a manifest")
+    vsub = viz.add_subparsers(dest="viz_cmd", required=True)
+
+    p = vsub.add_parser("assets", help="say where Leaflet's JS/CSS for offline maps come from")
+    p.set_defaults(func=_viz_assets)
+
+    p = vsub.add_parser("fetch-assets", help="install Leaflet's JS/CSS from a package registry")
+    p.add_argument("--source", choices=("pypi", "npm"), default="pypi",
+                   help="pypi: pip install xstatic-leaflet (default); npm: npm pack leaflet into geolab/_assets/")
+    p.set_defaults(func=_viz_fetch_assets)
+
+    p = vsub.add_parser("map", help="write an offline HTML map (and optionally a PNG) of a manifest")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the .html file")
+    p.add_argument("--color-by", choices=("label", "split", "geo_cluster"), default="label")
+    p.add_argument("--k", type=int, default=None, help="add geo clusters with K-means (paper: 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--png", type=Path, default=None, help="also write a static PNG of the same map")
+    p.add_argument("--max-locations", type=int, default=2000)
+    p.set_defaults(func=_viz_map)
+
+
+def _viz_assets(args: argparse.Namespace) -> int:
+    from geolab.viz.assets import AssetError, leaflet_assets
+
+    try:
+        a = leaflet_assets()
+    except AssetError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"Leaflet {a.version} from {a.source}: {a.folder}")
+    return 0
+
+
+def _viz_fetch_assets(args: argparse.Namespace) -> int:
+    from geolab.viz.assets import AssetError, fetch_assets
+
+    try:
+        a = fetch_assets(args.source)
+    except AssetError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"Leaflet {a.version} from {a.source}: {a.folder}")
+    return 0
+
+
+def _viz_map(args: argparse.Namespace) -> int:
+    from geolab.manifest import load_manifest
+    from geolab.viz import location_map, save_figure, save_map, static_map
+
+    df = load_manifest(args.manifest, check_files=False)
+    if args.k is not None:
+        from geolab.geo import add_geo_clusters
+
+        df = add_geo_clusters(df, k=args.k, seed=args.seed)
+    elif args.color_by == "geo_cluster":
+        raise UserError("--color-by geo_cluster needs --k (the number of geo clusters; paper: 100).")
+    m = location_map(df, color_by=args.color_by, max_locations=args.max_locations, seed=args.seed)
+    print(save_map(m, args.out))
+    if args.png is not None:
+        print(save_figure(static_map(df, color_by=args.color_by), args.png))
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geolab", description=__doc__.splitlines()[0])
@@ -197,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_doctor(sub)
     _add_course(sub)
+    _add_viz(sub)
     return parser
 
 

@@ -169,6 +169,8 @@ def extract_npm_tarball(tarball: Path, dest: Path | None = None) -> Path:
                 f"Fetch it with `npm pack leaflet@{LEAFLET_VERSION}`."
             )
         atomic_write_json(tmp / "SOURCE.json", {"tarball": Path(tarball).name, "sha256": found})
+        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp/mkstemp make them private; others read them
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

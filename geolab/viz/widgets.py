@@ -20,14 +20,9 @@ import ipywidgets as w
 import numpy as np
 import pandas as pd
 
-#: Meteorological seasons of the northern hemisphere by month (1..12).
-_NORTH = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring",
-          6: "summer", 7: "summer", 8: "summer", 9: "autumn", 10: "autumn", 11: "autumn"}  # fmt: skip
-_OPPOSITE = {"winter": "summer", "summer": "winter", "spring": "autumn", "autumn": "spring"}
-
-
 def season(timestamp: Any, lat: float) -> str:
-    """Meteorological season of a date at a latitude.
+    """Meteorological season of a date at a latitude, as the ``other-season`` temporal
+    positive strategy sees it (``geolab.datasets.season_of``).
 
     Northern hemisphere: Dec-Feb winter, Mar-May spring, Jun-Aug summer, Sep-Nov autumn;
     the southern hemisphere (``lat < 0``) has the opposite season. (Near the equator these
@@ -40,8 +35,9 @@ def season(timestamp: Any, lat: float) -> str:
     Returns:
         ``"winter"``, ``"spring"``, ``"summer"`` or ``"autumn"``.
     """
-    name = _NORTH[pd.Timestamp(timestamp).month]
-    return _OPPOSITE[name] if lat < 0 else name
+    from geolab.datasets import SEASONS, season_of
+
+    return SEASONS[int(season_of(pd.Timestamp(timestamp).month, lat))]
 
 
 def load_image(path: str | Path, size: int | None = None) -> Any:
