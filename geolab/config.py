@@ -188,6 +188,94 @@ class ProbeConfig:
     seed: int = 0
 
 
+#: Decoders of the dense transfer task (see :mod:`geolab.dense`).
+DENSE_DECODERS: tuple[str, ...] = ("fpn", "fcn")
+
+
+@dataclass
+class DenseConfig:
+    """Dense transfer: semantic segmentation of geoworld masks with a pre-trained backbone as
+    initialisation (:func:`geolab.dense.train_dense`).
+
+    The paper fine-tunes a ResNet-50 inside PSANet on SpaceNet buildings (and RetinaNet on
+    xView); that schedule is not published in full and does not fit a CPU, so the defaults
+    here are the quick CPU run (ResNet-18 encoder, 64 px, a light decoder, a few epochs), the
+    same for every initialisation so that only the initialisation differs.
+
+    Attributes:
+        arch: backbone built when no backbone is given (random init); ``resnet18`` on CPU.
+        image_size: side of the input in pixels (images and masks are resized to it).
+        num_classes: mask classes; ``None`` = read from the masks (largest id + 1, at least
+            the 4 geoworld classes: background, building, water, road).
+        class_names: names of the classes (``None``: geoworld's names, ``class_<i>`` beyond).
+        decoder: ``"fpn"`` (FPN-lite over layer1..layer4) or ``"fcn"`` (1x1 conv on the last
+            stage + bilinear upsampling, the classic FCN head).
+        encoder_depth: last ResNet stage used, ``"layer3"`` or ``"layer4"``.
+        decoder_channels: width of the FPN-lite decoder.
+        freeze_backbone: keep the encoder fixed (weights and BatchNorm statistics), the dense
+            analogue of a linear probe; ``False`` fine-tunes everything, as the paper does.
+        epochs: passes over the training split.
+        batch_size: images per step.
+        lr: AdamW learning rate of the decoder.
+        backbone_lr: AdamW learning rate of the encoder when fine-tuning (``None`` = ``lr``).
+        weight_decay: AdamW weight decay.
+        ignore_index: mask value that is not scored (e.g. unlabelled pixels).
+        train_split: split trained on.
+        test_split: split scored (falls back to ``"val"`` when absent).
+        max_train_images: use at most this many training images (``None`` = all).
+        max_test_images: score at most this many images (``None`` = all).
+        preload: decode all images and masks into memory once (fast epochs for small sets).
+        seed: seeds weights of the decoder, shuffling and flips; a CPU run is reproducible.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        num_workers: DataLoader workers.
+        progress: tqdm progress bars.
+    """
+
+    arch: str = "resnet18"
+    image_size: int = 64
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    decoder: str = "fpn"
+    encoder_depth: str = "layer4"
+    decoder_channels: int = 64
+    freeze_backbone: bool = False
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr: float | None = None
+    weight_decay: float = 1e-4
+    ignore_index: int = 255
+    train_split: str = "train"
+    test_split: str = "test"
+    max_train_images: int | None = None
+    max_test_images: int | None = None
+    preload: bool = True
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DENSE_DECODERS:
+            raise ValueError(f"Unknown decoder {self.decoder!r}; choose one of {', '.join(DENSE_DECODERS)}.")
+        if self.encoder_depth not in ("layer3", "layer4"):
+            raise ValueError(f"encoder_depth must be 'layer3' or 'layer4', got {self.encoder_depth!r}.")
+        for name in ("epochs", "batch_size", "image_size", "decoder_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DenseConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ValueError(f"DenseConfig.num_classes must be >= 2 (or None to read it from the masks), got {self.num_classes}.")
+        if self.class_names is not None:
+            self.class_names = tuple(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON files and result records."""
+        d = dataclasses.asdict(self)
+        if d["class_names"] is not None:
+            d["class_names"] = list(d["class_names"])
+        return d
+
+
 # --------------------------------------------------------------------------- course profiles
 # Parameter sets that ``geolab course run --profile P`` injects into the notebooks (see
 # :mod:`geolab.course`). ``common`` goes to every notebook, ``notebooks[<name>]`` overrides it
