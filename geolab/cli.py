@@ -37,6 +37,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--locations", type=int, default=None, help="number of locations")
     p.add_argument("--out", type=Path, default=None, help="folder (default: the cache)")
     p.set_defaults(func=_data_world)
+    _add_real_data(dsub)
 
 
 def _data_validate(args: argparse.Namespace) -> int:
@@ -60,6 +61,152 @@ def _data_world(args: argparse.Namespace) -> int:
     kwargs = {k: v for k, v in dict(size=args.size, locations=args.locations).items() if v is not None}
     path = load_world(seed=args.seed, out=args.out, **kwargs)
     print(path)
+    return 0
+
+
+# ----------------------------------------------------------------------------- real data
+def _add_real_data(dsub: argparse._SubParsersAction) -> None:
+    """fMoW, the official GASSL CSVs, GeoImageNet, the fmow-mini download and the prepared cache."""
+    p = dsub.add_parser("fmow-manifest", help="manifest from a raw fMoW-rgb tree (images + JSON metadata)")
+    p.add_argument("root", type=Path, help="folder holding train/ val/ test/ as distributed")
+    p.add_argument("--out", type=Path, required=True, help="manifest to write (.parquet or .csv)")
+    p.add_argument("--splits", nargs="+", default=None, help="splits to read (default: all present)")
+    p.add_argument("--categories", nargs="+", default=None, help="keep only these categories")
+    p.add_argument("--image-kind", choices=("rgb", "msrgb"), default="rgb")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_data_fmow_manifest)
+
+    p = dsub.add_parser("from-official-csv", help="manifest from the official GASSL code's CSVs")
+    p.add_argument("csv", type=Path, help="category CSV (label in column 0, image path in column 1)")
+    p.add_argument("--out", type=Path, required=True, help="manifest to write (.parquet or .csv)")
+    p.add_argument("--geo-csv", type=Path, action="append", default=[],
+                   help="geo-cluster CSV (e.g. train_100geoclasses.csv); adds official_geo_cluster")
+    p.add_argument("--split", default=None, help="split of rows whose path holds no split folder")
+    p.add_argument("--rebase", action="append", default=[], metavar="OLD=NEW",
+                   help="rewrite an image path prefix (the official CSVs hold the authors' paths)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_data_from_official_csv)
+
+    p = dsub.add_parser("geoimagenet-manifest", help="manifest from the official GeoImageNet downloader's folder")
+    p.add_argument("root", type=Path, help="the downloader's -data_root (imagenet_images/ + metadata.csv)")
+    p.add_argument("--out", type=Path, required=True, help="manifest to write (.parquet or .csv)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of images in val (stable hash)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_data_geoimagenet_manifest)
+
+    p = dsub.add_parser("fmow-download", help="download fmow-mini: chosen fMoW locations with all revisits")
+    p.add_argument("--out", type=Path, default=None, help="folder (default: <cache>/downloads/fmow-mini)")
+    p.add_argument("--selection", type=Path, default=None,
+                   help="selection file (default: data_manifests/fmow-mini.json)")
+    p.add_argument("--categories", nargs="+", default=None, help="categories (default: the selection's)")
+    p.add_argument("--locations-per-category", type=int, default=None,
+                   help="train locations per category (default: the selection's)")
+    p.add_argument("--val-locations-per-category", type=int, default=None,
+                   help="val locations per category (default: the selection's)")
+    p.add_argument("--endpoint", default=None, help="S3 endpoint (default https://s3.amazonaws.com)")
+    p.add_argument("--bucket", default=None, help="bucket (default spacenet-dataset)")
+    p.add_argument("--prefix", default=None, help="key prefix (default Hosted-Datasets/fmow/fmow-rgb/)")
+    p.add_argument("--path-style", action="store_true", help="path-style URLs (<endpoint>/<bucket>/<key>)")
+    p.add_argument("--workers", type=int, default=8, help="transfers in flight (default 8)")
+    p.add_argument("--retries", type=int, default=5)
+    p.add_argument("--short-side", type=int, default=None, help="prepared cache short side (default 256)")
+    p.add_argument("--dry-run", action="store_true", help="list and print the size; fetch nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_data_fmow_download)
+
+    p = dsub.add_parser("prepare", help="decode once, resize, write a compact JPEG cache and its manifest")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--short-side", type=int, default=256, help="short side in pixels (default 256)")
+    p.add_argument("--out", type=Path, required=True, help="cache folder (manifest.parquet inside)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_data_prepare)
+
+
+def _real_data_errors() -> tuple[type[BaseException], ...]:
+    from geolab.sources.prepare import PrepareError
+    from geolab.sources.s3 import DownloadError, S3Error, UnsafeKeyError
+
+    return (ValueError, S3Error, DownloadError, UnsafeKeyError, PrepareError)
+
+
+def _report_build(report) -> int:  # noqa: ANN001 - a geolab.sources.fmow.BuildReport
+    print(report.summary())
+    return 0
+
+
+def _data_fmow_manifest(args: argparse.Namespace) -> int:
+    from geolab.sources.fmow import build_fmow_manifest
+
+    try:
+        report = build_fmow_manifest(args.root, args.out, splits=args.splits, image_kind=args.image_kind,
+                                     categories=args.categories, progress=not args.no_progress)
+    except _real_data_errors() as exc:
+        raise UserError(str(exc)) from exc
+    return _report_build(report)
+
+
+def _data_from_official_csv(args: argparse.Namespace) -> int:
+    from geolab.sources.official_csv import build_from_official_csv, parse_rebase
+
+    try:
+        report = build_from_official_csv(args.csv, args.out, geo_csvs=args.geo_csv, split=args.split,
+                                         rebase=parse_rebase(args.rebase), progress=not args.no_progress)
+    except _real_data_errors() as exc:
+        raise UserError(str(exc)) from exc
+    return _report_build(report)
+
+
+def _data_geoimagenet_manifest(args: argparse.Namespace) -> int:
+    from geolab.sources.geoimagenet import build_geoimagenet_manifest
+
+    try:
+        report = build_geoimagenet_manifest(args.root, args.out, val_fraction=args.val_fraction,
+                                            progress=not args.no_progress)
+    except _real_data_errors() as exc:
+        raise UserError(str(exc)) from exc
+    return _report_build(report)
+
+
+def _data_fmow_download(args: argparse.Namespace) -> int:
+    from geolab.sources.fmow import download_fmow_subset, load_selection
+
+    try:
+        sel = load_selection(args.selection)
+        result = download_fmow_subset(
+            out=args.out,
+            categories=args.categories or sel.categories,
+            locations_per_category={
+                "train": sel.locations["train"] if args.locations_per_category is None else args.locations_per_category,
+                "val": sel.locations["val"] if args.val_locations_per_category is None else args.val_locations_per_category,
+            },
+            endpoint=args.endpoint or sel.endpoint,
+            bucket=args.bucket or sel.bucket,
+            prefix=args.prefix if args.prefix is not None else sel.prefix,
+            path_style=args.path_style,
+            workers=args.workers,
+            retries=args.retries,
+            short_side=args.short_side or sel.short_side,
+            dry_run=args.dry_run,
+            progress=not args.no_progress,
+            log=print,
+        )
+    except _real_data_errors() as exc:
+        raise UserError(str(exc)) from exc
+    print(result.summary())
+    return 0
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from geolab.sources.prepare import prepare_cache
+
+    try:
+        report = prepare_cache(args.manifest, args.out, short_side=args.short_side, quality=args.quality,
+                               workers=args.workers, progress=not args.no_progress)
+    except _real_data_errors() as exc:
+        raise UserError(str(exc)) from exc
+    print(report.summary())
     return 0
 
 
