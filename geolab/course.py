@@ -91,9 +91,6 @@ SIMULATION_BANNER = (
     "with the paper's fMoW results shown beside them."
 )
 
-_log = logging.getLogger(__name__)
-
-
 # ============================================================================ errors
 class CourseError(Exception):
     """A problem with the run set-up (unknown profile, missing kernel, bad manifest option)
@@ -727,6 +724,14 @@ def run_course(
             f"--data {tier} reads a data set you already have: pass --manifest PATH (build one with "
             f"`geolab data {'fmow-manifest' if tier == 'fmow' else 'geoimagenet-manifest'}`)."
         )
+    if tier == "fmow-mini" and not (overrides.get("manifest") or prof["common"].get("manifest")):
+        from geolab.tiers import fmow_mini_manifest
+
+        if not fmow_mini_manifest().is_file():
+            raise CourseError(
+                f"--data fmow-mini: no fmow-mini manifest at {fmow_mini_manifest()}. Download the subset "
+                "first (`geolab data fmow-download`, see docs/REAL_DATA.md) or pass --manifest PATH."
+            )
     check_kernel(kernel_name)
     all_nbs = discover_notebooks(notebooks_dir)
     selected = discover_notebooks(notebooks_dir, only) if only else all_nbs

@@ -295,6 +295,8 @@ def test_setup_errors_stop_before_anything_runs(tmp_path: Path, monkeypatch: pyt
         course.run_course("smoke", out, data="mnist", notebooks_dir=nbs)
     with pytest.raises(course.CourseError, match="pass --manifest PATH"):
         course.run_course("gpu-full", out, notebooks_dir=nbs)
+    with pytest.raises(course.CourseError, match="no fmow-mini manifest"):
+        course.run_course("smoke", out, data="fmow-mini", notebooks_dir=nbs)
     monkeypatch.setattr(course, "DEFAULT_KERNEL", "geolab-test-missing")
     with pytest.raises(course.CourseError, match="make setup"):
         course.run_course("smoke", out, notebooks_dir=nbs, kernel_name="geolab-test-missing")
