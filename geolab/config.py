@@ -205,8 +205,8 @@ class DenseConfig:
     Attributes:
         arch: backbone built when no backbone is given (random init); ``resnet18`` on CPU.
         image_size: side of the input in pixels (images and masks are resized to it).
-        num_classes: mask classes; ``None`` = read from the masks (largest id + 1, at least
-            the 4 geoworld classes: background, building, water, road).
+        num_classes: mask classes; ``None`` = read from the masks (largest class id in the
+            training and scored masks + 1; geoworld has 4: background, building, water, road).
         class_names: names of the classes (``None``: geoworld's names, ``class_<i>`` beyond).
         decoder: ``"fpn"`` (FPN-lite over layer1..layer4) or ``"fcn"`` (1x1 conv on the last
             stage + bilinear upsampling, the classic FCN head).
@@ -348,3 +348,64 @@ PROFILES: dict[str, dict[str, Any]] = {
         "notebooks": {},
     },
 }
+
+
+# --------------------------------------------------------------------------- geoworld
+@dataclass
+class WorldConfig:
+    """The knobs of the geoworld simulation (see ``data_manifests/WORLD_CARD.md``).
+
+    Every field enters the world's cache key: change one and a new world is generated.
+
+    Attributes:
+        seed: decides everything (sites, categories, layouts, dates, nuisances).
+        size: image side in pixels (64 for the CPU course; 224 as in the paper).
+        locations: number of locations (the default world has about 3.6 images each).
+        years: first and last year of acquisitions (fMoW-rgb spans 2002-2017).
+        revisit_weights: relative frequency of 1, 2, 3... revisits per location, shaped like
+            fMoW's (many with 2-5, some with 1, a tail up to 15).
+        split_fractions: train/val/test shares of locations, per category (no location in
+            two splits).
+        geo_prior_strength: exponent on the place-driven category priors (0: category
+            independent of geography; 1: the default; larger: geography more telling).
+        city_exponent: sites are drawn near cities with weight ``population ** city_exponent``.
+        haze_max: largest haze (airlight fraction) in a clear climate.
+        cloud_prob: chance that an image has clouds (scaled by climate zone).
+        zoom_jitter: log-range of the crop's scale between revisits (gsd varies by about
+            this fraction).
+        misregistration_px: largest shift between revisits, in output pixels.
+        noise_max: largest sensor noise sigma (reflectance units).
+    """
+
+    seed: int = 0
+    size: int = 64
+    locations: int = 1000
+    years: tuple[int, int] = (2010, 2017)
+    revisit_weights: tuple[float, ...] = (12, 22, 20, 15, 10, 6, 4, 3, 2, 1.5, 1.2, 1, 0.8, 0.6, 0.5)
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    geo_prior_strength: float = 1.0
+    city_exponent: float = 0.5
+    haze_max: float = 0.35
+    cloud_prob: float = 0.25
+    zoom_jitter: float = 0.1
+    misregistration_px: float = 1.5
+    noise_max: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.size < 16:
+            raise ValueError(f"WorldConfig.size must be >= 16 pixels, got {self.size}.")
+        if self.locations < 10:
+            raise ValueError(f"WorldConfig.locations must be >= 10 (one per category), got {self.locations}.")
+        if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6 or min(self.split_fractions) < 0:
+            raise ValueError(f"WorldConfig.split_fractions must be three shares summing to 1, got {self.split_fractions}.")
+        if not self.revisit_weights or min(self.revisit_weights) < 0 or sum(self.revisit_weights) <= 0:
+            raise ValueError("WorldConfig.revisit_weights must be non-negative with a positive sum.")
+        if self.years[0] > self.years[1]:
+            raise ValueError(f"WorldConfig.years must be (first, last), got {self.years}.")
+        self.years = tuple(int(y) for y in self.years)
+        self.revisit_weights = tuple(float(w) for w in self.revisit_weights)
+        self.split_fractions = tuple(float(f) for f in self.split_fractions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples as lists) for ``world.json`` and the cache key."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
