@@ -15,9 +15,9 @@ Faults are queued per key and consumed one per GET of that key:
 (to imitate a moved bucket or a changed layout).
 
 The server counts requests per key, Range requests, and the largest number of object GETs in
-flight at once. With ``gate=N`` each object GET waits (at most ``gate_timeout`` s) until N GETs
-are in flight, so a client that runs N transfers in parallel reaches N deterministically and a
-sequential one simply pays the timeout.
+flight at once. With ``gate=N`` object GETs wait (each at most ``gate_timeout`` s) until N GETs
+have been in flight together once, so a client that runs N transfers in parallel reaches N
+deterministically and a sequential one simply pays the timeout.
 """
 
 from __future__ import annotations
@@ -220,7 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
             s.max_in_flight = max(s.max_in_flight, s.in_flight)
             s._cond.notify_all()
             if s.gate:
-                s._cond.wait_for(lambda: s.in_flight >= s.gate, timeout=s.gate_timeout)
+                # open for good once the gate was reached (later retries pass at once)
+                s._cond.wait_for(lambda: s.max_in_flight >= s.gate, timeout=s.gate_timeout)
         try:
             if key not in s.objects:
                 self._send(404, _error_xml(*_STATUS_CODES["404"]))

@@ -52,6 +52,9 @@ FMOW_RGB_PREFIX = "Hosted-Datasets/fmow/fmow-rgb/"
 JOURNAL_NAME = ".geolab-download.jsonl"
 PART_SUFFIX = ".part"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Bytes per write: small enough that a dropped connection keeps most of what arrived (the
+#: chunk being read when it drops is lost), large enough to cost nothing.
+CHUNK = 64 << 10
 
 
 class S3Error(RuntimeError):
@@ -483,7 +486,7 @@ def fetch_object(
                         part.unlink(missing_ok=True)
                         raise _Retryable(f"unexpected Content-Range {resp.headers.get('Content-Range')!r}")
                 with open(part, mode) as fh:
-                    for chunk in resp.iter_content(chunk_size=1 << 20):
+                    for chunk in resp.iter_content(chunk_size=CHUNK):
                         fh.write(chunk)
                         if on_bytes is not None:
                             on_bytes(len(chunk))
