@@ -21,6 +21,7 @@ data row; for CSV also the line in the file), the column, and what to do.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,7 +122,14 @@ class _Reporter:
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    if isinstance(value, str):
+        text = f"'{value}'"
+    elif isinstance(value, (bool, np.bool_)):
+        text = str(bool(value))
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+        text = repr(float(value)) if isinstance(value, (float, np.floating)) else str(int(value))
+    else:
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -333,8 +341,8 @@ def _parse_timestamps(raw: pd.Series, rep: _Reporter) -> pd.Series:
         for i, v in enumerate(values):
             if _is_blank(v):
                 raise rep.error(f"timestamp is missing; {hint}", row=i, column="timestamp")
-            if isinstance(v, (pd.Timestamp,)) or hasattr(v, "isoformat"):
-                texts.append(pd.Timestamp(v).isoformat() if not isinstance(v, str) else v)
+            if isinstance(v, (datetime.datetime, datetime.date, np.datetime64)):
+                texts.append(pd.Timestamp(v).isoformat())
             elif isinstance(v, str):
                 texts.append(v.strip())
             else:
@@ -490,8 +498,16 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
             out[col] = pd.Series(rel, index=out.index, dtype=str if col == "path" else object)
     out.attrs = {}
     if suffix == ".csv":
-        with atomic_write(path, "w") as fh:
-            out.to_csv(fh, index=False, lineterminator="\n")
+        # "\n" line ends, unless a text cell holds a carriage return: then "\r\n" (RFC 4180),
+        # which makes the writer quote that cell so that it reads back intact
+        has_cr = any(
+            out[c].map(lambda v: isinstance(v, str) and "\r" in v).any()
+            for c in out.columns
+            if not pd.api.types.is_numeric_dtype(out[c].dtype) and not pd.api.types.is_datetime64_any_dtype(out[c].dtype)
+        )
+        text = out.to_csv(index=False, lineterminator="\r\n" if has_cr else "\n")
+        with atomic_write(path, "wb") as fh:  # bytes: no newline translation on any platform
+            fh.write(text.encode("utf-8"))
     else:
         with atomic_write(path, "wb") as fh:
             out.to_parquet(fh, index=False)
