@@ -1,0 +1,139 @@
+"""One experiment = one pre-training run + its frozen-feature evaluation = one result record.
+
+The course's notebooks compare methods by calling :func:`run_experiment`. Several notebooks
+ask for the same run (MoCo-v2 with seed 0 is the baseline of notebooks 02, 03 and 04), so a
+finished experiment is kept in the run's ``experiments/`` folder under a key made from its
+whole configuration, the manifest and the geolab version; asking again reuses it and says
+so, with where and when it was trained (nothing is reused silently). A run interrupted
+half-way resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from geolab import __version__, paths
+from geolab.config import PretrainConfig, ProbeConfig
+from geolab.io import atomic_write_json
+
+#: PretrainConfig fields that do not change what is learned (left out of the key).
+_NOT_IN_KEY = {"out", "resume", "progress", "tensorboard", "num_workers", "log_every", "knn_every", "device"}
+
+
+def experiments_dir(results_path: str | os.PathLike | None = "") -> Path:
+    """Where experiments of this notebook run live: ``<run>/experiments`` in a course run
+    (the runner's ``results_path`` is ``<run>/records/<notebook>.jsonl``), else
+    ``<runs>/interactive/experiments``."""
+    if results_path:
+        return Path(results_path).resolve().parent.parent / "experiments"
+    return paths.runs_dir() / "interactive" / "experiments"
+
+
+def _manifest_fingerprint(manifest: str | os.PathLike) -> str:
+    st = Path(manifest).stat()
+    return f"{Path(manifest).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def experiment_key(cfg: PretrainConfig) -> str:
+    """A short hash of everything that decides what ``cfg`` learns."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_KEY}
+    d["manifest"] = _manifest_fingerprint(cfg.manifest)
+    d["geolab"] = __version__
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_experiment(
+    method: str,
+    manifest: str | os.PathLike,
+    *,
+    data: str = "geoworld",
+    seed: int = 0,
+    results_path: str | os.PathLike | None = "",
+    experiment: str = "main",
+    variant: str = "",
+    progress: bool = False,
+    **config: Any,
+) -> dict[str, Any]:
+    """Pre-train ``method`` (or reuse the identical finished run), evaluate it, record it.
+
+    Args:
+        method: one of :data:`geolab.config.METHODS`.
+        manifest: the data set's manifest.
+        data: the data tier (goes into the record; ``geoworld`` marks it as a simulation).
+        seed: the run's seed.
+        results_path: the course runner's records file; ``""`` when run by hand.
+        experiment: groups records in the report (``main``, ``strategies``, ``ablation-K`` ...).
+        variant: the setting that tells records of one experiment apart (``"K=10"``).
+        progress: show training and feature-extraction progress bars.
+        **config: any other :class:`~geolab.config.PretrainConfig` field (arch, image_size,
+            epochs, batch_size, queue_size, temperature, geo_k, strategy, alpha, beta ...).
+
+    Returns:
+        The stored record: method, data, arch, image_size, epochs, seed, probe_top1,
+        probe_f1, knn_top1 (fractions), wall_time_s, checkpoint, key, reused.
+    """
+    from geolab.course import record_result
+    from geolab.evaluate import evaluate_checkpoint
+    from geolab.train import pretrain
+
+    cfg = PretrainConfig(method=method, manifest=str(manifest), seed=seed, progress=progress, **config)
+    key = experiment_key(cfg)
+    folder = experiments_dir(results_path) / f"{method}-seed{seed}-{key}"
+    done = folder / "result.json"
+    if done.exists():
+        stored = json.loads(done.read_text())
+        print(
+            f"Reusing {method} (seed {seed}): trained at {stored['finished_at']} by "
+            f"{stored['trained_by'] or 'a hand run'} with the same configuration (key {key})."
+        )
+        reused = True
+    else:
+        t0 = time.perf_counter()
+        checkpoint = pretrain(dataclasses.replace(cfg, out=str(folder), resume=True))
+        evaluation = evaluate_checkpoint(
+            ProbeConfig(
+                checkpoint=str(checkpoint),
+                manifest=str(manifest),
+                image_size=cfg.image_size,
+                num_workers=cfg.num_workers,
+                device=cfg.device,
+                seed=seed,
+            ),
+            progress=progress,
+        )
+        stored = {
+            "checkpoint": str(checkpoint),
+            "evaluation": evaluation,
+            "wall_time_s": round(time.perf_counter() - t0, 1),
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "trained_by": Path(results_path).stem if results_path else "",
+        }
+        atomic_write_json(done, stored)
+        reused = False
+    ev = stored["evaluation"]
+    record = {
+        "experiment": experiment,
+        "variant": variant,
+        "method": method,
+        "data": data,
+        "arch": cfg.arch,
+        "image_size": cfg.image_size,
+        "epochs": cfg.epochs,
+        "seed": seed,
+        "probe_top1": ev["linear_probe"]["top1"],
+        "probe_f1": ev["linear_probe"]["f1"],
+        "knn_top1": ev["knn"]["top1"],
+        "wall_time_s": stored["wall_time_s"],
+        "checkpoint": stored["checkpoint"],
+        "key": key,
+        "reused": reused,
+    }
+    if not variant:
+        record.pop("variant")
+    return record_result(results_path, record)

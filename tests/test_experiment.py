@@ -1,0 +1,38 @@
+"""One experiment (pre-train + linear probe + kNN) gives one valid result record, and asking
+for the identical experiment again reuses it and says so, instead of training twice."""
+
+from __future__ import annotations
+
+import json
+
+from geolab.course import read_records
+from geolab.experiment import experiment_key, run_experiment
+from geolab.config import PretrainConfig
+from tests.helpers import make_manifest
+
+TINY = dict(arch="resnet18", image_size=32, epochs=1, batch_size=4, queue_size=16, max_steps_per_epoch=2, num_workers=0, device="cpu", geo_k=2)
+
+
+def test_experiment_records_and_is_reused(tmp_path, capsys):
+    manifest = make_manifest(tmp_path / "data", n_locations=12)
+    results = tmp_path / "run" / "records" / "02_demo.jsonl"
+    first = run_experiment("moco-tp", manifest, seed=0, results_path=results, **TINY)
+    assert not first["reused"]
+    for k in ("probe_top1", "probe_f1", "knn_top1"):
+        assert 0.0 <= first[k] <= 1.0
+    assert (tmp_path / "run" / "experiments").is_dir()
+
+    again = run_experiment("moco-tp", manifest, seed=0, results_path=results, **TINY)
+    assert again["reused"] and "Reusing moco-tp (seed 0)" in capsys.readouterr().out
+    assert again["probe_top1"] == first["probe_top1"] and again["key"] == first["key"]
+    assert [r["method"] for r in read_records(results)] == ["moco-tp", "moco-tp"]
+    stored = json.loads(next((tmp_path / "run" / "experiments").glob("moco-tp-*/result.json")).read_text())
+    assert stored["trained_by"] == "02_demo"
+
+
+def test_key_changes_with_what_is_learned_not_with_where_it_is_written(tmp_path):
+    manifest = make_manifest(tmp_path, n_locations=6)
+    base = PretrainConfig(method="moco", manifest=str(manifest), **TINY)
+    assert experiment_key(base) == experiment_key(PretrainConfig(method="moco", manifest=str(manifest), out="elsewhere", **TINY))
+    assert experiment_key(base) != experiment_key(PretrainConfig(method="moco", manifest=str(manifest), **{**TINY, "epochs": 2}))
+    assert experiment_key(base) != experiment_key(PretrainConfig(method="moco-geo", manifest=str(manifest), **TINY))
