@@ -111,6 +111,8 @@ def _add_real_data(dsub: argparse._SubParsersAction) -> None:
     p.add_argument("--retries", type=int, default=5)
     p.add_argument("--short-side", type=int, default=None, help="prepared cache short side (default 256)")
     p.add_argument("--dry-run", action="store_true", help="list and print the size; fetch nothing")
+    p.add_argument("--no-md5-check", action="store_true",
+                   help="do not compare bodies with MD5-shaped ETags (mirrors whose ETags are not MD5s)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_data_fmow_download)
 
@@ -191,6 +193,7 @@ def _data_fmow_download(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=not args.no_progress,
             log=print,
+            check_md5=not args.no_md5_check,
         )
     except _real_data_errors() as exc:
         raise UserError(str(exc)) from exc

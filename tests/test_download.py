@@ -119,6 +119,7 @@ def test_interrupted_download_resumes_without_refetching(tmp_path):
 def test_changed_object_is_refetched_and_lost_journal_is_rebuilt(tmp_path):
     """A new ETag means a new fetch; without the journal, MD5-checked files are adopted, not refetched."""
     payloads = _payloads(4)
+    payloads[PREFIX + "f9/empty.bin"] = b""  # a zero-byte object is a file too
     keys = sorted(payloads)
     with FakeS3() as server:
         for k, v in payloads.items():
@@ -138,6 +139,41 @@ def test_changed_object_is_refetched_and_lost_journal_is_rebuilt(tmp_path):
         server.reset_counts()
         report = s3.download_objects(bucket, objects, tmp_path, prefix=PREFIX, policy=FAST, progress=False)
         assert report.fetched == [] and sum(server.gets.values()) == 0
+
+
+def test_ctrl_c_stops_transfers_and_keeps_parts_for_resume(tmp_path):
+    """Ctrl-C during a download stops it promptly; partial files stay .part and resume later."""
+    import signal
+    import threading
+    import time
+
+    payloads = _payloads(12)
+    keys = sorted(payloads)
+    with FakeS3(gate=100, gate_timeout=1.0) as server:  # hold GETs so the interrupt finds them running
+        for k, v in payloads.items():
+            server.put(k, v)
+        objects = s3.list_objects(_bucket(server), PREFIX, policy=FAST).objects
+
+        def press_ctrl_c() -> None:  # once 4 transfers are running, like a user would
+            deadline = time.monotonic() + 10
+            while server.in_flight < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+        threading.Thread(target=press_ctrl_c, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            s3.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4,
+                                policy=FAST, progress=False)
+        assert sum(server.gets.values()) == 4  # the queued 8 never started
+        finals = [p for p in tmp_path.rglob("*.bin")]
+        parts = [p for p in tmp_path.rglob("*.part")]
+        assert finals == [] and len(parts) == 4  # nothing partial under a final name
+        server.gate = 0
+        server.reset_counts()
+        s3.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4, policy=FAST,
+                            progress=False)
+        assert sum(server.range_gets.values()) == 4 and sum(server.gets.values()) == len(keys)
+    _files_ok(tmp_path, payloads)
 
 
 @pytest.mark.parametrize("key", ["data/set/../../evil.txt", "data/set//etc/passwd", "data/set/a\\..\\b",

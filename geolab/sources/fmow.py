@@ -704,6 +704,7 @@ def download_fmow_subset(
     progress: bool = True,
     prepare_workers: int | None = None,
     log: Any = None,
+    check_md5: bool = True,
 ) -> FmowMiniResult:
     """Download fmow-mini: chosen categories, N locations each, all revisits; then manifest + cache.
 
@@ -726,6 +727,8 @@ def download_fmow_subset(
         progress: progress bars.
         prepare_workers: processes for the cache (default: all cores).
         log: a ``print``-like function for progress messages (default: silent).
+        check_md5: verify MD5-shaped ETags against the bodies (off only for mirrors whose
+            ETags are not MD5s).
 
     Returns:
         A :class:`FmowMiniResult`.
@@ -779,7 +782,7 @@ def download_fmow_subset(
         "files": [{"key": o.key, "size": o.size, "etag": o.etag} for o in objects],
     })
     result.download = download_objects(store, objects, out / "raw", prefix=prefix, workers=workers,
-                                       policy=policy, progress=progress)
+                                       policy=policy, progress=progress, check_md5=check_md5)
     say("download: " + result.download.summary())
     result.raw_manifest = out / "raw-manifest.parquet"
     result.build = build_fmow_manifest(out / "raw", result.raw_manifest, progress=progress)

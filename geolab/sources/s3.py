@@ -77,6 +77,10 @@ class DownloadError(RuntimeError):
         self.failed = failed
 
 
+class DownloadInterrupted(RuntimeError):
+    """A transfer was stopped on purpose (Ctrl-C); its ``.part`` is kept for a resume."""
+
+
 class _Retryable(Exception):
     """Internal: an attempt failed in a way that another attempt may fix."""
 
@@ -425,6 +429,7 @@ def fetch_object(
     journal: Journal,
     policy: RetryPolicy = RetryPolicy(),
     on_bytes: Callable[[int], None] | None = None,
+    check_md5: bool = True,
 ) -> bool:
     """Fetch one object to ``dest`` through ``dest.part``; skip it when already complete.
 
@@ -434,7 +439,10 @@ def fetch_object(
         dest: the final path.
         journal: the record of completed files.
         policy: retries.
-        on_bytes: called with each chunk's byte count (progress bars).
+        on_bytes: called with each chunk's byte count (progress bars); an exception it raises
+            stops the transfer and leaves the ``.part`` for a later resume.
+        check_md5: compare the body's MD5 with an MD5-shaped ETag (turn off only for stores
+            whose ETags are not MD5s, e.g. objects encrypted with customer keys).
 
     Returns:
         ``True`` when bytes were fetched, ``False`` when ``dest`` was already complete.
@@ -445,7 +453,7 @@ def fetch_object(
     if journal.is_complete(obj, dest):
         return False
     if (obj.key not in journal.done and dest.is_file() and dest.stat().st_size == obj.size
-            and is_md5_etag(obj.etag) and _md5_file(dest) == obj.etag.lower()):
+            and check_md5 and is_md5_etag(obj.etag) and _md5_file(dest) == obj.etag.lower()):
         journal.record(obj)  # complete from an earlier run whose journal was lost
         return False
     part = dest.with_name(dest.name + PART_SUFFIX)
@@ -454,8 +462,8 @@ def fetch_object(
 
     def attempt() -> None:
         offset = part.stat().st_size if part.exists() else 0
-        if offset >= obj.size:
-            part.unlink()
+        if offset and offset >= obj.size:
+            part.unlink()  # a .part as long as the object but never verified: start over
             offset = 0
         headers = {}
         if offset:
@@ -500,7 +508,7 @@ def fetch_object(
         if size > obj.size:
             part.unlink()
             raise _Retryable(f"body longer than listed: {size} > {obj.size} bytes")
-        if is_md5_etag(obj.etag) and _md5_file(part) != obj.etag.lower():
+        if check_md5 and is_md5_etag(obj.etag) and _md5_file(part) != obj.etag.lower():
             part.unlink()
             raise _Retryable("MD5 of the body does not match the ETag (corrupted transfer)")
         os.replace(part, dest)
@@ -548,6 +556,7 @@ def download_objects(
     policy: RetryPolicy = RetryPolicy(),
     progress: bool = True,
     check_space: bool = True,
+    check_md5: bool = True,
 ) -> DownloadReport:
     """Fetch ``objects`` into ``out_dir`` in parallel; resumable; checked.
 
@@ -560,6 +569,7 @@ def download_objects(
         policy: retries, backoff and timeouts.
         progress: show a byte progress bar.
         check_space: refuse to start when the disk lacks the bytes still needed.
+        check_md5: verify MD5-shaped ETags against the bodies (see :func:`fetch_object`).
 
     Returns:
         A :class:`DownloadReport`.
@@ -583,25 +593,37 @@ def download_objects(
     bar = tqdm(total=needed, unit="B", unit_scale=True, unit_divisor=1024, desc="download",
                disable=not progress)
     lock = threading.Lock()
+    stop = threading.Event()
 
     def on_bytes(n: int) -> None:
+        if stop.is_set():
+            raise DownloadInterrupted("stopped; the .part is kept for the next run")
         with lock:
             bar.update(n)
 
     def one(obj: RemoteObject) -> bool:
+        if stop.is_set():
+            raise DownloadInterrupted("not started")
         _session(pool=max(4, workers))
-        return fetch_object(bucket, obj, dests[obj.key], journal, policy, on_bytes)
+        return fetch_object(bucket, obj, dests[obj.key], journal, policy, on_bytes, check_md5)
 
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geolab-dl")
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geolab-dl") as pool:
-            futures = {pool.submit(one, obj): obj for obj in objects}
-            for fut in as_completed(futures):
-                obj = futures[fut]
-                try:
-                    (report.fetched if fut.result() else report.skipped).append(obj.key)
-                except (S3Error, OSError) as exc:
-                    report.failed[obj.key] = str(exc)
+        futures = {pool.submit(one, obj): obj for obj in objects}
+        for fut in as_completed(futures):
+            obj = futures[fut]
+            try:
+                (report.fetched if fut.result() else report.skipped).append(obj.key)
+            except (S3Error, OSError) as exc:
+                report.failed[obj.key] = str(exc)
+    except BaseException:
+        # Ctrl-C (or any surprise): stop queued transfers and cut running ones short; their
+        # .part files stay, so the next run resumes them.
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     finally:
+        pool.shutdown(wait=True)
         bar.close()
     if report.failed:
         first_key, first_reason = next(iter(report.failed.items()))
