@@ -368,6 +368,8 @@ class WorldConfig:
             two splits).
         geo_prior_strength: exponent on the place-driven category priors (0: category
             independent of geography; 1: the default; larger: geography more telling).
+        regional_strength: weight of a smooth random regional preference per category
+            (log-scale standard deviation; 0: none).
         city_exponent: sites are drawn near cities with weight ``population ** city_exponent``.
         haze_max: largest haze (airlight fraction) in a clear climate.
         cloud_prob: chance that an image has clouds (scaled by climate zone).
@@ -383,7 +385,8 @@ class WorldConfig:
     years: tuple[int, int] = (2010, 2017)
     revisit_weights: tuple[float, ...] = (12, 22, 20, 15, 10, 6, 4, 3, 2, 1.5, 1.2, 1, 0.8, 0.6, 0.5)
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    geo_prior_strength: float = 1.0
+    geo_prior_strength: float = 1.5
+    regional_strength: float = 1.5
     city_exponent: float = 0.5
     haze_max: float = 0.35
     cloud_prob: float = 0.25
