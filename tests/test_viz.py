@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
 from pathlib import Path
@@ -24,8 +23,6 @@ from geolab.geo import add_geo_clusters  # noqa: E402
 from geolab.manifest import load_manifest  # noqa: E402
 from geolab.viz import assets as viz_assets  # noqa: E402
 from geolab.viz import maps as viz_maps  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +186,7 @@ def test_map_needs_geo_clusters_for_cluster_colours(manifest: pd.DataFrame) -> N
 
 
 def test_geoworld_maps_say_they_are_simulated(manifest: pd.DataFrame) -> None:
-    """Every map of the geoworld simulation says so in its legend and in the static figure."""
+    """Every map and widget of the geoworld simulation says so (legend, static figure, captions)."""
     df = manifest.copy()
     df.attrs["source"] = "/cache/geoworld/v1-abc/manifest.parquet"
     page = viz.location_map(df, popups=False, land=False).offline_html()
@@ -198,6 +195,9 @@ def test_geoworld_maps_say_they_are_simulated(manifest: pd.DataFrame) -> None:
     assert any(viz.SIMULATION_NOTE in t.get_text() for t in fig.axes[0].texts)
     real = viz.location_map(manifest, popups=False, land=False).offline_html()
     assert viz.SIMULATION_NOTE not in real
+    assert viz.SIMULATION_NOTE in viz.revisit_viewer(df).caption.value
+    assert any(viz.SIMULATION_NOTE in t.get_text() for t in viz.image_grid(df, rows=[0]).texts)
+    assert viz.SIMULATION_NOTE not in viz.revisit_viewer(manifest).caption.value
 
 
 def test_sampling_caps_the_number_of_markers(manifest: pd.DataFrame) -> None:
@@ -324,15 +324,15 @@ def test_revisit_viewer_slider_changes_the_shown_image(manifest: pd.DataFrame) -
 
 
 def test_revisit_viewer_snapshot(manifest: pd.DataFrame, tmp_path: Path) -> None:
-    """The viewer's state renders as a figure (one thumbnail per revisit); with
-    GEOLAB_SCREENSHOTS=1 it becomes docs/img/revisit_viewer.png for the README."""
+    """The viewer's state renders as a figure: the shown revisit, then one framed thumbnail per
+    revisit (the README's picture is made from geoworld by test_map_browser.py)."""
     v = viz.revisit_viewer(manifest, size=160)
     v.slider.value = 1
     fig = v.snapshot()
     assert len(fig.axes) == 1 + len(v.rows)
-    target = REPO / "docs" / "img" / "revisit_viewer.png" if os.environ.get("GEOLAB_SCREENSHOTS") else tmp_path / "rv.png"
-    viz.save_figure(fig, target, dpi=80)
-    assert target.stat().st_size > 1000
+    assert "revisit 2 of 4" in fig.axes[0].get_title()
+    out = viz.save_figure(fig, tmp_path / "rv.png", dpi=80)
+    assert out.stat().st_size > 1000
 
 
 def test_augmentation_explorer_pairs_views_with_a_temporal_positive(manifest: pd.DataFrame) -> None:

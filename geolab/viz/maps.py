@@ -253,7 +253,11 @@ def _popup_html(loc: pd.Series, df: pd.DataFrame, thumbs: int, thumb_size: int) 
     parts = [
         f"<div class='geolab-popup'><b>{esc(str(loc['location_id']))}</b><br>",
         f"{esc(str(loc['label']))} · {esc(str(loc['split']))}{cluster}<br>",
-        f"{int(loc['n_images'])} image(s), {loc['first']:%Y-%m-%d} to {loc['last']:%Y-%m-%d}<br>",
+        (
+            f"1 image, {loc['first']:%Y-%m-%d}<br>"
+            if int(loc["n_images"]) == 1
+            else f"{int(loc['n_images'])} revisits, {loc['first']:%Y-%m-%d} to {loc['last']:%Y-%m-%d}<br>"
+        ),
     ]
     bad = 0
     rows = loc["rows"]
@@ -483,7 +487,6 @@ def location_map(
         world_copy_jump=False,
         offline=offline,
         height=height,
-        control_scale=True,
     )
     if tiles is None:
         m.get_root().header.add_child(
@@ -609,6 +612,7 @@ _LEGEND_CSS = """<style>
 .geolab-legend .bar {height: 10px; width: 150px; border: 1px solid #555;
   background: linear-gradient(to right, #a50026, #f46d43, #fee08b, #d9ef8b, #66bd63, #006837);}
 .geolab-legend .note {color: #8a1c1c; font-style: italic;}
+.geolab-popup {font: 12px/1.35 sans-serif;}
 </style>"""
 
 
@@ -617,6 +621,8 @@ def _legend_html(
 ) -> str:
     esc = html.escape
     lines = [f"<b>{esc(title)}</b>"]
+    if note:  # first, so a long legend that scrolls never hides it
+        lines.append(f"<span class='note'>{esc(note)}</span>")
     for value, colour in colours.items():
         lines.append(f"<span class='sw' style='background:{colour}'></span>{esc(str(value))}")
     lines.append(f"<span style='color:#555'>{esc(shown)}</span>")
@@ -624,8 +630,6 @@ def _legend_html(
         lines.append(f"<span style='color:#555'>{esc(regions)}</span>")
     if accuracy:
         lines.append("accuracy per geo cluster<div class='bar'></div>0% &nbsp;&nbsp;&nbsp; 50% &nbsp;&nbsp;&nbsp; 100%")
-    if note:
-        lines.append(f"<span class='note'>{esc(note)}</span>")
     return "<br>".join(lines)
 
 
@@ -657,9 +661,13 @@ def save_map(m: Any, path: str | Path) -> Path:
 
 
 def is_simulated(df: pd.DataFrame) -> bool:
-    """True when the manifest is the geoworld simulation (by ``df.attrs`` or its path)."""
+    """True when the manifest is the geoworld simulation (``df.attrs``, its path, or the
+    ``world.json`` that geoworld writes beside its manifest say so)."""
     attrs = " ".join(str(v) for v in df.attrs.values()).lower()
     if "geoworld" in attrs:
+        return True
+    source = df.attrs.get("source")
+    if source and (Path(str(source)).parent / "world.json").is_file():  # load_world(out=...) writes it
         return True
     if "path" in df.columns and len(df):
         return "geoworld" in str(df["path"].iloc[0]).lower()

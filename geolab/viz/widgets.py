@@ -81,6 +81,20 @@ def _safe_image(path: str | Path, size: int) -> Any:
         return _placeholder(size)
 
 
+def _note(df: pd.DataFrame) -> str | None:
+    """The simulation note for geoworld data (shown on every widget and snapshot), else None."""
+    from geolab.viz.maps import SIMULATION_NOTE, is_simulated
+
+    return SIMULATION_NOTE if is_simulated(df) else None
+
+
+def _stamp(fig: Any, df: pd.DataFrame) -> Any:
+    note = _note(df)
+    if note:
+        fig.text(0.99, 0.005, note, ha="right", va="bottom", fontsize=8, color="#8a1c1c", style="italic")
+    return fig
+
+
 def _check_rows(df: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -156,6 +170,7 @@ class RevisitViewer(w.VBox):
             f"<b>{html.escape(str(row['location_id']))}</b> ({html.escape(str(row['label']))}) · "
             f"revisit {self.slider.value + 1} of {len(self.rows)} · {ts:%Y-%m-%d} ({ts:%B}, "
             f"{season(ts, float(row['lat']))} in the {hemi} hemisphere) · {days} days after the first"
+            + (f"<br><i style='color:#8a1c1c'>{_note(self.df)}</i>" if _note(self.df) else "")
         )
 
     def snapshot(self, thumb: int = 64) -> Any:
@@ -186,7 +201,7 @@ class RevisitViewer(w.VBox):
             for spine in ax.spines.values():
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(3 if r == self.current_row else 0.8)
-        return fig
+        return _stamp(fig, self.df)
 
 class AugmentationExplorer(w.VBox):
     """MoCo-v2 views of one image against a temporal positive of its location.
@@ -254,6 +269,8 @@ class AugmentationExplorer(w.VBox):
         self._captions = {name: w.HTML() for name in self.PANELS}
         cells = [w.VBox([w.HTML(f"<b>{name}</b>"), self._images[name], self._captions[name]]) for name in self.PANELS]
         super().__init__([w.HBox([self.index, self.strategy, self.resample]), w.HBox(cells)])
+        if _note(self.df):
+            self.children += (w.HTML(f"<i style='color:#8a1c1c'>{_note(self.df)}</i>"),)
         self._update()
         self.index.observe(lambda _ch: self._update(), names="value")
         self.strategy.observe(lambda _ch: self._update(), names="value")
@@ -300,7 +317,7 @@ class AugmentationExplorer(w.VBox):
             ax.imshow(np.asarray(self.views[name]))
             ax.set_title(name, fontsize=8)
             ax.axis("off")
-        return fig
+        return _stamp(fig, self.df)
 
 class RetrievalExplorer(w.VBox):
     """Retrieval by example: pick a query image, see its nearest neighbours per method.
@@ -346,6 +363,8 @@ class RetrievalExplorer(w.VBox):
             [w.HBox([self.query, self.exclude_same_location]), w.HBox([w.VBox([self.query_image, self.query_caption]),
                                                                         w.VBox(method_boxes)])]
         )  # fmt: skip
+        if _note(self.df):
+            self.children += (w.HTML(f"<i style='color:#8a1c1c'>{_note(self.df)}</i>"),)
         self._update()
         self.query.observe(lambda _ch: self._update(), names="value")
         self.exclude_same_location.observe(lambda _ch: self._update(), names="value")
@@ -404,7 +423,7 @@ class RetrievalExplorer(w.VBox):
             for ax in axes[r]:
                 ax.set_xticks([])
                 ax.set_yticks([])
-        return fig
+        return _stamp(fig, self.df)
 
 
 def _nearest() -> Any:
@@ -586,4 +605,4 @@ def image_grid(
         ax.set_title(text, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    return fig
+    return _stamp(fig, df)
