@@ -8,6 +8,8 @@ mix cache parameters in one folder.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,7 +21,8 @@ from geolab.sources import prepare
 SIZES = [(600, 400), (40, 30), (300, 900), (1030, 770), (64, 64), (500, 251)]
 
 
-def _manifest(tmp_path, sizes=SIZES, fmt="png") -> "Path":  # noqa: F821
+def _manifest(tmp_path: Path, sizes=SIZES, fmt: str = "png") -> Path:
+    """Write images of the given sizes (smooth gradients + noise) and their manifest."""
     rng = np.random.default_rng(0)
     rows = []
     for i, (w, h) in enumerate(sizes):
@@ -119,3 +122,16 @@ def test_parallel_matches_serial_and_cli(tmp_path, capsys):
     a = load_manifest(serial.manifest_path)
     b = load_manifest(tmp_path / "par" / "manifest.parquet")
     assert [open(p, "rb").read() for p in a["path"]] == [open(p, "rb").read() for p in b["path"]]
+
+
+def test_small_jpegs_are_copied_not_reencoded(tmp_path):
+    """A JPEG already under the short side is copied byte for byte (no second lossy encode)."""
+    src = tmp_path / "small.jpg"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(src, quality=75)
+    assert prepare.prepare_image(str(src), str(tmp_path / "out.jpg"), 256) == (70, 50)
+    assert (tmp_path / "out.jpg").read_bytes() == src.read_bytes()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(src.read_bytes()[:200])
+    with pytest.raises(OSError):
+        prepare.prepare_image(str(broken), str(tmp_path / "never.jpg"), 256)
+    assert not (tmp_path / "never.jpg").exists()

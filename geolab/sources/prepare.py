@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
 from geolab.io import atomic_write, atomic_write_json, atomic_write_text, ensure_free_space
 from geolab.sources.fmow import Skipped
@@ -89,6 +88,9 @@ def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 def prepare_image(src: str, dest: str, short_side: int, quality: int = JPEG_QUALITY) -> tuple[int, int]:
     """Decode ``src`` once (DCT-scaled for JPEG), resize, write ``dest`` atomically as JPEG.
 
+    An RGB JPEG already at or below the target size is copied as it is (after a full decode
+    that proves it readable) instead of being encoded a second time.
+
     Args:
         src: the original image.
         dest: the cache file.
@@ -105,6 +107,12 @@ def prepare_image(src: str, dest: str, short_side: int, quality: int = JPEG_QUAL
 
     with Image.open(src) as im:
         target = resized_size(im.width, im.height, short_side)
+        if target == im.size and im.format == "JPEG" and im.mode == "RGB":
+            # already small and already an RGB JPEG: copy the bytes (no second lossy encode)
+            im.load()  # a truncated or corrupt file fails here, as it would below
+            with open(src, "rb") as fin, atomic_write(dest, "wb") as fh:
+                fh.write(fin.read())
+            return im.size
         if target != im.size:
             # decode at the smallest DCT scale still >= target (libjpeg scaling; JPEG only)
             im.draft("RGB", target)
