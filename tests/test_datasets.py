@@ -358,3 +358,25 @@ def test_all_images_bad(manifest: pd.DataFrame):
         warnings.simplefilter("ignore", BadImageWarning)
         with pytest.raises(BadImageError, match="none of the"):
             ds[0]
+
+
+def test_index_and_dataset_survive_pickling(manifest: pd.DataFrame):
+    """LocationIndex and TemporalPairDataset pickle (DataLoader workers under 'spawn') and draw the same."""
+    import pickle
+
+    ds = TemporalPairDataset(manifest, "any-other", _identity_transform, seed=3)
+    ds.set_epoch(2)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert [clone.positive_row(i) for i in range(len(ds))] == [ds.positive_row(i) for i in range(len(ds))]
+    assert clone.epoch == 2
+    idx = pickle.loads(pickle.dumps(ds.index))
+    assert [idx.positive(i, "farthest") for i in range(len(ds))] == [ds.index.positive(i, "farthest") for i in range(len(ds))]
+
+
+def test_draw_uses_u_as_documented(index: LocationIndex, table: pd.DataFrame):
+    """draw(i, 'any-other', u) walks the other images in time order as u goes from 0 to 1."""
+    sizes = table.groupby("location_id")["image_id"].transform("size").to_numpy()
+    i = int(np.flatnonzero(sizes >= 3)[0])
+    rows = [r for r in index.revisits(i) if r != i]
+    got = [index.draw(i, "any-other", (k + 0.5) / len(rows)) for k in range(len(rows))]
+    assert got == rows
