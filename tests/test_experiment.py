@@ -36,3 +36,25 @@ def test_key_changes_with_what_is_learned_not_with_where_it_is_written(tmp_path)
     assert experiment_key(base) == experiment_key(PretrainConfig(method="moco", manifest=str(manifest), out="elsewhere", **TINY))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco", manifest=str(manifest), **{**TINY, "epochs": 2}))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco-geo", manifest=str(manifest), **TINY))
+
+
+def _rec(method, seed, top1):
+    return {"method": method, "seed": seed, "probe_top1": top1, "probe_f1": top1, "knn_top1": top1}
+
+
+def test_compare_claims_an_effect_only_beyond_the_seed_spread():
+    from geolab.experiment import compare
+
+    clear = [_rec("a", s, 0.80 + 0.01 * s) for s in range(3)] + [_rec("b", s, 0.60 + 0.01 * s) for s in range(3)]
+    assert "larger than the seed spread" in compare(clear, "a", "b")
+    noisy = [_rec("a", s, v) for s, v in enumerate((0.5, 0.7, 0.6))] + [_rec("b", s, v) for s, v in enumerate((0.55, 0.65, 0.6))]
+    assert "within the seed spread" in compare(noisy, "a", "b")
+    assert "no claim" in compare([_rec("a", 0, 0.9), _rec("b", 0, 0.1)], "a", "b")
+
+
+def test_method_table_reports_percent_mean_and_std():
+    from geolab.experiment import method_table
+
+    t = method_table([_rec("a", 0, 0.5), _rec("a", 1, 0.7), _rec("b", 0, 0.4)])
+    assert t.loc["a", "probe_top1 mean"] == 60.0 and t.loc["a", "seeds"] == 2
+    assert round(t.loc["a", "probe_top1 std"], 2) == 14.14
