@@ -258,9 +258,10 @@ def validate_manifest(
             row = int(np.flatnonzero(bad)[0])
             loc = out["location_id"].iat[row]
             first_row = int(np.flatnonzero((out["location_id"] == loc).to_numpy())[0])
+            at = f"row {first_row}" + (f" (line {first_row + 2})" if rep.is_csv else "")
             raise rep.error(
                 f"location '{loc}' has {col} '{out[col].iat[row]}' here but '{first_val.iat[row]}' at "
-                f"row {first_row}; all images of a location must share one {col} ({why}). "
+                f"{at}; all images of a location must share one {col} ({why}). "
                 f"Fix the {col} or give these images their own location_id.",
                 row=row,
                 column=col,
