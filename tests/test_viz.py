@@ -145,6 +145,22 @@ def test_map_page_is_self_contained(manifest: pd.DataFrame) -> None:
     viz.check_offline_html(page)  # does not raise
 
 
+def test_same_map_same_bytes(manifest: pd.DataFrame) -> None:
+    """Building a map twice gives the same page (no random element ids), so saved maps diff
+    cleanly and notebook outputs compare under nbval."""
+    a = viz.location_map(manifest, land=False).offline_html()
+    b = viz.location_map(manifest, land=False).offline_html()
+    assert a == b
+
+
+def test_thumbnail_budget_keeps_pages_small(manifest: pd.DataFrame) -> None:
+    """With more locations than the thumbnail budget allows, each popup shows fewer revisits
+    (at least one) and the legend says so."""
+    page = viz.location_map(manifest, land=False, clusters=False, thumbs=3, max_thumbnails=12).offline_html()
+    assert page.count("data:image/png;base64,") - page.count("url(data:image/png;base64,") == 12
+    assert "popups show 1 revisit(s) each" in page
+
+
 def test_offline_check_rejects_plugins_that_need_the_network(manifest: pd.DataFrame) -> None:
     """A folium plugin that loads its JS from a CDN makes saving fail with a clear error."""
     from folium.plugins import MarkerCluster
