@@ -610,7 +610,7 @@ def format_stats(df: pd.DataFrame) -> str:
         f"images per location (revisits): min {ipl['min']:g}, median {ipl['median']:g}, "
         f"mean {ipl['mean']:.2f}, max {ipl['max']:g}"
     )
-    lines.append("  " + ", ".join(f"{k} image{'s' if k > 1 else ''}: {v} locations" for k, v in ipl["histogram"].items()))
+    lines.append("  " + ", ".join(f"{k} image{'s' if k > 1 else ''}: {v} location{'s' if v != 1 else ''}" for k, v in ipl["histogram"].items()))
     ts = st["time_span_days"]
     lines.append(
         f"time span per location (days, last - first image): min {ts['min']:.0f}, "
