@@ -86,7 +86,9 @@ def _need_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
             column=missing[0],
         )
     if len(df) == 0:
-        raise ManifestError(f"{what} got an empty table (no rows); check the split you selected.", file=df.attrs.get("source"))
+        raise ManifestError(
+            f"{what} got an empty table (no rows); check the split you selected.", file=df.attrs.get("source")
+        )
 
 
 # ----------------------------------------------------------------------------- location index
@@ -177,7 +179,9 @@ class LocationIndex:
     # Fast scalar access: a memoryview over an int64 numpy array returns plain Python ints
     # (about twice as fast as indexing numpy, and no int() conversions). Memoryviews do not
     # pickle, so they are rebuilt after unpickling (DataLoader workers under spawn).
-    _ARRAYS = ("_count", "_rank", "_order", "_start", "_nearest", "_farthest", "_season_order", "_season_off", "_season_size")
+    _ARRAYS = (
+        "_count", "_rank", "_order", "_start", "_nearest", "_farthest", "_season_order", "_season_off", "_season_size",
+    )  # fmt: skip
 
     def _make_views(self) -> None:
         for name in self._ARRAYS:
@@ -518,8 +522,8 @@ class TemporalPairDataset(_ManifestDataset):
 
     The positive draw of row ``i`` uses the ``i``-th number of a uniform sequence seeded by
     ``(seed, epoch)``: the same seed gives the same pairs, a new epoch (:meth:`set_epoch`)
-    gives new ones, and the draw does not depend on which DataLoader worker reads the row. The augmentations use torch's random state (seeded per
-    worker by the DataLoader).
+    gives new ones, and the draw does not depend on which DataLoader worker reads the row.
+    The augmentations use torch's random state (seeded per worker by the DataLoader).
 
     Args:
         df: manifest rows (e.g. the train split), with ``geo_cluster`` from

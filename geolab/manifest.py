@@ -215,7 +215,8 @@ def validate_manifest(
         out[col] = num
 
     # optional numeric columns: missing values allowed, present ones must make sense
-    for col, lo, hi, unit in (("gsd", 0.0, np.inf, "metres per pixel, > 0"), ("cloud_cover", 0.0, 100.0, "percent, 0-100")):
+    optional = (("gsd", 0.0, np.inf, "metres per pixel, > 0"), ("cloud_cover", 0.0, 100.0, "percent, 0-100"))
+    for col, lo, hi, unit in optional:
         if col not in out.columns:
             continue
         raw = out[col]
@@ -504,7 +505,7 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
         has_cr = any(
             out[c].map(lambda v: isinstance(v, str) and "\r" in v).any()
             for c in out.columns
-            if not pd.api.types.is_numeric_dtype(out[c].dtype) and not pd.api.types.is_datetime64_any_dtype(out[c].dtype)
+            if not (pd.api.types.is_numeric_dtype(out[c].dtype) or pd.api.types.is_datetime64_any_dtype(out[c].dtype))
         )
         text = out.to_csv(index=False, lineterminator="\r\n" if has_cr else "\n")
         with atomic_write(path, "wb") as fh:  # bytes: no newline translation on any platform
@@ -610,7 +611,8 @@ def format_stats(df: pd.DataFrame) -> str:
         f"images per location (revisits): min {ipl['min']:g}, median {ipl['median']:g}, "
         f"mean {ipl['mean']:.2f}, max {ipl['max']:g}"
     )
-    lines.append("  " + ", ".join(f"{k} image{'s' if k > 1 else ''}: {v} location{'s' if v != 1 else ''}" for k, v in ipl["histogram"].items()))
+    histogram = (f"{k} image{'s' if k > 1 else ''}: {v} location{'s' if v != 1 else ''}" for k, v in ipl["histogram"].items())
+    lines.append("  " + ", ".join(histogram))
     ts = st["time_span_days"]
     lines.append(
         f"time span per location (days, last - first image): min {ts['min']:.0f}, "

@@ -271,8 +271,9 @@ def test_image_dataset(manifest: pd.DataFrame):
     assert x.shape == (3, 16, 16) and i == 3
     assert torch.equal(ds[3][0], x)  # deterministic
     classes = ["zzz"] + label_names(manifest)
-    ds2 = ImageDataset(manifest[manifest["split"] == "train"].reset_index(drop=True), eval_transform(16), classes=classes)
-    assert ds2[0][1] == classes.index(manifest[manifest["split"] == "train"]["label"].iat[0])
+    train = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    ds2 = ImageDataset(train, eval_transform(16), classes=classes)
+    assert ds2[0][1] == classes.index(train["label"].iat[0])
 
 
 def test_transforms():
@@ -370,7 +371,8 @@ def test_index_and_dataset_survive_pickling(manifest: pd.DataFrame):
     assert [clone.positive_row(i) for i in range(len(ds))] == [ds.positive_row(i) for i in range(len(ds))]
     assert clone.epoch == 2
     idx = pickle.loads(pickle.dumps(ds.index))
-    assert [idx.positive(i, "farthest") for i in range(len(ds))] == [ds.index.positive(i, "farthest") for i in range(len(ds))]
+    rows = range(len(ds))
+    assert [idx.positive(i, "farthest") for i in rows] == [ds.index.positive(i, "farthest") for i in rows]
 
 
 def test_draw_uses_u_as_documented(index: LocationIndex, table: pd.DataFrame):
