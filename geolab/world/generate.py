@@ -101,18 +101,44 @@ def category_affinity(site: Site) -> np.ndarray:
     return np.array([base[c] * _CLIMATE[c][g] for c in CATEGORIES], dtype=np.float64)
 
 
-def assign_categories(sites: list[Site], rng: np.random.Generator, strength: float) -> list[str]:
+def regional_preference(sites: list[Site], rng: np.random.Generator, scale_km: float = 1500.0) -> np.ndarray:
+    """A smooth random field per category over the globe, unit variance over the sites.
+
+    It stands for what the map data cannot tell: regional economies and policies that make
+    a category common in some regions (wind farms around the North Sea, solar farms in
+    western China). The field is random (drawn from the world's seed), not real statistics.
+
+    Returns:
+        ``(n_sites, n_categories)`` array.
+    """
+    lat, lon = np.radians([s.lat for s in sites]), np.radians([s.lon for s in sites])
+    xyz = np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+    kappa = scale_km / 6371.0
+    out = np.zeros((len(sites), len(CATEGORIES)))
+    for c in range(len(CATEGORIES)):
+        centres = rng.standard_normal((24, 3))
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        w = rng.standard_normal(24)
+        out[:, c] = np.exp((xyz @ centres.T - 1) / kappa**2) @ w
+    out -= out.mean(0)
+    return out / (out.std(0) + 1e-9)
+
+
+def assign_categories(sites: list[Site], rng: np.random.Generator, strength: float, regional: float = 1.0) -> list[str]:
     """Draw a category per site from its place's priors, balanced over the world.
 
     Args:
         sites: the sites.
         rng: random generator.
-        strength: exponent on the priors (:attr:`WorldConfig.geo_prior_strength`).
+        strength: exponent on the place-driven priors (:attr:`WorldConfig.geo_prior_strength`).
+        regional: weight of the regional preference (:func:`regional_preference`,
+            :attr:`WorldConfig.regional_strength`).
 
     Returns:
         One category name per site.
     """
     aff = np.stack([category_affinity(s) for s in sites]) ** strength
+    aff *= np.exp(regional * regional_preference(sites, rng))
     aff /= aff.sum(1, keepdims=True)
     scale = np.ones(len(CATEGORIES))
     for _ in range(50):  # rescale each category until all are expected equally often
@@ -148,7 +174,7 @@ def plan(cfg: WorldConfig, table: GeographyTable) -> pd.DataFrame:
     """
     rng = np.random.default_rng([cfg.seed, 0])
     sites = sample_sites(cfg.locations, rng, table, city_exponent=cfg.city_exponent)
-    labels = assign_categories(sites, np.random.default_rng([cfg.seed, 1]), cfg.geo_prior_strength)
+    labels = assign_categories(sites, np.random.default_rng([cfg.seed, 1]), cfg.geo_prior_strength, cfg.regional_strength)
     w = np.array(cfg.revisit_weights) / sum(cfg.revisit_weights)
     counts = np.random.default_rng([cfg.seed, 2]).choice(np.arange(1, len(w) + 1), size=cfg.locations, p=w)
     rng_d = np.random.default_rng([cfg.seed, 3])

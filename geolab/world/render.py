@@ -343,33 +343,45 @@ def ground(scene: Scene, site: Site, cond: Conditions, loc_seed: int) -> tuple[n
     return rgb, height, MASK_CLASS[mat]
 
 
+_VEHICLE_HEIGHT = np.array([1.5, 8.0, 12.0, 2.6], dtype=np.float32)
+_CONTAINER_COLOURS = np.array([[0.7, 0.2, 0.15], [0.15, 0.3, 0.6], [0.2, 0.5, 0.3], [0.8, 0.5, 0.1], [0.85, 0.85, 0.85]], dtype=np.float32)
+_SHIP_COLOURS = np.array([[0.25, 0.22, 0.24], [0.25, 0.22, 0.24], [0.55, 0.18, 0.15]], dtype=np.float32)
+
+
 def _vehicles(rgb: np.ndarray, height: np.ndarray, scene: Scene, cond: Conditions) -> None:
+    """Paint the vehicles present that day (cars, aircraft, ships, containers), vectorised."""
     if len(scene.slots) == 0:
         return
-    rng = np.random.default_rng(cond.vehicle_seed)
-    n = rgb.shape[0]
-    p_take = np.array([cond.occupancy, 0.5, 0.35 + 0.5 * cond.occupancy, cond.occupancy])
-    take = rng.random(len(scene.slots)) < p_take[scene.slots[:, 5].astype(int)]
     from geolab.world.scene import CAR_COLOURS
 
-    for x, y, ln, wd, ang, kind in scene.slots[take]:
-        k = int(kind)
-        r = 0.5 * math.hypot(ln, wd) + 1
-        r0, r1 = max(0, int(y - r)), min(n, int(y + r) + 2)
-        c0, c1 = max(0, int(x - r)), min(n, int(x + r) + 2)
-        if r0 >= r1 or c0 >= c1:
+    rng = np.random.default_rng(cond.vehicle_seed)
+    n = rgb.shape[0]
+    kinds = scene.slots[:, 5].astype(int)
+    p_take = np.array([cond.occupancy, 0.5, 0.35 + 0.5 * cond.occupancy, cond.occupancy])
+    take = rng.random(len(scene.slots)) < p_take[kinds]
+    palette = {0: CAR_COLOURS, 1: np.array([[0.88, 0.88, 0.9]], dtype=np.float32), 2: _SHIP_COLOURS, 3: _CONTAINER_COLOURS}
+    for k in range(4):
+        s = scene.slots[take & (kinds == k)]
+        if len(s) == 0:
             continue
-        yy, xx = np.mgrid[r0:r1, c0:c1]
-        dx, dy = xx - x, yy - y
-        a, b = dx * math.cos(ang) + dy * math.sin(ang), -dx * math.sin(ang) + dy * math.cos(ang)
-        m = (np.abs(a) <= max(ln, 0.6) / 2) & (np.abs(b) <= max(wd, 0.6) / 2)
+        colours = palette[k][rng.integers(len(palette[k]), size=len(s))]
+        x, y, ln, wd, ang = (s[:, i, None, None] for i in range(5))
+        r = int(np.ceil(0.5 * float(np.hypot(s[:, 2], s[:, 3]).max()))) + 1
+        off = np.arange(-r, r + 1, dtype=np.float32)
+        cx, cy = np.round(x), np.round(y)
+        dx, dy = cx + off[None, None, :] - x, cy + off[None, :, None] - y
+        ca, sa = np.cos(ang), np.sin(ang)
+        a, b = dx * ca + dy * sa, -dx * sa + dy * ca
         if k == 1:  # aircraft: fuselage plus wings
-            m = ((np.abs(a) <= ln / 2) & (np.abs(b) <= max(wd * 0.12, 0.6))) | ((np.abs(b) <= wd / 2) & (np.abs(a) <= max(ln * 0.1, 0.6)))
-        col = {0: CAR_COLOURS[rng.integers(len(CAR_COLOURS))], 1: np.array([0.88, 0.88, 0.9]),
-               2: np.array([0.25, 0.22, 0.24]) if rng.random() < 0.6 else np.array([0.55, 0.18, 0.15]),
-               3: np.array([[0.7, 0.2, 0.15], [0.15, 0.3, 0.6], [0.2, 0.5, 0.3], [0.8, 0.5, 0.1], [0.85, 0.85, 0.85]])[rng.integers(5)]}[k]  # fmt: skip
-        rgb[r0:r1, c0:c1][m] = col
-        height[r0:r1, c0:c1][m] = np.maximum(height[r0:r1, c0:c1][m], (1.5, 8.0, 12.0, 2.6)[k])
+            m = ((np.abs(a) <= ln / 2) & (np.abs(b) <= np.maximum(wd * 0.12, 0.6))) | ((np.abs(b) <= wd / 2) & (np.abs(a) <= np.maximum(ln * 0.1, 0.6)))
+        else:
+            m = (np.abs(a) <= np.maximum(ln, 0.6) / 2) & (np.abs(b) <= np.maximum(wd, 0.6) / 2)
+        rows = (cy + off[None, :, None]).astype(int) + np.zeros_like(m, dtype=int)
+        cols = (cx + off[None, None, :]).astype(int) + np.zeros_like(m, dtype=int)
+        m &= (rows >= 0) & (rows < n) & (cols >= 0) & (cols < n)
+        idx = np.nonzero(m)
+        rgb[rows[idx], cols[idx]] = colours[idx[0]]
+        height[rows[idx], cols[idx]] = np.maximum(height[rows[idx], cols[idx]], _VEHICLE_HEIGHT[k])
 
 
 def shade(rgb: np.ndarray, height: np.ndarray, pixel_m: float, elevation: float, azimuth: float) -> np.ndarray:
