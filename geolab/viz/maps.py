@@ -488,7 +488,8 @@ def location_map(
         raise ValueError(f"color_by={color_by!r}: use one of {', '.join(COLOR_BY)}.")
     if color_by == "geo_cluster" or accuracy is not None:
         _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
-    locs = location_table(df)
+    all_locs = location_table(df)  # regions and accuracy use every location, markers a sample
+    locs = all_locs
     n_all = len(locs)
     if max_locations is not None and n_all > max_locations:
         locs = locs.sample(n=max_locations, random_state=seed).sort_values("location_id").reset_index(drop=True)
@@ -526,7 +527,7 @@ def location_map(
     if clusters:
         _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
         folium.map.CustomPane("geolab-regions", z_index=380).add_to(m)
-        regions = cluster_regions(locs)
+        regions = cluster_regions(all_locs)
         colours = category_colours([f["properties"]["geo_cluster"] for f in regions["features"]], "geo_cluster")
         for f in regions["features"]:
             f["properties"]["colour"] = colours[f["properties"]["geo_cluster"]]
@@ -546,7 +547,7 @@ def location_map(
 
     if accuracy is not None:
         acc = accuracy.set_index("geo_cluster")
-        regions = cluster_regions(locs)
+        regions = cluster_regions(all_locs)
         kept = []
         for f in regions["features"]:
             k = f["properties"]["geo_cluster"]
