@@ -43,6 +43,7 @@ def _manifest_fingerprint(manifest: str | os.PathLike) -> str:
 def experiment_key(cfg: PretrainConfig) -> str:
     """A short hash of everything that decides what ``cfg`` learns."""
     d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_KEY}
+    d["strategy"] = cfg.pair_strategy  # None and the method's default strategy are the same run
     d["manifest"] = _manifest_fingerprint(cfg.manifest)
     d["geolab"] = __version__
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -136,7 +137,30 @@ def run_experiment(
     }
     if not variant:
         record.pop("variant")
-    return record_result(results_path, record)
+    stored_record = record_result(results_path, record)
+    if not reused:  # keep the record beside the run, so hand runs can be collected too
+        atomic_write_json(done, {**stored, "record": stored_record})
+    return stored_record
+
+
+def collect_records(results_path: str | os.PathLike | None = "") -> list[dict[str, Any]]:
+    """Every result record of this run so far.
+
+    In a course run, the records the notebooks wrote (``<run>/records/*.jsonl``, the
+    current notebook's own file included); by hand (empty ``results_path``), the records
+    stored with the finished experiments in ``<runs>/interactive/experiments``.
+    """
+    from geolab.course import read_records
+
+    if results_path:
+        folder = Path(results_path).resolve().parent
+        return [r for f in sorted(folder.glob("*.jsonl")) for r in read_records(f)]
+    out = []
+    for f in sorted(experiments_dir("").glob("*/result.json")):
+        stored = json.loads(f.read_text())
+        if "record" in stored:
+            out.append(stored["record"])
+    return out
 
 
 def method_table(records: list[dict[str, Any]], metrics: tuple[str, ...] = ("probe_top1", "probe_f1", "knn_top1")):

@@ -28,6 +28,20 @@ def test_experiment_records_and_is_reused(tmp_path, capsys):
     assert [r["method"] for r in read_records(results)] == ["moco-tp", "moco-tp"]
     stored = json.loads(next((tmp_path / "run" / "experiments").glob("moco-tp-*/result.json")).read_text())
     assert stored["trained_by"] == "02_demo"
+    assert stored["record"]["method"] == "moco-tp"
+
+
+def test_records_are_collected_from_the_run_and_from_hand_runs(tmp_path, monkeypatch):
+    from geolab.experiment import collect_records
+
+    monkeypatch.setenv("GEOLAB_RUNS", str(tmp_path / "runs"))
+    manifest = make_manifest(tmp_path / "data", n_locations=12)
+    run_experiment("supervised", manifest, seed=0, results_path="", **TINY)
+    assert [r["method"] for r in collect_records("")] == ["supervised"]
+    records = tmp_path / "run" / "records"
+    run_experiment("supervised", manifest, seed=1, results_path=records / "02_a.jsonl", **TINY)
+    run_experiment("supervised", manifest, seed=2, results_path=records / "03_b.jsonl", **TINY)
+    assert sorted(r["seed"] for r in collect_records(records / "08_results.jsonl")) == [1, 2]
 
 
 def test_key_changes_with_what_is_learned_not_with_where_it_is_written(tmp_path):
@@ -36,6 +50,8 @@ def test_key_changes_with_what_is_learned_not_with_where_it_is_written(tmp_path)
     assert experiment_key(base) == experiment_key(PretrainConfig(method="moco", manifest=str(manifest), out="elsewhere", **TINY))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco", manifest=str(manifest), **{**TINY, "epochs": 2}))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco-geo", manifest=str(manifest), **TINY))
+    tp = PretrainConfig(method="moco-tp", manifest=str(manifest), **TINY)
+    assert experiment_key(tp) == experiment_key(PretrainConfig(method="moco-tp", manifest=str(manifest), strategy="any-other", **TINY))
 
 
 def _rec(method, seed, top1):
