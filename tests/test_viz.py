@@ -329,6 +329,9 @@ def test_revisit_viewer_slider_changes_the_shown_image(manifest: pd.DataFrame) -
     v.slider.value = 2
     assert v.current_row == v.rows[2]
     assert v.image.value != first_png
+    from geolab.viz.widgets import load_image, png_bytes
+
+    assert v.image.value == png_bytes(load_image(manifest.loc[v.rows[2], "path"], v.size))
     date = f"{manifest.loc[v.rows[2], 'timestamp']:%Y-%m-%d}"
     assert date in v.caption.value and v.caption.value != first_caption
     assert "revisit 3 of 4" in v.caption.value

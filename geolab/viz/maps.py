@@ -576,7 +576,8 @@ def location_map(
             className=CLASS_ACCURACY,
         ).add_to(m)
 
-    colours = category_colours(locs[color_by].tolist(), color_by) if len(locs) else {}
+    # colours from every location, so a sample keeps them (and clusters match their regions)
+    colours = category_colours(all_locs[color_by].tolist(), color_by) if len(all_locs) else {}
     points = folium.FeatureGroup(name=f"locations by {_COLOR_WORDS[color_by]}").add_to(m)
     unreadable = 0
     per_popup = max(1, min(thumbs, max_thumbnails // max(1, len(locs)))) if thumbs > 0 else 0
