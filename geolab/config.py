@@ -239,7 +239,7 @@ class DenseConfig:
     encoder_depth: str = "layer4"
     decoder_channels: int = 64
     freeze_backbone: bool = False
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 32
     lr: float = 1e-3
     backbone_lr: float | None = None
