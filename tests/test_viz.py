@@ -66,6 +66,11 @@ def test_cluster_accuracy_per_cluster_and_length_check(manifest: pd.DataFrame) -
         viz.cluster_accuracy(manifest, correct[:-1])
     with pytest.raises(KeyError, match="geo_cluster"):
         viz.cluster_accuracy(manifest.drop(columns="geo_cluster"), correct)
+    # the map takes the flags directly too (a column of df or one flag per row)
+    flagged = manifest.assign(correct=correct)
+    by_table = viz.location_map(flagged, accuracy=acc, popups=False, land=False).offline_html()
+    assert viz.location_map(flagged, accuracy="correct", popups=False, land=False).offline_html() == by_table
+    assert viz.location_map(flagged, accuracy=correct, popups=False, land=False).offline_html() == by_table
 
 
 # ----------------------------------------------------------------------------- geometry

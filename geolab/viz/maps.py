@@ -123,6 +123,14 @@ def cluster_accuracy(df: pd.DataFrame, correct: str | Sequence[bool] | np.ndarra
     return out
 
 
+def _accuracy_table(df: pd.DataFrame, accuracy: Any) -> pd.DataFrame | None:
+    """``accuracy`` as :func:`cluster_accuracy`'s table: given as that table, or as a column
+    name / per-row flags of ``df``."""
+    if accuracy is None or isinstance(accuracy, pd.DataFrame):
+        return accuracy
+    return cluster_accuracy(df, accuracy)
+
+
 # ----------------------------------------------------------------------------- geometry
 def _wrap(lon: np.ndarray | float) -> np.ndarray:
     return (np.asarray(lon, dtype=float) + 180.0) % 360.0 - 180.0
@@ -429,7 +437,7 @@ def location_map(
     df: pd.DataFrame,
     color_by: str = "label",
     clusters: bool | None = None,
-    accuracy: pd.DataFrame | None = None,
+    accuracy: pd.DataFrame | str | Sequence[bool] | np.ndarray | None = None,
     popups: bool = True,
     thumbs: int = 3,
     thumb_size: int = 48,
@@ -455,7 +463,9 @@ def location_map(
             accuracy (``geolab.geo.add_geo_clusters``).
         color_by: ``"label"`` (category), ``"split"`` or ``"geo_cluster"``.
         clusters: draw geo cluster regions; None = when ``df`` has ``geo_cluster``.
-        accuracy: :func:`cluster_accuracy`'s table; adds a layer of regions coloured by it.
+        accuracy: adds a layer of geo cluster regions coloured by a model's accuracy: a
+            :func:`cluster_accuracy` table, or the name of a boolean column of ``df`` / one
+            flag per row (True = predicted right), from which that table is computed.
         popups: popups with the location's revisits as inlined PNG thumbnails.
         thumbs: revisits shown per popup (spread over time).
         thumb_size: thumbnail side in pixels (a 48-px PNG is about 3 KB in the page).
@@ -488,6 +498,7 @@ def location_map(
         raise ValueError(f"color_by={color_by!r}: use one of {', '.join(COLOR_BY)}.")
     if color_by == "geo_cluster" or accuracy is not None:
         _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+    accuracy = _accuracy_table(df, accuracy)
     all_locs = location_table(df)  # regions and accuracy use every location, markers a sample
     locs = all_locs
     n_all = len(locs)
@@ -702,7 +713,7 @@ def static_map(
     df: pd.DataFrame,
     color_by: str = "label",
     clusters: bool | None = None,
-    accuracy: pd.DataFrame | None = None,
+    accuracy: pd.DataFrame | str | Sequence[bool] | np.ndarray | None = None,
     land_resolution: float = 0.5,
     note: str | None = None,
     title: str | None = None,
@@ -727,6 +738,9 @@ def static_map(
 
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by={color_by!r}: use one of {', '.join(COLOR_BY)}.")
+    if accuracy is not None and not isinstance(accuracy, pd.DataFrame):
+        _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+    accuracy = _accuracy_table(df, accuracy)
     locs = location_table(df)
     if clusters is None:
         clusters = "geo_cluster" in df.columns
