@@ -348,3 +348,15 @@ def test_cli_validate_and_stats(good: Path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("geolab: error:") and "row 0" in err and "Traceback" not in err
     assert cli_main(["data", "validate", "--no-check-files", str(good)]) == 0
+
+
+def test_path_spellings_resolve_to_the_same_file(tmp_path: Path, good: Path):
+    """'./a', 'a//b', 'x/../a' and absolute spellings of one file all resolve to one normalised path."""
+    df = load_manifest(good)
+    target = df["path"].iat[0]
+    rel = Path(target).relative_to(good.parent.resolve()).as_posix()
+    raw = _raw(good)
+    spellings = ["./" + rel, rel.replace("/", "//", 1), "images/../" + rel, target]
+    for spelling in spellings:
+        raw.loc[0, "path"] = spelling
+        assert validate_manifest(raw, root=good.parent.resolve())["path"].iat[0] == target, spelling
