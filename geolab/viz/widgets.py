@@ -265,6 +265,7 @@ class AugmentationExplorer(w.VBox):
         self.draw = 0
         self.views: dict[str, Any] = {}
         self.positive_index: int = index
+        self.dates: dict[str, Any] = {}
         self._images = {name: w.Image(format="png", width=size, height=size) for name in self.PANELS}
         self._captions = {name: w.HTML() for name in self.PANELS}
         cells = [w.VBox([w.HTML(f"<b>{name}</b>"), self._images[name], self._captions[name]]) for name in self.PANELS]
@@ -296,7 +297,7 @@ class AugmentationExplorer(w.VBox):
             "temporal positive image": positive,
             "view of temporal positive (TP key)": view_to_image(self.transform(positive), self.transform),
         }
-        dates = {
+        self.dates = dates = {
             "query image": self.df.loc[i, "timestamp"],
             "temporal positive image": self.df.loc[self.positive_index, "timestamp"],
         }
@@ -315,7 +316,8 @@ class AugmentationExplorer(w.VBox):
         fig, axes = plt.subplots(1, len(self.PANELS), figsize=(2.4 * len(self.PANELS), 2.9), layout="constrained")
         for ax, name in zip(axes, self.PANELS):
             ax.imshow(np.asarray(self.views[name]))
-            ax.set_title(name, fontsize=8)
+            when = self.dates.get(name)
+            ax.set_title(name + (f"\n{pd.Timestamp(when):%Y-%m-%d}" if when is not None else "\naugmented"), fontsize=8)
             ax.axis("off")
         return _stamp(fig, self.df)
 
