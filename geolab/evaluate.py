@@ -1,0 +1,382 @@
+"""Evaluation on frozen features: linear probe (the paper's protocol), kNN, fine-tuning.
+
+* :func:`load_backbone` -- the query backbone of a geolab checkpoint or of an official GASSL
+  ``.pth.tar`` (``torch.load(weights_only=True)`` for both).
+* :func:`extract_features` -- frozen features (global-average-pooled, 2048-d for ResNet-50)
+  of every image of a manifest table, with the deterministic eval transform.
+* :func:`linear_probe` -- a linear classifier on frozen features; top-1 and macro-F1.
+  Default solver: scikit-learn's ``LogisticRegression`` (multinomial, L-BFGS) on
+  standardised features. Why: it is a convex problem solved to convergence, deterministic,
+  and with no learning rate or epoch count to tune, so probe numbers compare methods rather
+  than probe training schedules; for geoworld and fmow-mini it takes seconds. For full fMoW
+  (hundreds of thousands x 2048) ``backend="torch"`` trains the same linear layer with Adam
+  on cached features (on the GPU when there is one).
+* :func:`knn` -- weighted kNN on cosine similarity (k=20, weights ``exp(sim / 0.07)``),
+  the monitor of InstDisc (Wu et al. 2018) and MoCo.
+* :func:`fine_tune` -- optional end-to-end fine-tuning (backbone + linear layer).
+* :func:`evaluate_checkpoint` -- all of it for one checkpoint and manifest (what
+  ``geolab probe`` / ``geolab knn`` and the notebooks call).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geolab.config import ProbeConfig
+
+
+# ----------------------------------------------------------------------------- backbones
+def load_backbone(checkpoint: str | os.PathLike, arch: str | None = None) -> nn.Module:
+    """The query backbone of a checkpoint, in eval mode, on the CPU.
+
+    Accepts geolab checkpoints (:func:`geolab.train.pretrain`) and official GASSL
+    ``.pth.tar`` files (keys ``module.encoder_q.*``). The returned module has
+    ``feature_dim`` and ``geolab_meta`` (arch, method, image_size, source) attributes.
+
+    Args:
+        checkpoint: the file.
+        arch: only for official checkpoints without an ``arch`` entry (default resnet50).
+
+    Raises:
+        FileNotFoundError: no such file.
+        geolab.train.CheckpointError: a geolab checkpoint whose weights do not fit (names the keys),
+            or a newer geolab's checkpoint.
+        geolab.sources.official.OfficialCheckpointError: an official one that does not fit.
+    """
+    from geolab.models import make_backbone
+    from geolab.sources.official import backbone_from_official
+    from geolab.train import CheckpointError, load_checkpoint, load_state_dict_checked
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(ckpt, dict) and ckpt.get("format") != "geolab-checkpoint" and "state_dict" in ckpt:
+        return backbone_from_official(ckpt, arch, str(path))
+    ckpt = load_checkpoint(path)  # header checks (format, version) with a clear error
+    state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+    if not state:
+        raise CheckpointError(f"{path}: the checkpoint has no 'backbone.*' weights.")
+    backbone, dim = make_backbone(ckpt["arch"])
+    load_state_dict_checked(backbone, state, f"{path} (backbone as {ckpt['arch']})")
+    backbone.feature_dim = dim
+    config = ckpt.get("config", {})
+    backbone.geolab_meta = {
+        "source": "geolab",
+        "checkpoint": str(path),
+        "arch": ckpt["arch"],
+        "method": ckpt["method"],
+        "epoch": ckpt.get("epoch"),
+        "image_size": config.get("image_size"),
+        "classes": ckpt.get("classes"),
+    }
+    return backbone.eval()
+
+
+def _device(name: str | torch.device | None) -> torch.device:
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def extract_features(
+    backbone: nn.Module,
+    df,
+    image_size: int,
+    *,
+    classes: list[str] | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen features of every row of ``df`` (in row order) and their label indices.
+
+    Args:
+        backbone: returns (N, D) features (e.g. from :func:`load_backbone`).
+        df: manifest rows (``path``, ``label``).
+        image_size: eval size (resize + centre crop).
+        classes: class order (default :func:`geolab.datasets.label_names` of ``df``); give the
+            full manifest's so that train and test subsets share indices.
+        batch_size: images per forward pass.
+        num_workers: DataLoader workers.
+        device: ``None``/``"auto"``: CUDA when available (bf16 autocast there).
+        progress: tqdm bar.
+
+    Returns:
+        ``(features float32 (N, D), labels int64 (N,))``.
+    """
+    from tqdm.auto import tqdm
+
+    from geolab.datasets import ImageDataset, label_names
+    from geolab.transforms import eval_transform
+
+    dev = _device(device)
+    classes = classes if classes is not None else label_names(df)
+    ds = ImageDataset(df.reset_index(drop=True), transform=eval_transform(image_size), classes=classes)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda"
+    )
+    was_training = backbone.training
+    backbone.eval().to(dev)
+    feats: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    try:
+        for images, label, _index in tqdm(loader, desc="features", disable=not progress, leave=False):
+            images = images.to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                f = backbone(images)
+            feats.append(f.float().cpu().numpy())
+            labels.append(np.asarray(label, dtype=np.int64))
+    finally:
+        backbone.train(was_training)
+    if not feats:
+        return np.zeros((0, int(getattr(backbone, "feature_dim", 0))), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    # rows in table order (an unreadable image under on_bad_image="skip" is replaced by the
+    # next readable one, with that image's label)
+    return np.concatenate(feats), np.concatenate(labels)
+
+
+# ----------------------------------------------------------------------------- classifiers
+def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {
+        "top1": float(accuracy_score(y_true, y_pred)),
+        "f1": float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0)),
+    }
+
+
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    *,
+    backend: str = "sklearn",
+    C: float = 1.0,
+    seed: int = 0,
+    epochs: int = 100,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Linear classifier on frozen features (the paper's protocol); top-1 and macro-F1 on test.
+
+    Args:
+        train_x, train_y: features (N, D) and label indices of the training split.
+        test_x, test_y: the same for the scored split.
+        backend: ``"sklearn"`` (LogisticRegression on standardised features; default, see the
+            module docstring for why) or ``"torch"`` (Adam on cached features, for big sets).
+        C: inverse L2 strength (sklearn); the torch backend uses weight decay ``1 / (C * N)``.
+        seed: seeds the solver.
+        epochs: torch backend epochs.
+        device: torch backend device.
+
+    Returns:
+        ``{"top1": accuracy, "f1": macro-F1 over the test labels present}``.
+
+    Raises:
+        ValueError: fewer than two classes in the training split, or an unknown backend.
+    """
+    if len(np.unique(train_y)) < 2:
+        raise ValueError("the linear probe needs at least two classes in the training split.")
+    if backend == "sklearn":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+        clf.fit(train_x, train_y)
+        return _scores(test_y, clf.predict(test_x))
+    if backend == "torch":
+        return _scores(test_y, _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, _device(device)))
+    raise ValueError(f"unknown linear probe backend {backend!r}; use 'sklearn' or 'torch'.")
+
+
+def _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, dev) -> np.ndarray:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(train_x, dtype=torch.float32)
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    x = ((x - mean) / std).to(dev)
+    y = torch.as_tensor(train_y, dtype=torch.long).to(dev)
+    n_classes = int(max(train_y.max(), 0)) + 1
+    torch.manual_seed(seed)
+    layer = nn.Linear(x.shape[1], n_classes).to(dev)
+    opt = torch.optim.AdamW(layer.parameters(), lr=1e-3, weight_decay=1.0 / (C * len(x)))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    batch = 4096
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g).to(dev)
+        for i in range(0, len(x), batch):
+            idx = perm[i : i + batch]
+            loss = F.cross_entropy(layer(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+    with torch.no_grad():
+        t = ((torch.as_tensor(test_x, dtype=torch.float32) - mean) / std).to(dev)
+        return layer(t).argmax(1).cpu().numpy()
+
+
+def knn(
+    bank_x: np.ndarray,
+    bank_y: np.ndarray,
+    query_x: np.ndarray,
+    query_y: np.ndarray,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Weighted kNN classifier on cosine similarity (InstDisc / MoCo's monitor).
+
+    Each query's ``k`` most similar bank features vote for their class with weight
+    ``exp(sim / temperature)``; the class with the largest total wins.
+
+    Args:
+        bank_x, bank_y: features and labels of the bank (the training split).
+        query_x, query_y: features and labels to classify.
+        k: neighbours (20).
+        temperature: vote temperature (0.07).
+        chunk: queries per similarity block (memory bound).
+
+    Returns:
+        ``{"top1": accuracy}``.
+    """
+    bank = F.normalize(torch.as_tensor(bank_x, dtype=torch.float32), dim=1)
+    labels = torch.as_tensor(bank_y, dtype=torch.long)
+    n_classes = int(max(int(labels.max()), int(np.max(query_y)) if len(query_y) else 0)) + 1
+    k = min(k, len(bank))
+    preds = []
+    for i in range(0, len(query_x), chunk):
+        q = F.normalize(torch.as_tensor(query_x[i : i + chunk], dtype=torch.float32), dim=1)
+        sim, idx = (q @ bank.T).topk(k, dim=1)
+        votes = torch.zeros(len(q), n_classes).scatter_add_(1, labels[idx], (sim / temperature).exp())
+        preds.append(votes.argmax(1))
+    pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    return {"top1": float((pred == np.asarray(query_y)).mean()) if len(pred) else float("nan")}
+
+
+def fine_tune(
+    backbone: nn.Module,
+    train_df,
+    test_df,
+    image_size: int,
+    *,
+    classes: list[str] | None = None,
+    epochs: int = 10,
+    lr: float = 0.01,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """End-to-end fine-tuning (backbone + a new linear layer, SGD, cosine) and its test scores.
+
+    The backbone is copied, never changed in place.
+
+    Args:
+        backbone: a pre-trained backbone (:func:`load_backbone`), ``feature_dim`` attribute.
+        train_df, test_df: manifest rows to train on and score.
+        image_size: crop size.
+        classes: class order (default: labels of both tables).
+        epochs, lr, batch_size: SGD settings (momentum 0.9, weight decay 1e-4).
+        num_workers: DataLoader workers.
+        device: ``None``/``"auto"``: CUDA when available.
+        seed: seeds initialisation and sampling.
+        progress: tqdm bar.
+
+    Returns:
+        ``{"top1", "f1"}`` on ``test_df``.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from geolab.datasets import ImageDataset, label_names
+    from geolab.transforms import supervised_transform
+
+    dev = _device(device)
+    classes = classes or label_names(pd.concat([train_df, test_df]))
+    torch.manual_seed(seed)
+    net = nn.Sequential(copy.deepcopy(backbone), nn.Linear(int(backbone.feature_dim), len(classes))).to(dev)
+    ds = ImageDataset(train_df.reset_index(drop=True), transform=supervised_transform(image_size), classes=classes)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=len(ds) > batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * len(loader)))
+    net.train()
+    for _ in tqdm(range(epochs), desc="fine-tune", disable=not progress, leave=False):
+        for images, label, _index in loader:
+            loss = F.cross_entropy(net(images.to(dev)), label.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    fx, fy = extract_features(net, test_df, image_size, classes=classes, device=dev, progress=False)
+    return _scores(fy, fx.argmax(1))
+
+
+# ----------------------------------------------------------------------------- one call
+def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Linear probe and/or kNN of one checkpoint on one manifest (``geolab probe`` / ``knn``).
+
+    Features of ``cfg.train_split`` fit the probe (and are the kNN bank); ``cfg.test_split``
+    is scored (``val`` when the manifest has no ``test`` split; the result says which).
+
+    Args:
+        cfg: :class:`~geolab.config.ProbeConfig`.
+        linear: run the linear probe.
+        knn_eval: run kNN.
+        progress: tqdm bars.
+
+    Returns:
+        A JSON-ready dict: checkpoint, method, arch, image_size, splits and sizes, and
+        ``linear_probe`` ``{"top1", "f1"}`` and/or ``knn`` ``{"top1", "k"}``.
+    """
+    from geolab.datasets import label_names
+    from geolab.manifest import load_manifest, select_split
+
+    backbone = load_backbone(cfg.checkpoint)
+    meta = backbone.geolab_meta
+    image_size = int(cfg.image_size or meta.get("image_size") or 224)
+    df = load_manifest(cfg.manifest)
+    test_split = cfg.test_split
+    if not (df["split"] == test_split).any() and (df["split"] == "val").any():
+        test_split = "val"
+    train, test = select_split(df, cfg.train_split), select_split(df, test_split)
+    classes = label_names(df)
+    common = dict(classes=classes, batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device, progress=progress)
+    tx, ty = extract_features(backbone, train, image_size, **common)
+    vx, vy = extract_features(backbone, test, image_size, **common)
+    result: dict[str, Any] = {
+        "checkpoint": str(cfg.checkpoint),
+        "method": meta.get("method"),
+        "arch": meta.get("arch"),
+        "epoch": meta.get("epoch"),
+        "image_size": image_size,
+        "manifest": str(cfg.manifest),
+        "train_split": cfg.train_split,
+        "test_split": test_split,
+        "train_images": len(train),
+        "test_images": len(test),
+        "classes": len(classes),
+    }
+    if linear:
+        result["linear_probe"] = {**linear_probe(tx, ty, vx, vy, backend=cfg.backend, C=cfg.C, seed=cfg.seed), "backend": cfg.backend}
+    if knn_eval:
+        result["knn"] = {**knn(tx, ty, vx, vy, k=cfg.k, temperature=cfg.knn_temperature), "k": cfg.k}
+    return result
