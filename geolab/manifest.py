@@ -222,7 +222,8 @@ def validate_manifest(
             continue
         raw = out[col]
         num = _to_float(raw)
-        blank = np.fromiter((_is_blank(v) for v in raw.to_numpy(dtype=object)), dtype=bool, count=len(raw))
+        numeric = pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype)
+        blank = np.isnan(num) if numeric else _blank_mask(raw)
         rep.first_bad(
             np.isnan(num) & ~blank,
             col + " {value} is not a number" + f" ({unit}); leave it empty when unknown.",
@@ -274,10 +275,8 @@ def validate_manifest(
         if col not in out.columns:
             continue
         values = out[col].to_numpy(dtype=object)
-        if col != "path":
-            blank = np.fromiter((_is_blank(v) for v in values), dtype=bool, count=len(values))
-        else:
-            blank = np.zeros(len(values), dtype=bool)
+        # path is never blank here (checked with the text columns); mask_path may be
+        blank = _blank_mask(out[col]) if col != "path" else np.zeros(len(values), dtype=bool)
         resolved = _resolve_many(values, blank, root)
         if check_files:
             bad = np.fromiter(
