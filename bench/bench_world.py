@@ -23,8 +23,8 @@ val splits only); the world card reports seed 0, scored on ``val`` and ``test`` 
 
 Usage::
 
-    python bench/bench_world.py --seed 0 --time-generation            # everything (about 10 min on 2 cores)
-    python bench/bench_world.py --seed 101 --epochs 6 --score-split val  # a tuning run
+    python bench/bench_world.py --seed 0 --splits val test --time-generation   # the reported run
+    python bench/bench_world.py --seed 101 --epochs 6                # a tuning run (val only)
 """
 
 from __future__ import annotations
@@ -146,14 +146,20 @@ def bench_learnability(df, args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     classes = sorted(df["label"].unique())
     y_of = {c: i for i, c in enumerate(classes)}
-    tr, te = df[df["split"] == "train"], df[df["split"] == args.score_split]
-    xtr, xte = _load_images(tr, args.size), _load_images(te, args.size)
-    ytr, yte = tr["label"].map(y_of).to_numpy(), te["label"].map(y_of).to_numpy()
-    res: dict = {"classes": len(classes), "train_images": len(tr), "scored_images": len(te)}
+    tr = df[df["split"] == "train"]
+    xtr, ytr = _load_images(tr, args.size), tr["label"].map(y_of).to_numpy()
+    scored = {s: df[df["split"] == s] for s in args.splits}
+    xs = {s: _load_images(d, args.size) for s, d in scored.items()}
+    ys = {s: d["label"].map(y_of).to_numpy() for s, d in scored.items()}
+    xte, yte = xs[args.splits[0]], ys[args.splits[0]]
+    res: dict = {"classes": len(classes), "train_images": len(tr), "scored_images": {s: len(d) for s, d in scored.items()}}
 
-    res["colour_probe_top1"] = _probe(_colour_stats(xtr), ytr, _colour_stats(xte), yte)
+    ctr = _colour_stats(xtr)
     rnd = _resnet18(len(classes))
-    res["random_resnet18_probe_top1"] = _probe(_features(rnd, xtr), ytr, _features(rnd, xte), yte)
+    ftr = _features(rnd, xtr)
+    for s in args.splits:
+        res[f"colour_probe_top1_{s}"] = _probe(ctr, ytr, _colour_stats(xs[s]), ys[s])
+        res[f"random_resnet18_probe_top1_{s}"] = _probe(ftr, ytr, _features(rnd, xs[s]), ys[s])
 
     model = _resnet18(len(classes))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -180,19 +186,25 @@ def bench_learnability(df, args: argparse.Namespace) -> dict:
         with torch.no_grad():
             pred = np.concatenate([model(_to_tensor(xte[i : i + 256])).argmax(1).numpy() for i in range(0, len(xte), 256)])
         acc = float((pred == yte).mean())
-        print(f"  supervised epoch {ep + 1}/{args.epochs}: loss {loss.item():.3f}, {args.score_split} top-1 {acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    res["supervised_resnet18_top1"] = acc
+        print(f"  supervised epoch {ep + 1}/{args.epochs}: loss {loss.item():.3f}, {args.splits[0]} top-1 {acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     res["supervised_train_seconds"] = time.perf_counter() - t0
+    for s in args.splits:
+        with torch.no_grad():
+            p = np.concatenate([model(_to_tensor(xs[s][i : i + 256])).argmax(1).numpy() for i in range(0, len(xs[s]), 256)])
+        res[f"supervised_resnet18_top1_{s}"] = float((p == ys[s]).mean())
+        if s == args.splits[0]:
+            pred = p
     res["per_class_top1"] = {c: float((pred[yte == i] == i).mean()) for i, c in enumerate(classes) if (yte == i).any()}
+    sp = args.splits
     print(
         _table(
-            f"Learnable but not trivial (seed {args.seed}, {args.size} px, top-1 on {args.score_split}, {len(classes)} classes; simulation)",
-            ["classifier", "top-1"],
+            f"Learnable but not trivial (seed {args.seed}, {args.size} px, top-1 per split, {len(classes)} classes; simulation)",
+            ["classifier"] + list(sp),
             [
-                [f"supervised ResNet-18, {args.epochs} epochs ({res['supervised_train_seconds']:.0f} s)", f"{res['supervised_resnet18_top1']:.3f}"],
-                ["linear probe on a random-init ResNet-18's features", f"{res['random_resnet18_probe_top1']:.3f}"],
-                ["linear probe on colour statistics (mean, std, histograms)", f"{res['colour_probe_top1']:.3f}"],
-                ["chance (1 / classes)", f"{1 / len(classes):.3f}"],
+                [f"supervised ResNet-18, {args.epochs} epochs ({res['supervised_train_seconds']:.0f} s)"] + [f"{res[f'supervised_resnet18_top1_{s}']:.3f}" for s in sp],
+                ["linear probe on a random-init ResNet-18's features"] + [f"{res[f'random_resnet18_probe_top1_{s}']:.3f}" for s in sp],
+                ["linear probe on colour statistics (mean, std, histograms)"] + [f"{res[f'colour_probe_top1_{s}']:.3f}" for s in sp],
+                ["chance (1 / classes)"] + [f"{1 / len(classes):.3f}" for s in sp],
             ],
         )
     )
@@ -205,18 +217,21 @@ def bench_geography(df, args: argparse.Namespace) -> dict:
     from geolab.geo import add_geo_clusters
 
     loc = df.drop_duplicates("location_id")
-    te = loc[loc["split"] == args.score_split]
-    chance = float((te["label"] == loc[loc["split"] == "train"]["label"].mode()[0]).mean())
-    rows, res = [], {"majority_class_top1": chance}
+    trl = loc[loc["split"] == "train"]
+    sp = args.splits
+    res: dict = {}
+    rows = []
     for k in args.geo_k:
         d = add_geo_clusters(loc, k=k, seed=0)
-        trd, ted = d[d["split"] == "train"], d[d["split"] == args.score_split]
+        trd = d[d["split"] == "train"]
         maj = trd.groupby("geo_cluster")["label"].agg(lambda s: s.value_counts().index[0])
-        fallback = trd["label"].mode()[0]
-        pred = ted["geo_cluster"].map(maj).fillna(fallback)
-        acc = float((pred.to_numpy() == ted["label"].to_numpy()).mean())
-        res[f"geo_cluster_majority_top1_k{k}"] = acc
-        rows.append([f"majority label of the geo cluster, K={k}", f"{acc:.3f}"])
+        row = [f"majority label of the geo cluster, K={k}"]
+        for s in sp:
+            ted = d[d["split"] == s]
+            pred = ted["geo_cluster"].map(maj).fillna(trd["label"].mode()[0])
+            res[f"geo_cluster_majority_top1_k{k}_{s}"] = float((pred.to_numpy() == ted["label"].to_numpy()).mean())
+            row.append(f"{res[f'geo_cluster_majority_top1_k{k}_{s}']:.3f}")
+        rows.append(row)
     # What the place itself says: a classifier on climate zone, coast distance and urban setting.
     from sklearn.ensemble import GradientBoostingClassifier
 
@@ -224,12 +239,16 @@ def bench_geography(df, args: argparse.Namespace) -> dict:
         z = np.array([[ord(k[0]) - 65, 1 if len(k) > 1 and k[1] in "sfw" else 0] for k in t["koeppen"]])
         return np.column_stack([z, t["coast_km"], t["urban"], np.abs(t["lat"])])
 
-    trl = loc[loc["split"] == "train"]
     clf = GradientBoostingClassifier(random_state=0).fit(feats(trl), trl["label"])
-    res["place_features_top1"] = float((clf.predict(feats(te)) == te["label"].to_numpy()).mean())
-    rows.append(["gradient boosting on the place (climate, coast km, urban, |lat|)", f"{res['place_features_top1']:.3f}"])
-    rows.append(["most frequent class", f"{chance:.3f}"])
-    print(_table(f"Geography carries information (seed {args.seed}, per location, scored on {args.score_split}; simulation)", ["classifier", "top-1"], rows))
+    row, row_c = ["gradient boosting on the place (climate, coast km, urban, |lat|)"], ["most frequent class"]
+    for s in sp:
+        te = loc[loc["split"] == s]
+        res[f"place_features_top1_{s}"] = float((clf.predict(feats(te)) == te["label"].to_numpy()).mean())
+        res[f"majority_class_top1_{s}"] = float((te["label"] == trl["label"].mode()[0]).mean())
+        row.append(f"{res[f'place_features_top1_{s}']:.3f}")
+        row_c.append(f"{res[f'majority_class_top1_{s}']:.3f}")
+    rows += [row, row_c]
+    print(_table(f"Geography carries information (seed {args.seed}, per location, top-1 per split; simulation)", ["classifier"] + list(sp), rows))
     return res
 
 
@@ -289,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--score-split", default="val", choices=["val", "test"])
+    p.add_argument("--splits", nargs="+", default=["val"], choices=["val", "test"], help="splits scored (the first is printed per epoch)")
     p.add_argument("--geo-k", type=int, nargs="+", default=[10, 30, 100])
     p.add_argument("--pairs", type=int, default=150)
     p.add_argument("--time-generation", action="store_true", help="also time generation in a fresh cache")
@@ -301,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     from geolab.world import load_world
 
     print(f"geoworld benchmark -- geoworld is a simulation. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs")
-    res: dict = {"seed": args.seed, "size": args.size, "locations": args.locations, "score_split": args.score_split}
+    res: dict = {"seed": args.seed, "size": args.size, "locations": args.locations, "splits": args.splits}
     if args.time_generation:
         res["generation"] = bench_generation(args)
     df = load_manifest(load_world(seed=args.seed, size=args.size, locations=args.locations, workers=args.workers))
