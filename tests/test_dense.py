@@ -186,12 +186,15 @@ def _model(freeze: bool, num_classes: int = 3) -> SegmentationModel:
 
 
 def test_model_output_is_per_pixel_logits():
-    """Both decoders give (N, classes, H, W) logits at the input's size, for layer3 and layer4."""
+    """Both decoders give (N, classes, H, W) logits at the input's size, for layer3 and layer4;
+    the encoder reads its stage widths from the backbone (ResNet-18 and the paper's ResNet-50)."""
     net, _ = make_backbone("resnet18")
     for decoder in ("fpn", "fcn"):
         for depth in ("layer3", "layer4"):
             m = SegmentationModel(net, 5, decoder=decoder, encoder_depth=depth)
             assert m(torch.zeros(2, 3, 32, 48)).shape == (2, 5, 32, 48)
+    r50, _ = make_backbone("resnet50")  # the paper's backbone: Bottleneck stages, 4x wider
+    assert SegmentationModel(r50, 2).encoder.channels == [256, 512, 1024, 2048]
 
 
 def test_frozen_backbone_keeps_its_weights_while_the_decoder_learns(tmp_path):
