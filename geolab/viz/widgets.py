@@ -91,7 +91,8 @@ def _note(df: pd.DataFrame) -> str | None:
 def _stamp(fig: Any, df: pd.DataFrame) -> Any:
     note = _note(df)
     if note:
-        fig.text(0.99, 0.005, note, ha="right", va="bottom", fontsize=8, color="#8a1c1c", style="italic")
+        # a figure-level x label: constrained layout keeps room for it below the axes
+        fig.supxlabel(note, x=0.99, ha="right", fontsize=8, color="#8a1c1c", style="italic")
     return fig
 
 
