@@ -44,7 +44,12 @@ def _data_validate(args: argparse.Namespace) -> int:
     from geolab.manifest import load_manifest
 
     df = load_manifest(args.manifest, check_files=not args.no_check_files)
-    print(f"{args.manifest}: OK ({len(df)} images, {df['location_id'].nunique()} locations)")
+    splits = ", ".join(f"{k} {v}" for k, v in df["split"].value_counts().sort_index().items())
+    files = "image files not checked" if args.no_check_files else "all image files found"
+    print(
+        f"{args.manifest}: OK ({len(df)} images, {df['location_id'].nunique()} locations; "
+        f"images per split: {splits}; {files})"
+    )
     return 0
 
 

@@ -339,7 +339,7 @@ def test_stats(good: Path):
 def test_cli_validate_and_stats(good: Path, capsys):
     """`geolab data validate/stats` print OK/stats, and a bad manifest exits 2 without a traceback."""
     assert cli_main(["data", "validate", str(good)]) == 0
-    assert "OK (13 images, 6 locations)" in capsys.readouterr().out
+    assert "OK (13 images, 6 locations; images per split: test 4, train 6, val 3" in capsys.readouterr().out
     assert cli_main(["data", "stats", str(good)]) == 0
     assert "images per location" in capsys.readouterr().out
     df = load_manifest(good)
