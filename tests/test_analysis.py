@@ -1,0 +1,239 @@
+"""geolab.analysis: the computations behind notebooks 05 (ablations), 06 (maps and embeddings)
+and 07 (transfer), on small seeded fake tables and features made in code (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geolab import analysis
+from geolab.course import record_result
+from geolab.evaluate import linear_probe
+
+SEASONS = np.array(["winter", "spring", "summer", "autumn"])
+
+
+def fake_manifest(n_locations: int = 40, revisits: int = 3, n_labels: int = 4, seed: int = 0) -> pd.DataFrame:
+    """Locations with ``revisits`` images each, labels cycling over locations, location-level
+    splits (train/test alternating in blocks) and random nuisances per image."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for loc in range(n_locations):
+        split = "test" if loc % 5 == 4 else "train"
+        for t in range(revisits):
+            rows.append(
+                {
+                    "image_id": f"l{loc}_t{t}",
+                    "location_id": f"l{loc}",
+                    "label": f"c{loc % n_labels}",
+                    "split": split,
+                    "season": SEASONS[rng.integers(4)],
+                    "haze": float(rng.uniform(0, 0.4)),
+                    "cloud_cover": float(rng.uniform(0, 50)),
+                    "snow": 0.0,
+                    "path": f"img_{loc}_{t}.png",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def location_features(df: pd.DataFrame, noise: float = 0.1, dim: int = 32, seed: int = 0) -> np.ndarray:
+    """Features = category direction + location direction + small per-image noise: revisits are
+    closest, then other locations of the category, then other categories."""
+    rng = np.random.default_rng(seed)
+    cat = {c: rng.normal(size=dim) for c in df["label"].unique()}
+    loc = {c: rng.normal(size=dim) for c in df["location_id"].unique()}
+    return np.stack([2 * cat[r.label] + loc[r.location_id] + noise * rng.normal(size=dim) for r in df.itertuples()]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ ablations
+BASE = {"geo_k": 8, "temperature": 0.2, "beta": 1.0, "image_size": 32, "strategy": None, "epochs": 1}
+
+
+def test_sweep_plan_adds_the_baseline_once_per_knob_and_changes_one_field():
+    """Every knob's sweep contains the baseline (added first when missing), duplicates are
+    dropped, an empty list sweeps nothing, and each run differs from the baseline in one field."""
+    plan = analysis.sweep_plan(BASE, {"geo_k": [4, 4, 16], "temperature": [0.2, 0.02], "beta": [], "strategy": ["same-image"]})
+    assert [(p["knob"], p["value"]) for p in plan] == [
+        ("geo_k", 8), ("geo_k", 4), ("geo_k", 16), ("temperature", 0.2), ("temperature", 0.02),
+        ("strategy", "any-other"), ("strategy", "same-image"),
+    ]  # fmt: skip
+    assert [p["is_baseline"] for p in plan] == [True, False, False, True, False, True, False]
+    assert plan[0]["experiment"] == "ablation-K" and plan[0]["variant"] == "K=8"
+    assert plan[4]["variant"] == "T=0.02"
+    for p in plan:
+        changed = {k for k in p["config"] if p["config"][k] != BASE.get(k)}
+        assert changed <= {p["knob"]}
+        assert p["is_baseline"] == (not changed or p["config"]["strategy"] == "any-other")
+
+
+def test_sweep_plan_rejects_unknown_or_unset_knobs():
+    """A typo in a knob or a knob the baseline does not set is a clear error."""
+    with pytest.raises(ValueError, match="unknown ablation knob 'K'"):
+        analysis.sweep_plan(BASE, {"K": [4]})
+    with pytest.raises(ValueError, match="does not set 'beta'"):
+        analysis.sweep_plan({"geo_k": 8}, {"beta": [0.5]})
+
+
+def fake_run(calls):
+    def run(method, manifest, *, data, seed, results_path, experiment, variant, **config):
+        calls.append((method, seed, experiment, variant, dict(config)))
+        acc = 0.5 + 0.01 * config["geo_k"] - (0.1 if config["temperature"] < 0.1 else 0) + 0.01 * seed
+        return {"method": method, "seed": seed, "experiment": experiment, "variant": variant, "probe_top1": acc, "knn_top1": acc - 0.1}
+
+    return run
+
+
+def test_run_sweep_runs_each_setting_per_seed_and_tags_records():
+    """run_sweep trains every planned setting for every seed with the sweep's experiment/variant,
+    the baseline once per knob with the identical configuration (so run_experiment reuses it)."""
+    calls: list = []
+    recs = analysis.run_sweep("moco-tp-geo", "m.parquet", BASE, {"geo_k": [4, 8], "temperature": [0.02]},
+                              seeds=[0, 1], run=fake_run(calls))  # fmt: skip
+    assert len(calls) == len(recs) == 8
+    baseline_configs = [c[4] for c, r in zip(calls, recs) if r["is_baseline"]]
+    assert len(baseline_configs) == 4 and all(c == baseline_configs[0] for c in baseline_configs)
+    assert {(r["experiment"], r["variant"]) for r in recs} == {("ablation-K", "K=8"), ("ablation-K", "K=4"),
+                                                            ("ablation-T", "T=0.2"), ("ablation-T", "T=0.02")}  # fmt: skip
+
+
+def test_ablation_table_deltas_against_the_baseline_and_seed_spread():
+    """The table reports each setting's mean in percent, its std over seeds and the change in
+    points against that knob's baseline row (0 for the baseline itself)."""
+    recs = analysis.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4, 8], "temperature": [0.02]}, seeds=[0, 1], run=fake_run([]))
+    table = analysis.ablation_table(recs)
+    assert list(table.index) == [("geo clusters K", "4"), ("geo clusters K", "8"), ("InfoNCE temperature", "0.2"), ("InfoNCE temperature", "0.02")]
+    assert table.loc[("geo clusters K", "8"), "probe_top1 (%)"] == pytest.approx(58.5)
+    assert table.loc[("geo clusters K", "4"), "Δ probe_top1 (points)"] == pytest.approx(-4.0)
+    assert table.loc[("InfoNCE temperature", "0.02"), "Δ probe_top1 (points)"] == pytest.approx(-10.0)
+    assert table.loc[("InfoNCE temperature", "0.2"), "Δ knn_top1 (points)"] == 0
+    assert table.loc[("geo clusters K", "4"), "probe_top1 std"] == pytest.approx(100 * np.std([0.54, 0.55], ddof=1), abs=0.01)
+    with pytest.raises(ValueError, match="run_sweep"):
+        analysis.ablation_table([{"probe_top1": 0.5}])
+
+
+def test_plot_ablation_one_panel_per_knob_with_note():
+    """The figure has one panel per knob and carries the simulation note when given."""
+    recs = analysis.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4], "temperature": [0.02], "beta": [0.5]}, run=fake_run([]))
+    fig = analysis.plot_ablation(analysis.ablation_table(recs), note="geoworld: simulated data, not real imagery")
+    assert len(fig.axes) == 3
+    assert any("simulated" in t.get_text() for t in fig.texts)
+
+
+# ------------------------------------------------------------------------------ embeddings
+def test_probe_predictions_match_the_linear_probe_accuracy():
+    """Per-row predictions come from the same classifier as geolab.evaluate.linear_probe, so their
+    accuracy is the probe's top-1 on the same features."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 10))
+    y = (x[:, 0] + 0.5 * rng.normal(size=120) > 0).astype(int) + (x[:, 1] > 1).astype(int)
+    pred = analysis.probe_predictions(x[:80], y[:80], x[80:])
+    assert pred.dtype == np.int64 and pred.shape == (40,)
+    assert (pred == y[80:]).mean() == pytest.approx(linear_probe(x[:80], y[:80], x[80:], y[80:])["top1"])
+    with pytest.raises(ValueError, match="two classes"):
+        analysis.probe_predictions(x[:5], np.zeros(5, dtype=int), x)
+
+
+def test_pick_query_prefers_a_revisited_test_location():
+    """The query is a test-split image whose location has the wanted number of revisits."""
+    df = fake_manifest(n_locations=8, revisits=1)
+    df = pd.concat([df, df[df.location_id == "l4"].assign(image_id="extra1"), df[df.location_id == "l4"].assign(image_id="extra2")],
+                   ignore_index=True)  # fmt: skip
+    q = analysis.pick_query(df, min_revisits=3)
+    assert df.iloc[q].location_id == "l4" and df.iloc[q].split == "test"
+    assert df.iloc[analysis.pick_query(df, min_revisits=5)].split == "test"  # falls back to fewer revisits
+    with pytest.raises(ValueError, match="no rows in split 'val'"):
+        analysis.pick_query(df, split="val")
+
+
+def test_neighbour_table_across_time_and_space():
+    """Across time the query's revisits come first (features encode the location); across space
+    no neighbour is from the query's location; one block of k+1 rows per method, query first."""
+    df = fake_manifest()
+    x = location_features(df)
+    feats = {"moco": x, "moco-tp": x[:, ::-1].copy()}
+    t = analysis.neighbour_table(df, feats, query=0, k=4)
+    assert len(t) == 10 and list(t["rank"][:5]) == [0, 1, 2, 3, 4] and list(t["method"][::5]) == ["moco", "moco-tp"]
+    assert t["same_location"].iloc[1:3].all()  # the two other revisits of l0
+    assert t.iloc[0]["caption"].startswith("moco: query") and "same loc" in t.iloc[1]["caption"]
+    far = analysis.neighbour_table(df, feats, query=0, k=4, exclude_same_location=True)
+    assert not far[far["rank"] > 0]["same_location"].any()
+    assert far[far["rank"] > 0]["same_label"].mean() > 0.5  # the category still dominates
+    with pytest.raises(ValueError, match="one row per manifest row"):
+        analysis.neighbour_table(df, {"bad": x[:5]}, query=0)
+
+
+def test_pair_similarities_orders_revisits_category_and_others():
+    """Revisits > same category (other location) > other category for features built that way;
+    pair counts are the exact combinatorics of the table."""
+    df = fake_manifest(n_locations=12, revisits=3, n_labels=3)
+    sims = analysis.pair_similarities(location_features(df), df)
+    assert list(sims.index) == list(analysis.PAIR_KINDS)
+    assert sims["pairs"].tolist() == [12 * 3, 3 * (4 * 3) * (4 * 3 - 3) // 2, (36 * 35) // 2 - 36 - 3 * (12 * 9) // 2]
+    m = sims["mean"]
+    assert m.iloc[0] > m.iloc[1] > m.iloc[2]
+
+
+def test_pair_similarities_samples_whole_locations_on_big_tables():
+    """With a cap, whole locations are sampled (revisit pairs stay complete), deterministically."""
+    df = fake_manifest(n_locations=40, revisits=3)
+    x = location_features(df)
+    a = analysis.pair_similarities(x, df, max_images=30, seed=1)
+    b = analysis.pair_similarities(x, df, max_images=30, seed=1)
+    pd.testing.assert_frame_equal(a, b)
+    assert a.loc[analysis.PAIR_KINDS[0], "pairs"] == 10 * 3  # 10 whole locations of 3 images
+
+
+def test_nuisance_probe_reads_what_the_features_encode():
+    """A nuisance written into the features is readable (high score above chance); one that is
+    not is near chance; constant and absent columns give NaN / are skipped."""
+    df = fake_manifest(n_locations=80, revisits=3)
+    rng = np.random.default_rng(1)
+    season_onehot = (df["season"].to_numpy()[:, None] == SEASONS[None, :]).astype(float)
+    x = np.hstack([season_onehot + 0.05 * rng.normal(size=season_onehot.shape), rng.normal(size=(len(df), 20))])
+    t = analysis.nuisance_probe(x, df, columns=("season", "haze", "snow", "sun_elevation"))
+    assert list(t.index) == ["season", "haze", "snow"]  # sun_elevation is not in the table
+    assert t.loc["season", "kind"] == "categorical" and t.loc["season", "score"] > 0.95
+    assert t.loc["season", "score above chance"] > 0.9
+    assert t.loc["haze", "kind"] == "numeric" and t.loc["haze", "score"] < 0.2
+    assert np.isnan(t.loc["snow", "score"])
+    x2 = np.hstack([x, df[["haze"]].to_numpy() * 10])
+    assert analysis.nuisance_probe(x2, df, columns=("haze",)).loc["haze", "score"] > 0.95
+
+
+def test_invariance_table_one_column_per_method():
+    """The summary has one column per method and the similarity, gap and probe rows."""
+    df = fake_manifest()
+    x = location_features(df)
+    t = analysis.invariance_table({"moco": x, "noise": np.random.default_rng(0).normal(size=x.shape)}, df, columns=("season", "label"))
+    assert list(t.columns) == ["moco", "noise"]
+    assert "revisit gap (revisits - same category)" in t.index and "readable: label (kept)" in t.index
+    assert t.loc["revisit gap (revisits - same category)", "moco"] > t.loc["revisit gap (revisits - same category)", "noise"]
+    assert t.loc["readable: label (kept)", "moco"] > 0.7 > t.loc["readable: label (kept)", "noise"]
+
+
+# ------------------------------------------------------------------------------ transfer
+def test_dense_record_is_a_valid_course_record():
+    """A dense result becomes a record the course schema accepts, with fractions and experiment
+    'transfer'; percentages are refused by the schema."""
+    result = {"miou": 0.41, "pixel_acc": 0.8, "epochs": 2, "wall_s": 3.5, "freeze_backbone": False}
+    rec = record_result("", analysis.dense_record("random", result, data="geoworld", arch="resnet18", image_size=32, epochs=0))
+    assert rec["experiment"] == "transfer" and rec["miou"] == 0.41 and rec["dense_epochs"] == 2
+    bad = analysis.dense_record("moco", {**result}, data="geoworld", arch="resnet18", image_size=32, epochs=1)
+    bad["probe_top1"] = 41.0
+    with pytest.raises(ValueError):
+        record_result("", bad)
+
+
+def test_transfer_table_puts_the_papers_numbers_beside_ours():
+    """Our mIoU in percent per initialisation, with the paper's verified numbers (NaN where it has
+    none); the figure has both panels."""
+    results = {"random": {"miou": 0.3, "pixel_acc": 0.7}, "moco-tp-geo": {"miou": 0.35, "pixel_acc": 0.72}, "other": {"miou": 0.1, "pixel_acc": 0.5}}
+    t = analysis.transfer_table(results)
+    assert t.loc["random", "mIoU (%)"] == 30.0
+    assert t.loc["random", "paper: SpaceNet mIoU"] == pytest.approx(74.93)
+    assert t.loc["moco-tp-geo", "paper: xView AP50"] == pytest.approx(17.74)
+    assert np.isnan(t.loc["moco-tp-geo", "paper: SpaceNet mIoU"]) and np.isnan(t.loc["other", "paper: xView AP50"])
+    fig = analysis.plot_transfer(t, note="geoworld: simulated")
+    assert len(fig.axes) == 2 and "simulated" in fig.axes[0].get_title()
