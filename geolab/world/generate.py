@@ -286,7 +286,7 @@ def generate(cfg: WorldConfig, folder: Path, workers: int = 1, progress: bool = 
 
     table = geography_table(cache, progress=progress)
     locs = plan(cfg, table)
-    records = locs.drop(columns=[]).to_dict("records")
+    records = locs.to_dict("records")
     cfg_dict = cfg.to_dict()
     bar = tqdm(total=len(records), desc="geoworld locations", unit="loc", disable=not progress)
     results: list[list[dict[str, Any]]] = []

@@ -667,9 +667,11 @@ def _paint_wind_farm(cv: Canvas, site: Site) -> None:
     hub = rng.uniform(70, 120)
     rotor = rng.uniform(40, 60)
     pts = sorted(pts, key=lambda p: float(p[0]))
-    for k, p in enumerate(pts):
-        if k:
-            cv.paint(cv.polyline([tuple(pts[k - 1]), tuple(p)], cv.m(5)), mat=M["gravel"])
+    for k in range(1, len(pts)):  # access roads first, so that no road covers a turbine
+        cv.paint(cv.polyline([tuple(pts[k - 1]), tuple(pts[k])], cv.m(5)), mat=M["gravel"])
+    if pts:
+        cv.paint(cv.polyline([tuple(pts[0]), (-2.0, float(pts[0][1]))], cv.m(6)), mat=M["gravel"])
+    for p in pts:
         built = rng.uniform(2009, 2018) if rng.random() < 0.25 else None
         pad = cv.ellipse(p[0], p[1], cv.m(22), cv.m(22))
         cv.paint(pad, mat=M["gravel"], built=built, pre=cv.mat[pad][0] if pad.any() else M["grass"])
@@ -682,8 +684,6 @@ def _paint_wind_farm(cv: Canvas, site: Site) -> None:
             q = p + np.array([np.cos(bb), np.sin(bb)]) * cv.m(rotor) / 2
             m, win = cv.rect(q[0], q[1], cv.m(rotor), cv.m(3), bb)
             cv.paint(m, win, mat=M["turbine"], height=hub, built=built, pre=cv.mat[win][m][0] if m.any() else M["grass"])
-    if pts:
-        cv.paint(cv.polyline([tuple(pts[0]), (-2.0, float(pts[0][1]))], cv.m(6)), mat=M["gravel"])
 
 
 PAINTERS = {
