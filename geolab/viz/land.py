@@ -5,13 +5,15 @@ a geolab dependency already, since geoworld places its locations with it). The r
 averaged into cells of ``resolution`` degrees (fraction of land per cell), and contourpy (the
 contouring library under matplotlib) traces the 0.5 level into filled polygons with holes.
 The result is a GeoJSON FeatureCollection cached under ``GEOLAB_CACHE/viz/``: the first call
-takes a few seconds and about 1 GB of memory for the raster, later calls read a small file.
+takes a few seconds (decompressing the raster, streamed in bands of a few MB), later calls
+read a small file.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-from importlib import resources
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +33,44 @@ def land_cache_path(resolution: float) -> Path:
 
 
 def _land_fraction(resolution: float) -> tuple[np.ndarray, float]:
-    """Share of land in each ``resolution``-degree cell, rows from north to south."""
+    """Share of land in each ``resolution``-degree cell, rows from north to south.
+
+    The raster (21600 x 43200 booleans, True = ocean, 1/120 degree, rows from 90N) is streamed
+    out of the package's ``.npz`` one band of cells at a time, so tracing needs a few MB of
+    memory instead of the ~1 GB that ``global_land_mask.globe`` keeps loaded.
+    """
     try:
-        mask_file = resources.files("global_land_mask") / _MASK_FILE
-        with resources.as_file(mask_file) as file, np.load(file) as npz:
-            # The package's own module keeps the ~1 GB raster alive for the whole process;
-            # reading its data file directly lets it go once the outline is traced.
-            ocean = npz["mask"]  # True = ocean, shape (21600, 43200), 1/120 degree
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        # find_spec locates the package without importing it: its __init__ loads the raster
+        spec = importlib.util.find_spec("global_land_mask")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError("global_land_mask")
+        file = Path(list(spec.submodule_search_locations)[0]) / _MASK_FILE
+        with zipfile.ZipFile(file) as zf, zf.open("mask.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran_order, dtype = read_header(fh)
+            if fortran_order or dtype != np.bool_ or len(shape) != 2:
+                raise RuntimeError(f"{_MASK_FILE} holds a {dtype} array of shape {shape}; expected a C-order bool raster.")
+            n_rows, n_cols = shape
+            cells_per_degree = n_cols / 360.0
+            factor = int(round(resolution * cells_per_degree))
+            if factor < 1 or n_rows % factor or n_cols % factor:
+                raise ValueError(
+                    f"resolution={resolution} degrees does not divide the 1/120-degree land raster "
+                    "evenly; use e.g. 0.25, 0.5, 1 or 2."
+                )
+            sea = np.empty((n_rows // factor, n_cols // factor), dtype=np.uint32)
+            band_bytes = factor * n_cols
+            for i in range(sea.shape[0]):
+                band = np.frombuffer(fh.read(band_bytes), dtype=np.bool_).reshape(factor, n_cols // factor, factor)
+                sea[i] = band.sum(axis=(0, 2), dtype=np.uint32)
+    except (ModuleNotFoundError, FileNotFoundError, KeyError) as exc:
         raise RuntimeError(
-            "The land outline needs the package global-land-mask (a geolab dependency): "
-            "`pip install global-land-mask`."
+            "The land outline needs the package global-land-mask (a geolab dependency) and its "
+            f"{_MASK_FILE}: `pip install global-land-mask`."
         ) from exc
-    cells_per_degree = ocean.shape[1] / 360.0
-    factor = int(round(resolution * cells_per_degree))
-    if factor < 1 or ocean.shape[0] % factor or ocean.shape[1] % factor:
-        raise ValueError(
-            f"resolution={resolution} degrees does not divide the 1/120-degree land raster "
-            "evenly; use e.g. 0.25, 0.5, 1 or 2."
-        )
-    rows, cols = ocean.shape[0] // factor, ocean.shape[1] // factor
-    sea = ocean.reshape(rows, factor, cols, factor).sum(axis=(1, 3), dtype=np.uint32)
     return 1.0 - sea / float(factor * factor), factor / cells_per_degree
 
 
