@@ -301,7 +301,11 @@ def _folium_classes() -> tuple[Any, Any, Any]:
         return _CLASSES
     import folium
     from branca.element import Element, MacroElement
-    from folium.template import Template
+
+    try:
+        from folium.template import Template  # folium >= 0.16
+    except ImportError:  # older folium renders plain jinja2 templates (our macros need only tojson)
+        from jinja2 import Template
 
     class OfflineMap(folium.Map):
         """A folium map whose page loads nothing from the network.
