@@ -597,7 +597,7 @@ def location_map(
     unreadable = 0
     per_popup = max(1, min(thumbs, max_thumbnails // max(1, len(locs)))) if thumbs > 0 else 0
     rows = locs.itertuples(index=False)
-    if popups and thumbs > 0 and len(locs) > 200:
+    if popups and per_popup * len(locs) > 2000:  # a bar only for long work (a few s is not)
         from tqdm.auto import tqdm
 
         rows = tqdm(rows, total=len(locs), desc="map thumbnails", unit="location")
