@@ -262,6 +262,28 @@ def test_train_dense_init_choices(tmp_path):
     assert r["num_classes"] == 4 and list(r["per_class_iou"]) == list(GEOWORLD_MASK_CLASSES)
 
 
+def test_train_dense_from_a_geolab_checkpoint(tmp_path):
+    """A checkpoint path is loaded with the engine's load_backbone: the dense run from the path
+    is the dense run from the loaded module (same numbers), and names its initialisation."""
+    from geolab.config import PretrainConfig
+    from geolab.evaluate import load_backbone
+    from geolab.train import pretrain
+
+    manifest = make_seg_manifest(tmp_path, n_train=24, n_test=8)
+    ckpt = pretrain(
+        PretrainConfig(
+            method="moco", manifest=manifest, out=tmp_path / "run", arch="resnet18", image_size=32, epochs=1,
+            batch_size=8, queue_size=16, max_steps_per_epoch=1, num_workers=0, device="cpu", knn_every=0,
+            progress=False, tensorboard=False,
+        )
+    )
+    cfg = DenseConfig(**{**QUICK, "epochs": 1})
+    from_path = train_dense(ckpt, manifest, cfg)
+    from_module = train_dense(load_backbone(ckpt), manifest, cfg)
+    assert from_path["init"] == str(ckpt) == from_module["init"]
+    assert from_path["miou"] == from_module["miou"] and from_path["train_loss"] == from_module["train_loss"]
+
+
 # ----------------------------------------------------------------------------- the paper's numbers
 def test_paper_transfer_table_is_the_papers():
     """The paper's transfer numbers as data: xView AP50 (Table 3) and SpaceNet mIoU (Table 4),
