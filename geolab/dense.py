@@ -67,6 +67,9 @@ _STD = (0.229, 0.224, 0.225)
 #:   "... ImageNet pretrained" 75.23, "... FMoW pretrained" 75.57 (supervised on fMoW),
 #:   "... MoCo-V2" 78.05, "... MoCo-V2 + Temporal Positives" 78.48. Scale-MAE (Reed et al.,
 #:   ICCV 2023, Table 4) quotes the same table rounded: Sup. (Scratch) 75.6, GASSL 78.5.
+#:   Papers with Code's short labels are mapped to the paper's row names by analogy with
+#:   Table 3 (an inference): "ImageNet pretrained" -> ``supervised-imagenet`` (Sup. Learning,
+#:   IN wts. init.), "FMoW pretrained" -> ``supervised`` (Sup. Learning, Scratch).
 #:   The rows MoCo-V2-Geo and MoCo-V2-Geo+TP could NOT be verified and are left out on
 #:   purpose (listed under ``not_verified``) rather than filled in from memory.
 PAPER_TRANSFER: dict[str, Any] = {
