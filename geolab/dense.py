@@ -733,7 +733,7 @@ def train_dense(
     """Fine-tune (or, frozen, probe) a backbone on the dense task and score it.
 
     Trains on ``cfg.train_split`` and scores ``cfg.test_split`` (``"val"`` when the manifest
-    has no such split). Seeded: on the CPU the same inputs give the same numbers.
+    has no such split). Seeded: on the CPU the same inputs and thread count give the same numbers.
 
     Args:
         backbone: the initialisation: a ResNet module (copied, never changed), a checkpoint
