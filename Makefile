@@ -9,6 +9,8 @@ KERNEL := geolab
 PYTHON_FOR_VENV ?= $(shell command -v python3.11 || command -v python3)
 PROFILE ?= cpu
 RUN ?= runs/course
+# OpenMP threads sleep instead of spinning while they wait (see conftest.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 NBVAL_FLAGS := --nbval-lax --nbval-kernel-name $(KERNEL) --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 .PHONY: setup course test test-fast lab clean bench

@@ -17,6 +17,10 @@ _made: list[str] = []
 
 def pytest_configure(config) -> None:  # noqa: ANN001 - pytest's hook signature
     os.environ["MPLBACKEND"] = "Agg"
+    # OpenMP threads that sleep instead of spinning while they wait: on a 2-core machine
+    # shared by pytest, notebook kernels and DataLoader workers, spinning made a ResNet-18
+    # step several times slower. Must be set before torch loads (kernels inherit it).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     keep = os.environ.get("GEOLAB_TEST_CACHE")
     if keep:
         os.environ["GEOLAB_CACHE"] = keep
