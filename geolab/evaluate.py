@@ -212,9 +212,9 @@ def _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, dev) -> np.n
     n_classes = int(max(train_y.max(), 0)) + 1
     torch.manual_seed(seed)
     layer = nn.Linear(x.shape[1], n_classes).to(dev)
-    opt = torch.optim.AdamW(layer.parameters(), lr=1e-3, weight_decay=1.0 / (C * len(x)))
+    opt = torch.optim.AdamW(layer.parameters(), lr=1e-2, weight_decay=1.0 / (C * len(x)))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    batch = 4096
+    batch = 1024
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=g).to(dev)
         for i in range(0, len(x), batch):

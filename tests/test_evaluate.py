@@ -1,0 +1,166 @@
+"""Frozen-feature evaluation: weighted kNN equals a brute-force reference, the linear probe
+(both solvers) separates separable features, official GASSL checkpoints load into geolab's
+backbone (mismatches name the keys), and a geolab checkpoint is probed end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from test_train import patterned_manifest, quick_config
+
+from geolab.config import ProbeConfig
+from geolab.evaluate import evaluate_checkpoint, extract_features, fine_tune, knn, linear_probe, load_backbone
+from geolab.manifest import load_manifest, select_split
+from geolab.sources.official import OfficialCheckpointError, load_official_backbone
+from geolab.train import CheckpointError, pretrain
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _separable(n: int, d: int = 16, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, d))
+    y = rng.integers(0, classes, n)
+    return (centres[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
+
+
+def test_knn_matches_bruteforce_weighted_vote():
+    """kNN top-1 equals a loop computing cosine similarity, the k nearest, and votes
+    weighted by exp(sim / T) on the same random features."""
+    rng = np.random.default_rng(1)
+    bank, bank_y = rng.normal(size=(50, 8)), rng.integers(0, 4, 50)
+    query, query_y = rng.normal(size=(30, 8)), rng.integers(0, 4, 30)
+    k, t = 5, 0.07
+    correct = 0
+    bn = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    for q, y in zip(query, query_y):
+        sims = bn @ (q / np.linalg.norm(q))
+        nearest = np.argsort(-sims)[:k]
+        votes = np.zeros(4)
+        for j in nearest:
+            votes[bank_y[j]] += np.exp(sims[j] / t)
+        correct += int(votes.argmax() == y)
+    got = knn(bank, bank_y, query, query_y, k=k, temperature=t, chunk=7)["top1"]
+    assert got == pytest.approx(correct / len(query))
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "torch"])
+def test_linear_probe_separates_separable_features(backend: str):
+    """Both probe solvers reach high top-1 and macro-F1 on separable clusters, near chance on
+    shuffled labels (so the score measures the features)."""
+    x, y = _separable(300)
+    scores = linear_probe(x[:200], y[:200], x[200:], y[200:], backend=backend, epochs=100)
+    assert scores["top1"] > 0.9 and scores["f1"] > 0.9
+    shuffled = np.random.default_rng(3).permutation(y[:200])
+    assert linear_probe(x[:200], shuffled, x[200:], y[200:], backend=backend, epochs=100)["top1"] < 0.7
+    with pytest.raises(ValueError, match="two classes"):
+        linear_probe(x[:10], np.zeros(10, dtype=int), x[10:20], y[10:20])
+
+
+def _official_checkpoint(path: Path, arch: str = "resnet18") -> torchvision.models.ResNet:
+    """Write a file with the official GASSL layout (MoCo-v2 code): module.encoder_q.* with an
+    MLP fc (fc.0, fc.2), module.encoder_k.*, the queue; return the query ResNet."""
+    torch.manual_seed(3)
+    net = getattr(torchvision.models, arch)()
+    dim = net.fc.in_features
+    net.fc = torch.nn.Sequential(torch.nn.Linear(dim, dim), torch.nn.ReLU(), torch.nn.Linear(dim, 128))
+    state = {}
+    for k, v in net.state_dict().items():
+        state[f"module.encoder_q.{k}"] = v
+        state[f"module.encoder_k.{k}"] = v.clone()
+    state["module.queue"] = torch.randn(128, 64)
+    state["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
+    torch.save({"epoch": 200, "arch": arch, "state_dict": state, "optimizer": {"state": {}, "param_groups": []}}, path)
+    return net
+
+
+def test_official_checkpoint_loads_into_geolab_backbone(tmp_path: Path):
+    """An official-layout .pth.tar loads (weights_only) into geolab's backbone: same weights,
+    same pooled features as the original query encoder without its MLP."""
+    path = tmp_path / "moco_tp_geo.pth.tar"
+    net = _official_checkpoint(path)
+    backbone = load_official_backbone(path)
+    assert backbone.geolab_meta["arch"] == "resnet18" and backbone.geolab_meta["epoch"] == 200
+    net.fc = torch.nn.Identity()
+    net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(backbone(x), net(x), atol=1e-5)
+    # evaluate.load_backbone recognises the official layout too
+    assert load_backbone(path).geolab_meta["source"] == "official-gassl"
+
+
+def test_official_checkpoint_mismatch_names_the_keys(tmp_path: Path):
+    """Loading a ResNet-18 official checkpoint as ResNet-50, or a file without encoder_q
+    keys, fails with messages that name keys."""
+    path = tmp_path / "r18.pth.tar"
+    _official_checkpoint(path)
+    with pytest.raises(OfficialCheckpointError) as err:
+        load_official_backbone(path, arch="resnet50")
+    assert "layer1.0.conv3.weight" in str(err.value) and "missing" in str(err.value)
+    other = tmp_path / "other.pth.tar"
+    torch.save({"state_dict": {"encoder.conv1.weight": torch.zeros(1)}}, other)
+    with pytest.raises(OfficialCheckpointError, match="encoder.conv1.weight"):
+        load_official_backbone(other)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A 2-step moco-geo checkpoint on the patterned manifest (train/val splits only)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval")
+    manifest = patterned_manifest(root)
+    cfg = quick_config(manifest, root / "run", "moco-geo", epochs=1, max_steps_per_epoch=2)
+    return manifest, pretrain(cfg)
+
+
+def test_probe_and_knn_of_a_geolab_checkpoint(trained):
+    """evaluate_checkpoint extracts frozen features once, fits the linear probe and kNN on the
+    train split and scores the val split when there is no test split (and says so)."""
+    manifest, ckpt = trained
+    res = evaluate_checkpoint(ProbeConfig(checkpoint=ckpt, manifest=manifest, num_workers=0), progress=False)
+    assert res["method"] == "moco-geo" and res["arch"] == "resnet18" and res["image_size"] == 32
+    assert res["test_split"] == "val" and res["train_images"] > res["test_images"] > 0
+    assert 0.0 <= res["linear_probe"]["top1"] <= 1.0 and 0.0 <= res["linear_probe"]["f1"] <= 1.0
+    assert 0.0 <= res["knn"]["top1"] <= 1.0 and res["knn"]["k"] == 20
+
+
+def test_features_follow_table_order_and_backbone_errors(trained, tmp_path: Path):
+    """extract_features returns one row per table row, in order, with the given class order;
+    the loaded backbone equals the checkpoint's query encoder; a corrupt arch is refused."""
+    manifest, ckpt = trained
+    df = load_manifest(manifest)
+    backbone = load_backbone(ckpt)
+    classes = sorted(df["label"].unique())
+    val = select_split(df, "val")
+    feats, labels = extract_features(backbone, val, 32, classes=classes, progress=False)
+    assert feats.shape == (len(val), 512) and feats.dtype == np.float32
+    assert labels.tolist() == [classes.index(v) for v in val["label"]]
+    one, _ = extract_features(backbone, val.iloc[[2]], 32, classes=classes, progress=False)
+    assert np.allclose(one[0], feats[2], atol=1e-4)
+
+    state = torch.load(ckpt, weights_only=True)
+    state["arch"] = "resnet50"
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match="resnet50"):
+        load_backbone(bad)
+
+
+def test_fine_tune_runs_end_to_end(trained):
+    """Fine-tuning copies the backbone (the original is unchanged) and reports top-1 and F1."""
+    manifest, ckpt = trained
+    df = load_manifest(manifest)
+    backbone = load_backbone(ckpt)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    scores = fine_tune(backbone, select_split(df, "train"), select_split(df, "val"), 32, epochs=1, batch_size=8,
+                       device="cpu", progress=False)
+    assert set(scores) == {"top1", "f1"}
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
