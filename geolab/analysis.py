@@ -208,7 +208,8 @@ def plot_ablation(table: pd.DataFrame, metric: str = "probe_top1", note: str | N
     col = f"{metric} (%)"
     for ax, knob in zip(axes[0], knobs):
         part = table.loc[knob]
-        std = part[f"{metric} std"].fillna(0) if f"{metric} std" in part else None
+        std = part[f"{metric} std"] if f"{metric} std" in part else None
+        std = None if std is None or std.isna().all() else std.fillna(0)  # no error bars with one seed
         colours = ["#C44E52" if b else "#4C72B0" for b in part["baseline"]]
         ax.bar(range(len(part)), part[col], yerr=std, color=colours, capsize=3)
         ax.set_xticks(range(len(part)), part.index, rotation=30 if len(part) > 3 else 0, fontsize=8)
@@ -216,7 +217,7 @@ def plot_ablation(table: pd.DataFrame, metric: str = "probe_top1", note: str | N
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel(ylabel or col)
     fig.suptitle("ablations around the baseline (red bar)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
     if note:
         fig.text(0.99, 0.005, note, ha="right", va="bottom", fontsize=8, color="#8a1c1c", style="italic")
     return fig
@@ -527,7 +528,8 @@ def invariance_table(
         max_images: see :func:`pair_similarities`.
 
     Returns:
-        DataFrame (rows: measures; columns: methods), rounded to 3 decimals.
+        DataFrame (rows: measures; columns: methods), rounded to 3 decimals; measures that no
+        method could compute (a column that does not vary within a split) are left out.
     """
     out = {}
     for method, x in features.items():
@@ -538,7 +540,8 @@ def invariance_table(
         for c in probe.index:
             col[f"readable: {c} ({'kept' if c == 'label' else 'nuisance'})"] = probe.loc[c, "score above chance"]
         out[method] = col
-    return pd.DataFrame(out).astype(float).round(3)
+    table = pd.DataFrame(out).astype(float).round(3)
+    return table.dropna(how="all")  # a column constant in a split (e.g. no snow) cannot be probed
 
 
 # ============================================================================ transfer
@@ -648,7 +651,76 @@ def plot_transfer(table: pd.DataFrame, note: str | None = None) -> Any:
     return fig
 
 
+#: Colours of geoworld's mask classes (background, building, water, road) in figures.
+MASK_COLOURS: tuple[str, ...] = ("#e8e4d8", "#C44E52", "#4C72B0", "#555555")
+
+
+def segmentation_examples(
+    models: Mapping[str, Any],
+    df: pd.DataFrame,
+    rows: Sequence[int],
+    image_size: int,
+    class_names: Sequence[str] | None = None,
+    note: str | None = None,
+) -> Any:
+    """A figure of a few images, their true masks and each model's predicted masks.
+
+    Args:
+        models: name -> trained :class:`geolab.dense.SegmentationModel` (``train_dense(...,
+            return_model=True)["model"]``).
+        df: manifest rows with ``path`` and ``mask_path``.
+        rows: row positions of ``df`` to show (one figure row each).
+        image_size: the models' input size.
+        class_names: legend names (default: geoworld's background, building, water, road).
+        note: a line under the figure (e.g. the simulation note).
+
+    Returns:
+        The matplotlib Figure: columns image, truth, then one per model.
+    """
+    import matplotlib.pyplot as plt
+    import torch
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from lightly.transforms.utils import IMAGENET_NORMALIZE
+
+    from geolab.dense import GEOWORLD_MASK_CLASSES, SegmentationDataset, predict_masks
+
+    part = df.iloc[list(rows)]
+    part.attrs = dict(df.attrs)
+    ds = SegmentationDataset(part, image_size, augment=False, preload=False)
+    images, masks = zip(*(ds[i] for i in range(len(ds))))
+    images_t = torch.stack(images)
+    preds = {name: predict_masks(model, images_t).numpy() for name, model in models.items()}
+    names = list(class_names or GEOWORLD_MASK_CLASSES)
+    n_colours = max(len(names), len(MASK_COLOURS))
+    cmap = ListedColormap([MASK_COLOURS[i % len(MASK_COLOURS)] for i in range(n_colours)])
+    cols = ["image", "truth", *preds]
+    fig, axes = plt.subplots(len(ds), len(cols), figsize=(1.7 * len(cols), 1.7 * len(ds) + 0.6), squeeze=False)
+    mean = torch.tensor(IMAGENET_NORMALIZE["mean"]).view(3, 1, 1)  # the dense task's normalisation
+    std = torch.tensor(IMAGENET_NORMALIZE["std"]).view(3, 1, 1)
+    for r in range(len(ds)):
+        shown = [(images[r] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy(), masks[r].numpy(),
+                 *(p[r] for p in preds.values())]  # fmt: skip
+        for c, (ax, img) in enumerate(zip(axes[r], shown)):
+            if c == 0:
+                ax.imshow(img)
+            else:
+                ax.imshow(np.where(img < n_colours, img, 0), cmap=cmap, vmin=-0.5, vmax=n_colours - 0.5, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=8)
+    fig.legend(handles=[Patch(color=cmap(i), label=n) for i, n in enumerate(names)], loc="lower center",
+               ncol=len(names), fontsize=7, frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if note:
+        fig.text(0.99, 0.005, note, ha="right", va="bottom", fontsize=7, color="#8a1c1c", style="italic")
+    return fig
+
+
 __all__ = [
+    "MASK_COLOURS",
     "KNOBS",
     "KNOB_TITLES",
     "NUISANCE_COLUMNS",
@@ -664,6 +736,7 @@ __all__ = [
     "plot_transfer",
     "probe_predictions",
     "run_sweep",
+    "segmentation_examples",
     "sweep_plan",
     "transfer_table",
 ]
