@@ -408,6 +408,75 @@ def _viz_map(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- engine
+def _add_engine(sub: argparse._SubParsersAction) -> None:
+    """``pretrain``, ``probe`` and ``knn``: thin wrappers over geolab.train / geolab.evaluate."""
+    from geolab.config import add_pretrain_arguments
+
+    p = sub.add_parser(
+        "pretrain",
+        help="train supervised | geoloc | moco | moco-geo | moco-tp | moco-tp-geo (CPU, GPU; torchrun for DDP)",
+        description="One training loop for every method. For several GPUs/nodes run the same arguments "
+        "as `torchrun --nproc_per_node=N -m geolab.train ...`.",
+    )
+    add_pretrain_arguments(p)
+    p.set_defaults(func=_engine_pretrain)
+
+    for name, what in (("probe", "linear probe on frozen features (top-1, macro-F1)"),
+                       ("knn", "weighted kNN on frozen features (cosine, k=20)")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--checkpoint", required=True, type=Path, help="geolab checkpoint or official GASSL .pth.tar")
+        p.add_argument("--manifest", required=True, type=Path)
+        p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's training size")
+        p.add_argument("--train-split", default="train")
+        p.add_argument("--test-split", default="test", help="scored split (val when there is no test split)")
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--num-workers", type=int, default=2)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
+        if name == "probe":
+            p.add_argument("--backend", choices=("sklearn", "torch"), default="sklearn")
+            p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (sklearn)")
+        else:
+            p.add_argument("--k", type=int, default=20)
+        p.set_defaults(func=_engine_evaluate, engine_eval=name)
+
+
+def _engine_pretrain(args: argparse.Namespace) -> int:
+    from geolab.train import CheckpointError, config_from_args, pretrain
+
+    try:
+        print(pretrain(config_from_args(args)))
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from exc
+    return 0
+
+
+def _engine_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from geolab.config import ProbeConfig
+    from geolab.evaluate import evaluate_checkpoint
+    from geolab.io import atomic_write_json
+    from geolab.sources.official import OfficialCheckpointError
+    from geolab.train import CheckpointError
+
+    cfg = ProbeConfig(
+        checkpoint=args.checkpoint, manifest=args.manifest, image_size=args.image_size,
+        train_split=args.train_split, test_split=args.test_split, batch_size=args.batch_size,
+        num_workers=args.num_workers, device=args.device,
+        backend=getattr(args, "backend", "sklearn"), C=getattr(args, "C", 1.0), k=getattr(args, "k", 20),
+    )
+    try:
+        result = evaluate_checkpoint(cfg, linear=args.engine_eval == "probe", knn_eval=args.engine_eval == "knn")
+    except (CheckpointError, OfficialCheckpointError) as exc:
+        raise UserError(str(exc)) from exc
+    if args.json is not None:
+        atomic_write_json(args.json, result)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geolab", description=__doc__.splitlines()[0])
@@ -417,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doctor(sub)
     _add_course(sub)
     _add_viz(sub)
+    _add_engine(sub)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,3 +413,55 @@ class WorldConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for ``world.json`` and the cache key."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+# --------------------------------------------------------------------------- engine command line
+def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``geolab pretrain`` and ``python -m geolab.train`` (one definition)."""
+    d = PretrainConfig()
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--manifest", required=True, type=Path, help="manifest (Parquet or CSV)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, metrics.jsonl)")
+    p.add_argument("--arch", default=d.arch, help=f"resnet18 | resnet34 | resnet50 (default {d.arch})")
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (split over DDP ranks)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--no-cosine", action="store_true", help="constant learning rate")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0.2 MoCo-v2 (default); 0.02 official GASSL")
+    p.add_argument("--queue-size", type=int, default=d.queue_size, help="memory bank size (paper 65536)")
+    p.add_argument("--ema-momentum", type=float, default=d.ema_momentum, help="key encoder momentum (0.999)")
+    p.add_argument("--geo-k", type=int, default=d.geo_k, help="geo clusters (paper 100)")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="weight of the contrastive loss")
+    p.add_argument("--beta", type=float, default=d.beta, help="weight of the geo loss")
+    p.add_argument("--strategy", default=None, help="temporal positive strategy (default any-other for -tp)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--num-workers", type=int, default=d.num_workers)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--bn-splits", type=int, default=d.bn_splits, help="split BN on one device (0 = auto)")
+    p.add_argument("--amp", dest="amp", action="store_true", default=None, help="bf16 autocast (default on GPU)")
+    p.add_argument("--no-amp", dest="amp", action="store_false")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoders")
+    p.add_argument("--knn-every", type=int, default=d.knn_every, help="kNN monitor every N epochs (0 = off)")
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--max-steps-per-epoch", type=int, default=None)
+    p.add_argument("--dist-timeout", type=float, default=d.dist_timeout_s, help="seconds before a stuck DDP job fails")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    """:class:`PretrainConfig` from the parsed arguments of :func:`add_pretrain_arguments`."""
+    return PretrainConfig(
+        method=args.method, manifest=args.manifest, out=args.out, arch=args.arch, image_size=args.image_size,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        cosine=not args.no_cosine, temperature=args.temperature, queue_size=args.queue_size,
+        ema_momentum=args.ema_momentum, geo_k=args.geo_k, alpha=args.alpha, beta=args.beta,
+        strategy=args.strategy, seed=args.seed, num_workers=args.num_workers, device=args.device,
+        bn_splits=args.bn_splits, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+        knn_every=args.knn_every, log_every=args.log_every, max_steps_per_epoch=args.max_steps_per_epoch,
+        dist_timeout_s=args.dist_timeout, resume=args.resume, progress=not args.no_progress,
+    )

@@ -164,3 +164,25 @@ def test_fine_tune_runs_end_to_end(trained):
                        device="cpu", progress=False)
     assert set(scores) == {"top1", "f1"}
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+
+
+def test_cli_probe_knn_and_pretrain_errors(trained, tmp_path: Path, capsys):
+    """`geolab probe` / `geolab knn` print and write the same result as the library; a
+    missing checkpoint or an existing run without --resume exits 2 with a one-line message."""
+    import json
+
+    from geolab.cli import main
+
+    manifest, ckpt = trained
+    out = tmp_path / "probe.json"
+    assert main(["probe", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--num-workers", "0",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert "linear_probe" in res and "knn" not in res and res["test_split"] == "val"
+    assert main(["knn", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--num-workers", "0", "--k", "5"]) == 0
+    assert '"k": 5' in capsys.readouterr().out
+    assert main(["knn", "--checkpoint", str(tmp_path / "nope.pt"), "--manifest", str(manifest)]) == 2
+    run_dir = ckpt.parent.parent
+    argv = ["pretrain", "--method", "moco-geo", "--manifest", str(manifest), "--out", str(run_dir), "--arch", "resnet18"]
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
