@@ -584,6 +584,8 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
 
     dataset, _train_df, full_df, classes = prepare_data(cfg)
 
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     # identical weights (and memory bank) on every rank
     seed_everything(cfg.seed)
     model = build_model(cfg, len(classes), bn_splits).to(ctx.device)
