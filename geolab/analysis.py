@@ -356,6 +356,33 @@ def neighbour_table(
     return out
 
 
+def sample_locations(df: pd.DataFrame, max_locations: int | None, seed: int = 0) -> pd.DataFrame:
+    """All rows of a seeded sample of ``max_locations`` locations (every revisit of each), for
+    analyses that do not need the whole data set (maps, neighbours, probes of nuisances).
+
+    Args:
+        df: a manifest table.
+        max_locations: locations to keep; ``None`` (or at least the number of locations) keeps all.
+        seed: sampling seed.
+
+    Returns:
+        The rows in their original order, index reset to 0..n-1, ``attrs`` kept.
+
+    Raises:
+        ValueError: ``max_locations`` < 1.
+    """
+    if max_locations is not None and max_locations < 1:
+        raise ValueError(f"max_locations must be >= 1 or None, got {max_locations}.")
+    locations = pd.unique(df["location_id"])
+    if max_locations is None or len(locations) <= max_locations:
+        out = df.reset_index(drop=True)
+    else:
+        keep = np.random.default_rng(seed).choice(locations, size=max_locations, replace=False)
+        out = df[df["location_id"].isin(keep)].reset_index(drop=True)
+    out.attrs = dict(df.attrs)
+    return out
+
+
 def _sample_locations(df: pd.DataFrame, max_images: int, seed: int) -> np.ndarray:
     """Row positions of whole locations (all their revisits), a seeded sample of at most
     ``max_images`` rows (all rows when the table is small enough)."""
@@ -736,6 +763,7 @@ __all__ = [
     "plot_transfer",
     "probe_predictions",
     "run_sweep",
+    "sample_locations",
     "segmentation_examples",
     "sweep_plan",
     "transfer_table",

@@ -237,3 +237,43 @@ def test_transfer_table_puts_the_papers_numbers_beside_ours():
     assert np.isnan(t.loc["moco-tp-geo", "paper: SpaceNet mIoU"]) and np.isnan(t.loc["other", "paper: xView AP50"])
     fig = analysis.plot_transfer(t, note="geoworld: simulated")
     assert len(fig.axes) == 2 and "simulated" in fig.axes[0].get_title()
+
+
+def test_segmentation_examples_shows_image_truth_and_each_model(tmp_path):
+    """The figure has one row per example and the columns image, truth and one per model, with a
+    class legend and the simulation note."""
+    import torch
+    from PIL import Image
+
+    from geolab.dense import SegmentationModel
+    from geolab.models import make_backbone
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(2):
+        img, mask = tmp_path / f"i{i}.png", tmp_path / f"m{i}.png"
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(img)
+        Image.fromarray(rng.integers(0, 4, (32, 32), dtype=np.uint8)).save(mask)
+        rows.append({"path": str(img), "mask_path": str(mask), "split": "test"})
+    df = pd.DataFrame(rows)
+    torch.manual_seed(0)
+    models = {name: SegmentationModel(make_backbone("resnet18")[0], 4) for name in ("random", "moco")}
+    fig = analysis.segmentation_examples(models, df, [0, 1], 32, note="geoworld: simulated")
+    assert len(fig.axes) == 2 * 4
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "truth", "random", "moco"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "building", "water", "road"]
+    assert any("simulated" in t.get_text() for t in fig.texts)
+
+
+def test_sample_locations_keeps_whole_locations():
+    """A sample keeps every revisit of the chosen locations, is seeded, keeps attrs, and keeps the
+    whole table when it is small enough."""
+    df = fake_manifest(n_locations=20, revisits=3)
+    df.attrs["source"] = "m.parquet"
+    s = analysis.sample_locations(df, 5, seed=3)
+    assert s.location_id.nunique() == 5 and len(s) == 15 and list(s.index) == list(range(15))
+    assert s.attrs["source"] == "m.parquet"
+    pd.testing.assert_frame_equal(s, analysis.sample_locations(df, 5, seed=3))
+    assert len(analysis.sample_locations(df, None)) == len(analysis.sample_locations(df, 100)) == 60
+    with pytest.raises(ValueError, match="max_locations"):
+        analysis.sample_locations(df, 0)
