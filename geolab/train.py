@@ -672,26 +672,26 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
                 if knn_top1 is not None:
                     epoch_record["knn_top1"] = knn_top1
             metrics.write(epoch_record, global_step)
-            state = {
-                "format": "geolab-checkpoint",
-                "format_version": CHECKPOINT_FORMAT,
-                "geolab_version": __version__,
-                "torch_version": str(torch.__version__),
-                "arch": cfg.arch,
-                "method": cfg.method,
-                "config": cfg.to_dict(),
-                "epoch": epoch + 1,
-                "global_step": global_step,
-                "finished": epoch + 1 == cfg.epochs,
-                "feature_dim": int(raw_model.feature_dim),
-                "classes": list(classes),
-                "model": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "memory_bank": memory_bank_state(criterion) if criterion is not None else {},
-                "rng": rng_states(),
-                "metrics": epoch_record,
-            }
             if ctx.is_main:
+                state = {
+                    "format": "geolab-checkpoint",
+                    "format_version": CHECKPOINT_FORMAT,
+                    "geolab_version": __version__,
+                    "torch_version": str(torch.__version__),
+                    "arch": cfg.arch,
+                    "method": cfg.method,
+                    "config": cfg.to_dict(),
+                    "epoch": epoch + 1,
+                    "global_step": global_step,
+                    "finished": epoch + 1 == cfg.epochs,
+                    "feature_dim": int(raw_model.feature_dim),
+                    "classes": list(classes),
+                    "model": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "memory_bank": memory_bank_state(criterion) if criterion is not None else {},
+                    "rng": rng_states(),
+                    "metrics": epoch_record,
+                }
                 save_checkpoint(ckpt_file, state)
             if ctx.distributed:
                 dist.barrier()
@@ -756,8 +756,7 @@ def _train_epoch(
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
         rate = n_images / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix(loss=f"{parts['loss']:.3f}", pairs_s=f"{rate:.0f}" if cfg.is_moco else None,
-                        img_s=None if cfg.is_moco else f"{rate:.0f}")
+        bar.set_postfix({"loss": f"{parts['loss']:.3f}", "pairs/s" if cfg.is_moco else "img/s": f"{rate:.0f}"})
         bar.update(1)
         if cfg.log_every and (i + 1) % cfg.log_every == 0:
             metrics.write({"kind": "step", "epoch": epoch, "step": step + 1, "lr": lr, **parts}, step + 1)
