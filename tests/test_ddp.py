@@ -51,23 +51,34 @@ def _one_step(model, criterion, batch, distributed: bool) -> float:
     return float(loss.detach())
 
 
-def _grad_worker(rank: int, world: int, init_file: str, out: str) -> None:
+def _worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """One DDP step (saved for the gradient check), then rank 1 dies and rank 0 tries the
+    next step: both tests below read what this one spawn leaves in ``out``."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=dt.timedelta(seconds=60))
+                            timeout=dt.timedelta(seconds=20))
+    per = GLOBAL_BATCH // world
+    batch = {k: v[rank * per:(rank + 1) * per] for k, v in _global_batch().items()}
+    torch.manual_seed(0)
+    model = MoCoModel("resnet18", geo_k=GEO_K, bn_splits=1)
+    criterion = build_contrastive_loss(0.2, QUEUE, 128, distributed=True)
+    load_memory_bank_state(criterion, _bank())
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    loss = _one_step(ddp, criterion, batch, distributed=True)
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    torch.save({"loss": loss, "grads": grads, "bank": memory_bank_state(criterion)}, f"{out}/rank{rank}.pt")
+    dist.barrier()
+    if rank == 1:
+        os._exit(3)  # dies without a word, as an OOM-killed rank does
+    ctx = DistContext(rank, world, 0, torch.device("cpu"), owns_group=True)
     try:
-        per = GLOBAL_BATCH // world
-        batch = {k: v[rank * per:(rank + 1) * per] for k, v in _global_batch().items()}
-        torch.manual_seed(0)
-        model = MoCoModel("resnet18", geo_k=GEO_K, bn_splits=1)
-        criterion = build_contrastive_loss(0.2, QUEUE, 128, distributed=True)
-        load_memory_bank_state(criterion, _bank())
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        loss = _one_step(ddp, criterion, batch, distributed=True)
-        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-        torch.save({"loss": loss, "grads": grads, "bank": memory_bank_state(criterion)}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+        with ddp_guard(ctx, "epoch 1 step 2"):
+            compute_loss(CFG, ddp, criterion, batch, distributed=True)[0].backward()
+        Path(out, "rank0.txt").write_text("no error")
+    except DistributedError as exc:
+        Path(out, "rank0.txt").write_text(str(exc))
+    except BaseException:  # noqa: BLE001 - the test reports whatever else happened
+        Path(out, "rank0.txt").write_text("other: " + traceback.format_exc())
 
 
 def _spawn(target, world: int, *args, timeout: float = 180) -> list[int]:
@@ -91,13 +102,20 @@ def _env(monkeypatch):
     torch.set_num_threads(1)
 
 
-def test_two_gloo_ranks_match_one_process_on_the_global_batch(tmp_path: Path):
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    """Spawn the two gloo ranks of :func:`_worker` once; their output folder and exit codes."""
+    out = tmp_path_factory.mktemp("ddp")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    return out, _spawn(_worker, 2, str(out / "init"), str(out), timeout=180)
+
+
+def test_two_gloo_ranks_match_one_process_on_the_global_batch(ddp_run):
     """One DDP step on 2 ranks (keys shuffled across ranks, each rank's BN over its half)
     gives the same averaged gradients, mean loss and memory bank (keys gathered from both
     ranks) as one process with 2 BN splits and the same key shuffle on the whole batch."""
-    codes = _spawn(_grad_worker, 2, str(tmp_path / "init"), str(tmp_path))
-    assert codes == [0, 0]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    out, _codes = ddp_run
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     torch.manual_seed(0)
     model = MoCoModel("resnet18", geo_k=GEO_K, bn_splits=2)
@@ -117,34 +135,13 @@ def test_two_gloo_ranks_match_one_process_on_the_global_batch(tmp_path: Path):
         assert int(r["bank"]["ptr"]) == GLOBAL_BATCH
 
 
-def _dying_worker(rank: int, world: int, init_file: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=dt.timedelta(seconds=20))
-    torch.manual_seed(0)
-    model = torch.nn.parallel.DistributedDataParallel(MoCoModel("resnet18", geo_k=0, bn_splits=1))
-    if rank == 1:
-        os._exit(3)  # dies without a word, as an OOM-killed rank does
-    criterion = build_contrastive_loss(0.2, QUEUE, 128, distributed=True)
-    ctx = DistContext(rank, world, 0, torch.device("cpu"), owns_group=True)
-    batch = {k: v[:4] for k, v in _global_batch().items()}
-    try:
-        with ddp_guard(ctx, "epoch 1 step 1"):
-            compute_loss(CFG, model, criterion, batch, distributed=True)[0].backward()
-        Path(out, "rank0.txt").write_text("no error")
-    except DistributedError as exc:
-        Path(out, "rank0.txt").write_text(str(exc))
-    except BaseException:  # noqa: BLE001 - the test reports whatever else happened
-        Path(out, "rank0.txt").write_text("other: " + traceback.format_exc())
-
-
-def test_dead_rank_ends_the_job_with_a_clear_error(tmp_path: Path):
+def test_dead_rank_ends_the_job_with_a_clear_error(ddp_run):
     """When rank 1 dies, rank 0's next collective fails within the process-group timeout
     with a DistributedError that names its rank and says another rank died (no hang)."""
-    codes = _spawn(_dying_worker, 2, str(tmp_path / "init"), str(tmp_path), timeout=120)
-    assert codes[1] == 3
-    msg = (tmp_path / "rank0.txt").read_text()
-    assert msg.startswith("rank 0 of 2: a collective operation failed during epoch 1 step 1"), msg
+    out, codes = ddp_run
+    assert codes == [0, 3]
+    msg = (out / "rank0.txt").read_text()
+    assert msg.startswith("rank 0 of 2: a collective operation failed during epoch 1 step 2"), msg
     assert "Another rank has most likely died" in msg
 
 
