@@ -765,6 +765,9 @@ def _train_epoch(
     record: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": global_step + steps_per_epoch, "seconds": seconds}
     record.update({k: v / steps_per_epoch for k, v in sums.items()})
     record["pairs_per_s" if cfg.is_moco else "images_per_s"] = n_images / max(seconds, 1e-9)
+    bad = getattr(getattr(dataset, "base", None), "bad_images", 0)
+    if bad:
+        record["bad_images"] = int(bad)  # unreadable images skipped so far (on_bad_image="skip")
     _log(ctx, f"epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f} ({seconds:.1f} s)")
     return record
 

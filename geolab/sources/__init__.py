@@ -8,6 +8,8 @@
 * :mod:`geolab.sources.s3` -- anonymous ListObjectsV2 listing and parallel, resumable, checked
   downloads from an S3-compatible store.
 * :mod:`geolab.sources.prepare` -- the prepared cache: images decoded once, resized, re-encoded.
+* :mod:`geolab.sources.official` -- the official GASSL ResNet-50 checkpoints (``.pth.tar``)
+  loaded into geolab's backbone (never downloaded by geolab).
 
 Each builder returns a :class:`geolab.sources.fmow.BuildReport` that lists every file it left
 out and why; nothing is dropped silently. The user guide is ``docs/REAL_DATA.md``.
