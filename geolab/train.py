@@ -556,7 +556,8 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
     if cfg.batch_size % ctx.world_size:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {ctx.world_size} DDP ranks.")
     per_rank = cfg.batch_size // ctx.world_size
-    bn_splits = cfg.bn_splits or auto_bn_splits(per_rank, ctx.world_size)
+    # split BN guards MoCo against the BN leak; the classifiers use plain BatchNorm
+    bn_splits = (cfg.bn_splits or auto_bn_splits(per_rank, ctx.world_size)) if cfg.is_moco else 1
     if cfg.is_moco and bn_splits == 1 and not ctx.distributed:
         warnings.warn(
             f"batch {per_rank} is too small to split BatchNorm: MoCo's BN leak is not prevented; "
