@@ -53,15 +53,13 @@ def load_backbone(checkpoint: str | os.PathLike, arch: str | None = None) -> nn.
     """
     from geolab.models import make_backbone
     from geolab.sources.official import backbone_from_official
-    from geolab.train import CheckpointError, load_checkpoint, load_state_dict_checked
+    from geolab.train import CheckpointError, check_checkpoint, load_state_dict_checked, read_checkpoint_file
 
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint_file(path)
     if isinstance(ckpt, dict) and ckpt.get("format") != "geolab-checkpoint" and "state_dict" in ckpt:
         return backbone_from_official(ckpt, arch, str(path))
-    ckpt = load_checkpoint(path)  # header checks (format, version) with a clear error
+    ckpt = check_checkpoint(ckpt, path)  # header checks (format, version) with a clear error
     state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
     if not state:
         raise CheckpointError(f"{path}: the checkpoint has no 'backbone.*' weights.")

@@ -303,16 +303,34 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError: no such file.
         CheckpointError: not a geolab checkpoint, or written by a newer geolab / format.
     """
+    return check_checkpoint(read_checkpoint_file(path), path)
+
+
+def read_checkpoint_file(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that say what to do.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable (truncated, not a torch file, or holding pickled code).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
         raise CheckpointError(
             f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
             "The file may be truncated or not a checkpoint; use an earlier checkpoint or retrain."
         ) from exc
+
+
+def check_checkpoint(ckpt: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """The header checks of :func:`load_checkpoint` on an already loaded object.
+
+    Raises:
+        CheckpointError: not a geolab checkpoint, or written by a newer geolab / format.
+    """
     if not isinstance(ckpt, dict) or ckpt.get("format") != "geolab-checkpoint":
         raise CheckpointError(
             f"{path}: not a geolab checkpoint (no 'format': 'geolab-checkpoint' entry). Official GASSL "
