@@ -255,3 +255,24 @@ def test_cli_data_world(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["data", "world", "--seed", "2", "--size", "16", "--locations", "12", "--out", str(tmp_path / "w")]) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert Path(printed) == tmp_path / "w" / MANIFEST_NAME and Path(printed).is_file()
+
+
+def test_nuisances_follow_place_and_date(big_plan: pd.DataFrame) -> None:
+    """Snow falls only in cold-winter climates and in their winter; the southern hemisphere's
+    seasons are shifted half a year; the winter sun stands lower than the summer sun."""
+    from datetime import datetime, timezone
+
+    sites = big_plan["site"]
+    tropical = [s for s in sites if s.climate_group == "A"][:20]
+    cold = [s for s in sites if s.climate_group == "D" and s.lat > 0][:20]
+    jan = datetime(2014, 1, 15, 10, 30, tzinfo=timezone.utc)
+    jul = datetime(2014, 7, 15, 10, 30, tzinfo=timezone.utc)
+    rng = np.random.default_rng(0)
+    assert all(draw_conditions(s, jan, rng, KNOBS).snow == 0 for s in tropical)
+    assert np.mean([draw_conditions(s, jan, rng, KNOBS).snow > 0 for s in cold]) > 0.5
+    assert all(draw_conditions(s, jul, rng, KNOBS).snow == 0 for s in cold)
+    north = next(s for s in sites if s.lat > 30)
+    south = next(s for s in sites if s.lat < -30)
+    assert draw_conditions(north, jan, rng, KNOBS).season == "winter"
+    assert draw_conditions(south, jan, rng, KNOBS).season == "summer"
+    assert draw_conditions(north, jan, rng, KNOBS).sun_elevation < draw_conditions(north, jul, rng, KNOBS).sun_elevation
