@@ -61,10 +61,13 @@ def _data_stats(args: argparse.Namespace) -> int:
 
 
 def _data_world(args: argparse.Namespace) -> int:
-    from geolab.world import load_world
+    from geolab.world import WorldError, load_world
 
     kwargs = {k: v for k, v in dict(size=args.size, locations=args.locations).items() if v is not None}
-    path = load_world(seed=args.seed, out=args.out, **kwargs)
+    try:
+        path = load_world(seed=args.seed, out=args.out, **kwargs)
+    except (WorldError, ValueError) as exc:  # another world in --out; a knob out of range
+        raise UserError(str(exc)) from exc
     print(path)
     return 0
 
