@@ -255,6 +255,9 @@ def test_cli_data_world(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["data", "world", "--seed", "2", "--size", "16", "--locations", "12", "--out", str(tmp_path / "w")]) == 0
     printed = capsys.readouterr().out.strip().splitlines()[-1]
     assert Path(printed) == tmp_path / "w" / MANIFEST_NAME and Path(printed).is_file()
+    # another world into the same folder: a one-line error, exit status 2
+    assert main(["data", "world", "--seed", "3", "--size", "16", "--locations", "12", "--out", str(tmp_path / "w")]) == 2
+    assert "another geoworld" in capsys.readouterr().err
 
 
 def test_nuisances_follow_place_and_date(big_plan: pd.DataFrame) -> None:
