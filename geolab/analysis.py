@@ -57,8 +57,9 @@ def _label(value: Any) -> str:
 def sweep_plan(baseline: Mapping[str, Any], sweeps: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """The runs of a one-knob-at-a-time ablation around ``baseline``.
 
-    Each knob's list gets the baseline's own value added (first) when it is missing, so every
-    sweep contains the baseline run, and duplicates are dropped. Every run is the baseline
+    Each knob's list gets the baseline's own value added when it is missing (in numeric order
+    for numbers, first otherwise), so every sweep contains the baseline run, and duplicates
+    are dropped. Every run is the baseline
     with exactly one field changed; the baseline itself appears once per knob (it is trained
     once and reused, see :func:`geolab.experiment.run_experiment`).
 
@@ -87,10 +88,13 @@ def sweep_plan(baseline: Mapping[str, Any], sweeps: Mapping[str, Sequence[Any]])
             raise ValueError(f"the baseline does not set {knob!r}; add it to the baseline settings.")
         if not values:
             continue
-        ordered: list[Any] = [] if base_value in list(values) else [base_value]
+        ordered: list[Any] = []
         for v in values:
             if v not in ordered:
                 ordered.append(v)
+        if base_value not in ordered:
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*ordered, base_value])
+            ordered = sorted([*ordered, base_value]) if numeric else [base_value, *ordered]
         label = KNOBS[knob]
         for v in ordered:
             plan.append(
@@ -454,7 +458,6 @@ def nuisance_probe(
     columns: Sequence[str] = NUISANCE_COLUMNS,
     train_split: str = "train",
     test_split: str = "test",
-    seed: int = 0,
 ) -> pd.DataFrame:
     """How well a linear model reads each column from the features (train on one split, score
     another).
@@ -476,7 +479,6 @@ def nuisance_probe(
             :data:`NUISANCE_COLUMNS`; real data may have only ``cloud_cover``).
         train_split: split the probes are fitted on.
         test_split: split scored (``"val"`` when ``df`` has no such split).
-        seed: unused by the closed-form solvers; kept for a stable signature.
 
     Returns:
         DataFrame indexed by column with ``kind`` (categorical/numeric), ``metric``,

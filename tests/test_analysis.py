@@ -52,15 +52,16 @@ BASE = {"geo_k": 8, "temperature": 0.2, "beta": 1.0, "image_size": 32, "strategy
 
 
 def test_sweep_plan_adds_the_baseline_once_per_knob_and_changes_one_field():
-    """Every knob's sweep contains the baseline (added first when missing), duplicates are
-    dropped, an empty list sweeps nothing, and each run differs from the baseline in one field."""
+    """Every knob's sweep contains the baseline (added in numeric order, or first for names, when
+    missing), duplicates are dropped, an empty list sweeps nothing, and each run differs from
+    the baseline in one field."""
     plan = analysis.sweep_plan(BASE, {"geo_k": [4, 4, 16], "temperature": [0.2, 0.02], "beta": [], "strategy": ["same-image"]})
     assert [(p["knob"], p["value"]) for p in plan] == [
-        ("geo_k", 8), ("geo_k", 4), ("geo_k", 16), ("temperature", 0.2), ("temperature", 0.02),
+        ("geo_k", 4), ("geo_k", 8), ("geo_k", 16), ("temperature", 0.2), ("temperature", 0.02),
         ("strategy", "any-other"), ("strategy", "same-image"),
     ]  # fmt: skip
-    assert [p["is_baseline"] for p in plan] == [True, False, False, True, False, True, False]
-    assert plan[0]["experiment"] == "ablation-K" and plan[0]["variant"] == "K=8"
+    assert [p["is_baseline"] for p in plan] == [False, True, False, True, False, True, False]
+    assert plan[1]["experiment"] == "ablation-K" and plan[1]["variant"] == "K=8"
     assert plan[4]["variant"] == "T=0.02"
     for p in plan:
         changed = {k for k in p["config"] if p["config"][k] != BASE.get(k)}
@@ -103,7 +104,7 @@ def test_ablation_table_deltas_against_the_baseline_and_seed_spread():
     points against that knob's baseline row (0 for the baseline itself)."""
     recs = analysis.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4, 8], "temperature": [0.02]}, seeds=[0, 1], run=fake_run([]))
     table = analysis.ablation_table(recs)
-    assert list(table.index) == [("geo clusters K", "4"), ("geo clusters K", "8"), ("InfoNCE temperature", "0.2"), ("InfoNCE temperature", "0.02")]
+    assert list(table.index) == [("geo clusters K", "4"), ("geo clusters K", "8"), ("InfoNCE temperature", "0.02"), ("InfoNCE temperature", "0.2")]
     assert table.loc[("geo clusters K", "8"), "probe_top1 (%)"] == pytest.approx(58.5)
     assert table.loc[("geo clusters K", "4"), "Δ probe_top1 (points)"] == pytest.approx(-4.0)
     assert table.loc[("InfoNCE temperature", "0.02"), "Δ probe_top1 (points)"] == pytest.approx(-10.0)
