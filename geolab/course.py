@@ -63,6 +63,8 @@ RUNNER_PARAMETERS: tuple[str, ...] = ("results_path", "work_dir")
 RESULTS_SCHEMA_VERSION = 1
 #: Record keys that hold accuracies (fractions in [0, 1]).
 METRIC_KEYS: tuple[str, ...] = ("probe_top1", "probe_f1", "knn_top1", "finetune_top1")
+#: Dense transfer metrics (notebook 07's records), fractions in [0, 1]; reported in their own table.
+DENSE_KEYS: tuple[str, ...] = ("miou", "pixel_acc")
 
 #: The paper's fMoW-rgb top-1 accuracies in percent (Ayush et al., ICCV 2021, arXiv 2011.09980;
 #: ResNet-50, 224 px, 200 epochs of pre-training): linear probe on frozen features and
@@ -957,7 +959,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = dict(zip(_GROUP_KEYS, key))
         row["seeds"] = sorted({r.get("seed") for r in recs})
         row["n"] = len(recs)
-        for m in (*METRIC_KEYS, "wall_time_s"):
+        for m in (*METRIC_KEYS, *DENSE_KEYS, "wall_time_s"):
             vals = [float(r[m]) for r in recs if r.get(m) is not None]
             row[f"{m}_values"] = vals
             row[f"{m}_mean"] = sum(vals) / len(vals) if vals else None
@@ -1075,6 +1077,8 @@ def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str]
             "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
         ]
         for r in rows:
+            if r["probe_top1_mean"] is None and r["miou_mean"] is not None:
+                continue  # a dense transfer record: see its own table
             method = r["method"] + (f" ({r['variant']})" if r["variant"] else "")
             paper = _paper(r["method"], "linear_probe")
             if r["method"] == "supervised":
@@ -1101,6 +1105,20 @@ def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str]
                     f"| {_md(r['notebook'])} | {_md(r['experiment'])} | {_md(r['method'])} | {_md(r['data'])} | "
                     f"{', '.join(map(str, r['seeds']))} | {_pct(r['finetune_top1_mean'], r['finetune_top1_std'])} | "
                     f"{_paper(r['method'], 'fine_tuned')} |"
+                )
+            lines.append("")
+        dense = [r for r in rows if r["miou_mean"] is not None]
+        if dense:
+            lines += [
+                "## Dense transfer (segmentation of geoworld masks)",
+                "",
+                "| notebook | initialisation | data | seeds | mIoU | pixel accuracy |",
+                "| --- | --- | --- | --- | ---: | ---: |",
+            ]
+            for r in dense:
+                lines.append(
+                    f"| {_md(r['notebook'])} | {_md(r['method'])} | {_md(r['data'])} | {', '.join(map(str, r['seeds']))} | "
+                    f"{_pct(r['miou_mean'], r['miou_std'])} | {_pct(r['pixel_acc_mean'], r['pixel_acc_std'])} |"
                 )
             lines.append("")
     lines += [

@@ -324,3 +324,24 @@ def test_profiles_have_the_documented_shape() -> None:
     assert (full["batch_size"], full["queue_size"], full["temperature"], full["geo_k"]) == (256, 65536, 0.02, 100)
     merged = course.notebook_parameters(course.load_profile("cpu"), "05_ablations", ["seeds", "epochs", "data"], {"data": "fmow"})
     assert merged == {"seeds": [0], "epochs": 2, "data": "fmow"}
+
+
+def test_dense_transfer_records_get_their_own_report_table() -> None:
+    """Notebook 07's segmentation records (miou, pixel_acc) are reported as mIoU, not as empty
+    linear-probe rows."""
+    from geolab.course import report_markdown
+
+    base = {"notebook": "07_transfer", "experiment": "transfer", "data": "geoworld", "arch": "resnet18", "image_size": 64, "epochs": 4}
+    records = [
+        {**base, "method": "moco", "seed": 0, "miou": 0.40, "pixel_acc": 0.80},
+        {**base, "method": "moco", "seed": 1, "miou": 0.50, "pixel_acc": 0.90},
+        {**base, "notebook": "02_supervised_gap", "experiment": "main", "method": "supervised", "seed": 0,
+         "probe_top1": 0.6, "probe_f1": 0.5, "knn_top1": 0.55},
+    ]
+    results = {"profile": "cpu", "data": "geoworld", "simulation": True, "geolab_version": "0", "created": "now",
+               "notebooks": [], "records": records}
+    text = report_markdown(results)
+    dense = text.split("## Dense transfer")[1].split("##")[0]
+    assert "| 07_transfer | moco | geoworld | 0, 1 | 45.0" in dense
+    probe = text.split("## Linear probe and kNN")[1].split("##")[0]
+    assert "supervised" in probe and "07_transfer" not in probe
