@@ -42,6 +42,10 @@ def test_records_are_collected_from_the_run_and_from_hand_runs(tmp_path, monkeyp
     run_experiment("supervised", manifest, seed=1, results_path=records / "02_a.jsonl", **TINY)
     run_experiment("supervised", manifest, seed=2, results_path=records / "03_b.jsonl", **TINY)
     assert sorted(r["seed"] for r in collect_records(records / "08_results.jsonl")) == [1, 2]
+    # a later notebook reusing seed 1 records it again: still one seed when collected
+    run_experiment("supervised", manifest, seed=1, results_path=records / "04_c.jsonl", **TINY)
+    assert sorted(r["seed"] for r in collect_records(records / "08_results.jsonl")) == [1, 2]
+    assert len(collect_records(records / "08_results.jsonl", unique=False)) == 3
 
 
 def test_key_changes_with_what_is_learned_not_with_where_it_is_written(tmp_path):
