@@ -177,3 +177,53 @@ def collect_records(results_path: str | os.PathLike | None = "", unique: bool = 
             seen.add(r["key"])
         out.append(r)
     return out
+
+
+def method_table(records: list[dict[str, Any]], metrics: tuple[str, ...] = ("probe_top1", "probe_f1", "knn_top1")):
+    """Mean and standard deviation over seeds of each method's metrics, in percent.
+
+    Args:
+        records: result records (from :func:`run_experiment`).
+        metrics: record keys to summarise.
+
+    Returns:
+        A pandas DataFrame indexed by method (and variant when records have one) with
+        ``<metric> mean``, ``<metric> std`` and ``seeds`` columns.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(records)
+    keys = ["method"] + (["variant"] if "variant" in df and df["variant"].notna().any() else [])
+    g = df.groupby(keys, sort=False)
+    out = pd.DataFrame({"seeds": g.size()})
+    for m in metrics:
+        out[f"{m} mean"] = (100 * g[m].mean()).round(2)
+        out[f"{m} std"] = (100 * g[m].std(ddof=1)).round(2)
+    return out
+
+
+def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1") -> str:
+    """Say in words whether method ``a`` beats ``b`` by more than the spread over seeds.
+
+    The difference of the means counts as an effect only when it is larger than the sum of
+    the two standard deviations (a deliberately plain rule; with one seed nothing can be
+    claimed, and the sentence says so).
+
+    Returns:
+        One sentence with the numbers in percentage points.
+    """
+    import numpy as np
+
+    va = np.array([r[metric] for r in records if r["method"] == a]) * 100
+    vb = np.array([r[metric] for r in records if r["method"] == b]) * 100
+    if len(va) == 0 or len(vb) == 0:
+        raise ValueError(f"no records for {a if len(va) == 0 else b!r}")
+    diff = va.mean() - vb.mean()
+    if min(len(va), len(vb)) < 2:
+        return f"{a} - {b}: {diff:+.1f} points ({metric}) from a single seed: no claim either way."
+    spread = va.std(ddof=1) + vb.std(ddof=1)
+    verdict = "larger than" if abs(diff) > spread else "within"
+    return (
+        f"{a} - {b}: {diff:+.1f} points ({metric}; {len(va)} and {len(vb)} seeds), "
+        f"{verdict} the seed spread ({spread:.1f} points)."
+    )
