@@ -400,6 +400,74 @@ class _ImageReader:
         )
 
 
+class _TensorImages:
+    """Images already decoded into one uint8 tensor ``(N, 3, H, W)`` (see :func:`decode_images`):
+    the same interface as :class:`_ImageReader`, without any file access."""
+
+    def __init__(self, images: torch.Tensor, n_rows: int) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[0] != n_rows:
+            raise ValueError(
+                f"preloaded images must be a uint8 tensor of shape ({n_rows}, 3, H, W), one per manifest row; "
+                f"got {tuple(images.shape)} {images.dtype}. Build it with geolab.datasets.decode_images(df, size)."
+            )
+        self.images = images
+        self.policy = "skip"
+        self.bad = torch.zeros(n_rows, dtype=torch.bool)  # decode_images already replaced unreadable images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def load(self, row: int) -> torch.Tensor:
+        return self.images[row]
+
+    def readable(self, row: int) -> tuple[int, torch.Tensor]:
+        return row, self.images[row]
+
+
+def decode_images(
+    df: pd.DataFrame, size: int, on_bad_image: str = "skip", progress: bool = True, max_bytes: int = 4 << 30
+) -> torch.Tensor:
+    """Decode every image of ``df`` once into one uint8 tensor ``(N, 3, size, size)``.
+
+    For small data sets (geoworld: a few thousand images of 32-64 px, a few tens of MB) this
+    replaces a PNG decode and a PIL augmentation per image and per step by one decode in
+    all; the MoCo-v2 augmentation is then applied to whole batches of tensors
+    (:class:`geolab.transforms.BatchMoCoV2View`). Images are resized (bilinear, antialiased)
+    to ``size`` when they have another size.
+
+    Args:
+        df: manifest rows (``path`` absolute, as :func:`geolab.manifest.load_manifest` gives).
+        size: side of the stored images in pixels (the training ``image_size``).
+        on_bad_image: ``"skip"`` (an unreadable image is replaced by the next readable one,
+            with a warning) or ``"fail"`` (raise :class:`BadImageError`).
+        progress: show a progress bar.
+        max_bytes: refuse to hold more than this in memory.
+
+    Returns:
+        uint8 tensor, row ``i`` the image of ``df.iloc[i]``.
+
+    Raises:
+        ValueError: the images would need more than ``max_bytes`` of memory.
+        BadImageError: an unreadable image under ``"fail"``.
+    """
+    from tqdm.auto import tqdm
+
+    need = len(df) * 3 * size * size
+    if need > max_bytes:
+        raise ValueError(
+            f"preloading {len(df)} images at {size} px needs {need / 2**30:.1f} GiB of memory (limit "
+            f"{max_bytes / 2**30:.1f} GiB); train without preload (preload=False, no --preload), which reads images as it goes."
+        )
+    reader = _ImageReader(df, on_bad_image)
+    out = torch.empty((len(df), 3, size, size), dtype=torch.uint8)
+    for i in tqdm(range(len(df)), desc="decoding images", unit="img", disable=not progress, leave=False):
+        _row, img = reader.readable(i)
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return out
+
+
 class _ManifestDataset(Dataset):
     """What both datasets share: labels, geo clusters, images, epoch and bad-image count."""
 
@@ -411,6 +479,7 @@ class _ManifestDataset(Dataset):
         on_bad_image: str,
         classes: Sequence[str] | None,
         seed: int,
+        images: torch.Tensor | None = None,
     ) -> None:
         _need_columns(df, ("path", "label"), type(self).__name__)
         self.classes = list(classes) if classes is not None else label_names(df)
@@ -423,9 +492,13 @@ class _ManifestDataset(Dataset):
             self.geo_clusters = df["geo_cluster"].to_numpy(dtype=np.int64)
         else:
             self.geo_clusters = np.full(len(df), -1, dtype=np.int64)
-        self.transform = transform if transform is not None else default_transform()
         self.seed = int(seed)
-        self._images = _ImageReader(df, on_bad_image)
+        if images is not None:  # decoded once (decode_images); items are uint8 tensors, augmented per batch
+            self._images: _ImageReader | _TensorImages = _TensorImages(images, len(df))
+            self.transform = transform if transform is not None else _identity
+        else:
+            self._images = _ImageReader(df, on_bad_image)
+            self.transform = transform if transform is not None else default_transform()
         # epoch and this epoch's uniform numbers live in shared memory: persistent
         # DataLoader workers see set_epoch() without being re-created
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
@@ -481,6 +554,10 @@ class _ManifestDataset(Dataset):
         self._u_np = self._u.numpy()
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
 class ImageDataset(_ManifestDataset):
     """One view per image: ``(image, label, index)`` (features, linear probe, supervised).
 
@@ -491,6 +568,8 @@ class ImageDataset(_ManifestDataset):
         on_bad_image: ``"skip"`` (warn once per path, count in :attr:`bad_images`, use the
             next readable image) or ``"fail"`` (raise :class:`BadImageError`).
         classes: class order (default ``label_names(df)``; pass the whole manifest's).
+        images: the rows' images already decoded (:func:`decode_images`); items are then
+            uint8 tensors passed through ``transform`` (default: unchanged), and no file is read.
 
     Returns (per item):
         ``(image, label, index)``: ``index`` is the row actually read (differs from the
@@ -503,10 +582,11 @@ class ImageDataset(_ManifestDataset):
         transform: Callable | None = None,
         on_bad_image: str = "skip",
         classes: Sequence[str] | None = None,
+        images: torch.Tensor | None = None,
     ) -> None:
         from geolab.transforms import eval_transform
 
-        super().__init__(df, transform, eval_transform, on_bad_image, classes, seed=0)
+        super().__init__(df, transform, eval_transform, on_bad_image, classes, seed=0, images=images)
 
     def __getitem__(self, index: int) -> tuple[Any, int, int]:
         row, img = self._images.readable(int(index))
@@ -537,6 +617,9 @@ class TemporalPairDataset(_ManifestDataset):
             unreadable query is replaced by the next readable row, an unreadable key by
             the query image (a same-image positive).
         classes: class order (default ``label_names(df)``).
+        images: the rows' images already decoded (:func:`decode_images`); the views are then
+            the uint8 images themselves (``transform`` default: unchanged), to be augmented
+            a batch at a time (:class:`geolab.transforms.BatchMoCoV2View`).
 
     Returns (per item):
         ``(query_view, key_view, geo_cluster, label, index)``; ``index`` is the query's row.
@@ -550,11 +633,12 @@ class TemporalPairDataset(_ManifestDataset):
         seed: int = 0,
         on_bad_image: str = "skip",
         classes: Sequence[str] | None = None,
+        images: torch.Tensor | None = None,
     ) -> None:
         from geolab.transforms import moco_v2_view
 
         self.strategy = _check_strategy(strategy)
-        super().__init__(df, transform, moco_v2_view, on_bad_image, classes, seed=seed)
+        super().__init__(df, transform, moco_v2_view, on_bad_image, classes, seed=seed, images=images)
         self.index = LocationIndex(df)
 
     @property

@@ -167,7 +167,8 @@ def linear_probe(
     seed: int = 0,
     epochs: int = 100,
     device: str | torch.device | None = None,
-) -> dict[str, float]:
+    return_predictions: bool = False,
+) -> dict[str, Any]:
     """Linear classifier on frozen features (the paper's protocol); top-1 and macro-F1 on test.
 
     Args:
@@ -179,6 +180,8 @@ def linear_probe(
         seed: seeds the solver.
         epochs: torch backend epochs.
         device: torch backend device.
+        return_predictions: also return the predicted label of every test row
+            (``"predictions"``, an int array).
 
     Returns:
         ``{"top1": accuracy, "f1": macro-F1 over the test labels present}``.
@@ -195,10 +198,15 @@ def linear_probe(
 
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
         clf.fit(train_x, train_y)
-        return _scores(test_y, clf.predict(test_x))
-    if backend == "torch":
-        return _scores(test_y, _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, _device(device)))
-    raise ValueError(f"unknown linear probe backend {backend!r}; use 'sklearn' or 'torch'.")
+        pred = clf.predict(test_x)
+    elif backend == "torch":
+        pred = _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, _device(device))
+    else:
+        raise ValueError(f"unknown linear probe backend {backend!r}; use 'sklearn' or 'torch'.")
+    out: dict[str, Any] = _scores(test_y, pred)
+    if return_predictions:
+        out["predictions"] = np.asarray(pred)
+    return out
 
 
 def _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, dev) -> np.ndarray:
@@ -236,7 +244,8 @@ def knn(
     k: int = 20,
     temperature: float = 0.07,
     chunk: int = 1024,
-) -> dict[str, float]:
+    return_predictions: bool = False,
+) -> dict[str, Any]:
     """Weighted kNN classifier on cosine similarity (InstDisc / MoCo's monitor).
 
     Each query's ``k`` most similar bank features vote for their class with weight
@@ -248,6 +257,7 @@ def knn(
         k: neighbours (20).
         temperature: vote temperature (0.07).
         chunk: queries per similarity block (memory bound).
+        return_predictions: also return each query's predicted label (``"predictions"``).
 
     Returns:
         ``{"top1": accuracy}``.
@@ -263,7 +273,10 @@ def knn(
         votes = torch.zeros(len(q), n_classes).scatter_add_(1, labels[idx], (sim / temperature).exp())
         preds.append(votes.argmax(1))
     pred = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
-    return {"top1": float((pred == np.asarray(query_y)).mean()) if len(pred) else float("nan")}
+    out: dict[str, Any] = {"top1": float((pred == np.asarray(query_y)).mean()) if len(pred) else float("nan")}
+    if return_predictions:
+        out["predictions"] = pred
+    return out
 
 
 def fine_tune(
@@ -373,8 +386,22 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
         "test_images": len(test),
         "classes": len(classes),
     }
+    # Images of one place are correlated, so the test set's sampling error is over locations:
+    # keep each method's hits per test location (in one fixed order) for a bootstrap over
+    # locations (geolab.experiment.bootstrap_interval).
+    locations, loc_index = np.unique(test["location_id"].astype(str).to_numpy(), return_inverse=True)
+    result["test_locations"] = len(locations)
+    result["test_location_images"] = np.bincount(loc_index, minlength=len(locations)).tolist()
+
+    def hits(pred: np.ndarray) -> list[int]:
+        return np.bincount(loc_index, weights=(pred == vy).astype(np.float64), minlength=len(locations)).astype(int).tolist()
+
     if linear:
-        result["linear_probe"] = {**linear_probe(tx, ty, vx, vy, backend=cfg.backend, C=cfg.C, seed=cfg.seed), "backend": cfg.backend}
+        scores = linear_probe(tx, ty, vx, vy, backend=cfg.backend, C=cfg.C, seed=cfg.seed, return_predictions=True)
+        pred = scores.pop("predictions")
+        result["linear_probe"] = {**scores, "backend": cfg.backend, "hits": hits(pred)}
     if knn_eval:
-        result["knn"] = {**knn(tx, ty, vx, vy, k=cfg.k, temperature=cfg.knn_temperature), "k": cfg.k}
+        scores = knn(tx, ty, vx, vy, k=cfg.k, temperature=cfg.knn_temperature, return_predictions=True)
+        pred = scores.pop("predictions")
+        result["knn"] = {**scores, "k": cfg.k, "hits": hits(pred)}
     return result

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from geolab import __version__, paths
-from geolab.config import PretrainConfig, ProbeConfig
+from geolab.config import RANDOM_INIT, PretrainConfig, ProbeConfig
 from geolab.io import atomic_write_json
 
 #: PretrainConfig fields that do not change what is learned (left out of the key).
@@ -46,7 +48,7 @@ def experiment_key(cfg: PretrainConfig) -> str:
     d["strategy"] = cfg.pair_strategy  # None and the method's default strategy are the same run
     d["manifest"] = _manifest_fingerprint(cfg.manifest)
     d["geolab"] = __version__
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return _short_hash(d)
 
 
 def run_experiment(
@@ -64,7 +66,9 @@ def run_experiment(
     """Pre-train ``method`` (or reuse the identical finished run), evaluate it, record it.
 
     Args:
-        method: one of :data:`geolab.config.METHODS`.
+        method: one of :data:`geolab.config.METHODS`, or ``"random-init"``
+            (:data:`geolab.config.RANDOM_INIT`): the backbone that a run with this ``arch``
+            and ``seed`` starts from, probed untrained; the baseline of every comparison.
         manifest: the data set's manifest.
         data: the data tier (goes into the record; ``geoworld`` marks it as a simulation).
         seed: the run's seed.
@@ -77,14 +81,21 @@ def run_experiment(
 
     Returns:
         The stored record: method, data, arch, image_size, epochs, seed, probe_top1,
-        probe_f1, knn_top1 (fractions), wall_time_s, checkpoint, key, reused.
+        probe_f1, knn_top1 (fractions), the hits per test location behind them (for
+        :func:`bootstrap_interval`), the training loss of the last epoch, wall_time_s,
+        checkpoint, key, reused.
     """
     from geolab.course import record_result
     from geolab.evaluate import evaluate_checkpoint
-    from geolab.train import pretrain
+    from geolab.train import pretrain, save_random_init
 
-    cfg = PretrainConfig(method=method, manifest=str(manifest), seed=seed, progress=progress, **config)
-    key = experiment_key(cfg)
+    untrained = method == RANDOM_INIT
+    cfg = PretrainConfig(method="supervised" if untrained else method, manifest=str(manifest), seed=seed, progress=progress, **config)
+    if untrained:  # only what decides the untrained weights and their evaluation
+        key = _short_hash({"arch": cfg.arch, "seed": seed, "image_size": cfg.image_size, "init": True,
+                           "manifest": _manifest_fingerprint(manifest), "geolab": __version__})
+    else:
+        key = experiment_key(cfg)
     folder = experiments_dir(results_path) / f"{method}-seed{seed}-{key}"
     done = folder / "result.json"
     if done.exists():
@@ -96,7 +107,8 @@ def run_experiment(
         reused = True
     else:
         t0 = time.perf_counter()
-        checkpoint = pretrain(dataclasses.replace(cfg, out=str(folder), resume=True))
+        run = dataclasses.replace(cfg, out=str(folder), resume=True)
+        checkpoint = save_random_init(run) if untrained else pretrain(run)
         evaluation = evaluate_checkpoint(
             ProbeConfig(
                 checkpoint=str(checkpoint),
@@ -111,6 +123,7 @@ def run_experiment(
         stored = {
             "checkpoint": str(checkpoint),
             "evaluation": evaluation,
+            "training": {} if untrained else _training_summary(folder),
             "wall_time_s": round(time.perf_counter() - t0, 1),
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
             "trained_by": Path(results_path).stem if results_path else "",
@@ -125,11 +138,15 @@ def run_experiment(
         "data": data,
         "arch": cfg.arch,
         "image_size": cfg.image_size,
-        "epochs": cfg.epochs,
+        "epochs": 0 if untrained else cfg.epochs,
         "seed": seed,
         "probe_top1": ev["linear_probe"]["top1"],
         "probe_f1": ev["linear_probe"]["f1"],
         "knn_top1": ev["knn"]["top1"],
+        **{k: v for k, v in stored.get("training", {}).items() if k in ("train_loss", "train_contrastive", "train_geo", "steps")},
+        "test_location_images": ev.get("test_location_images"),
+        "probe_hits": ev["linear_probe"].get("hits"),
+        "knn_hits": ev["knn"].get("hits"),
         "wall_time_s": stored["wall_time_s"],
         "checkpoint": stored["checkpoint"],
         "key": key,
@@ -137,10 +154,35 @@ def run_experiment(
     }
     if not variant:
         record.pop("variant")
+    record = {k: v for k, v in record.items() if v is not None}
     stored_record = record_result(results_path, record)
     if not reused:  # keep the record beside the run, so hand runs can be collected too
         atomic_write_json(done, {**stored, "record": stored_record})
     return stored_record
+
+
+def _short_hash(d: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _training_summary(folder: Path) -> dict[str, Any]:
+    """The last epoch's losses and the number of optimizer steps, from ``metrics.jsonl``."""
+    path = folder / "metrics.jsonl"
+    epochs = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("kind") == "epoch":
+                epochs.append(rec)
+    if not epochs:
+        return {}
+    last = epochs[-1]
+    out = {"train_loss": last.get("loss"), "steps": last.get("step")}
+    if "contrastive" in last:
+        out["train_contrastive"] = last["contrastive"]
+    if "geo" in last:
+        out["train_geo"] = last["geo"]
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def collect_records(results_path: str | os.PathLike | None = "", unique: bool = True) -> list[dict[str, Any]]:
@@ -179,8 +221,92 @@ def collect_records(results_path: str | os.PathLike | None = "", unique: bool = 
     return out
 
 
+#: Level of the intervals shown beside every comparison.
+CONFIDENCE = 0.95
+#: Bootstrap resamples behind each interval.
+N_BOOTSTRAP = 2000
+
+
+def _group(records: list[dict[str, Any]], method: str, variant: str | None = None) -> list[dict[str, Any]]:
+    return [r for r in records if r["method"] == method and (variant is None or r.get("variant", "") == variant)]
+
+
+def _hits(group: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(seeds x test locations) correct counts and the images per location, or None when a
+    record lacks them (records of an older geolab) or the records differ in their test set."""
+    key = {"probe_top1": "probe_hits", "knn_top1": "knn_hits"}.get(metric)
+    if key is None or not group or any(key not in r or "test_location_images" not in r for r in group):
+        return None
+    sizes = np.asarray(group[0]["test_location_images"], dtype=np.float64)
+    if any(len(r[key]) != len(sizes) or r["test_location_images"] != group[0]["test_location_images"] for r in group):
+        return None
+    return np.asarray([r[key] for r in group], dtype=np.float64), sizes
+
+
+def _bootstrap(hits: np.ndarray, sizes: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mean accuracy over resampled seeds for each resample of the test locations.
+
+    ``counts`` (B x L) says how often each location is drawn in each resample."""
+    per_seed = (hits @ counts.T) / np.maximum(sizes @ counts.T, 1)  # (S, B)
+    s, b = per_seed.shape
+    pick = rng.integers(s, size=(b, s))  # resample the seeds too
+    return per_seed[pick, np.arange(b)[:, None]].mean(axis=1)
+
+
+def bootstrap_interval(
+    records: list[dict[str, Any]], method: str, metric: str = "probe_top1", variant: str | None = None, seed: int = 0
+) -> tuple[float, float] | None:
+    """A 95% interval for a method's mean accuracy that includes the test set's sampling error.
+
+    Images of one place are correlated (same label, same scene), so the test set is
+    resampled by *location*, not by image; the seeds are resampled too (percentile
+    bootstrap, :data:`N_BOOTSTRAP` resamples). With one seed the interval is the test set's
+    sampling error alone.
+
+    Args:
+        records: result records with ``probe_hits``/``knn_hits`` and ``test_location_images``.
+        method: the method (and ``variant``) whose records to use.
+        metric: ``probe_top1`` or ``knn_top1``.
+        seed: seeds the bootstrap.
+
+    Returns:
+        ``(low, high)`` as fractions, or None when the records carry no per-location hits.
+    """
+    found = _hits(_group(records, method, variant), metric)
+    if found is None:
+        return None
+    hits, sizes = found
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(len(sizes), np.full(len(sizes), 1 / len(sizes)), size=N_BOOTSTRAP)
+    boot = _bootstrap(hits, sizes, counts, rng)
+    tail = (1 - CONFIDENCE) / 2
+    return float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))
+
+
+def difference_interval(
+    records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
+) -> tuple[float, float] | None:
+    """A 95% interval for ``mean(a) - mean(b)``: both scored on the *same* resampled test
+    locations (a paired bootstrap, so the test set's shared difficulty cancels out), seeds
+    of each resampled independently. None without per-location hits."""
+    ha, hb = _hits(_group(records, a), metric), _hits(_group(records, b), metric)
+    if ha is None or hb is None or len(ha[1]) != len(hb[1]) or not np.array_equal(ha[1], hb[1]):
+        return None
+    rng = np.random.default_rng(seed)
+    sizes = ha[1]
+    counts = rng.multinomial(len(sizes), np.full(len(sizes), 1 / len(sizes)), size=N_BOOTSTRAP)
+    diff = _bootstrap(ha[0], sizes, counts, rng) - _bootstrap(hb[0], sizes, counts, rng)
+    tail = (1 - CONFIDENCE) / 2
+    return float(np.quantile(diff, tail)), float(np.quantile(diff, 1 - tail))
+
+
 def method_table(records: list[dict[str, Any]], metrics: tuple[str, ...] = ("probe_top1", "probe_f1", "knn_top1")):
-    """Mean and standard deviation over seeds of each method's metrics, in percent.
+    """Mean, standard deviation over seeds and a 95% interval of each method's metrics, in percent.
+
+    The interval (``<metric> ci``, for top-1 metrics) includes the test set's sampling error
+    (bootstrap over test locations and seeds, :func:`bootstrap_interval`); the standard
+    deviation is over seeds only. ``train loss`` is the mean final training loss (empty for
+    ``random-init``, which is not trained).
 
     Args:
         records: result records (from :func:`run_experiment`).
@@ -188,42 +314,70 @@ def method_table(records: list[dict[str, Any]], metrics: tuple[str, ...] = ("pro
 
     Returns:
         A pandas DataFrame indexed by method (and variant when records have one) with
-        ``<metric> mean``, ``<metric> std`` and ``seeds`` columns.
+        ``seeds``, ``<metric> mean``, ``<metric> std``, ``<metric> ci`` and ``train loss`` columns.
     """
     import pandas as pd
 
     df = pd.DataFrame(records)
-    keys = ["method"] + (["variant"] if "variant" in df and df["variant"].notna().any() else [])
+    has_variant = "variant" in df and df["variant"].notna().any()
+    if has_variant:
+        df["variant"] = df["variant"].fillna("")
+    keys = ["method"] + (["variant"] if has_variant else [])
     g = df.groupby(keys, sort=False)
     out = pd.DataFrame({"seeds": g.size()})
     for m in metrics:
         out[f"{m} mean"] = (100 * g[m].mean()).round(2)
         out[f"{m} std"] = (100 * g[m].std(ddof=1)).round(2)
+        if m in ("probe_top1", "knn_top1"):
+            cis = []
+            for idx in out.index:
+                method, variant = (idx if has_variant else (idx, None))
+                ci = bootstrap_interval(records, method, m, variant=variant)
+                cis.append("" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}")
+            out[f"{m} ci"] = cis
+    if "train_loss" in df:
+        out["train loss"] = g["train_loss"].mean().round(3)
     return out
 
 
 def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1") -> str:
-    """Say in words whether method ``a`` beats ``b`` by more than the spread over seeds.
+    """Say in words whether method ``a`` beats ``b``, against the test set's sampling error
+    and the seeds.
 
-    The difference of the means counts as an effect only when it is larger than the sum of
-    the two standard deviations (a deliberately plain rule; with one seed nothing can be
-    claimed, and the sentence says so).
+    The difference of the means counts as an effect only when its 95% interval
+    (:func:`difference_interval`: a paired bootstrap over test locations and seeds) excludes
+    zero. The sentence also gives the seed spread and on how many seeds ``a`` was ahead.
+    Records without per-location hits fall back to the plain rule "larger than the sum of
+    the two standard deviations over seeds".
 
     Returns:
         One sentence with the numbers in percentage points.
     """
-    import numpy as np
-
     va = np.array([r[metric] for r in records if r["method"] == a]) * 100
     vb = np.array([r[metric] for r in records if r["method"] == b]) * 100
     if len(va) == 0 or len(vb) == 0:
         raise ValueError(f"no records for {a if len(va) == 0 else b!r}")
     diff = va.mean() - vb.mean()
+    ci = difference_interval(records, a, b, metric)
+    seeds = f"{len(va)} and {len(vb)} seeds"
+    if ci is not None:
+        lo, hi = 100 * ci[0], 100 * ci[1]
+        verdict = (
+            f"{a} is ahead" if lo > 0 else f"{b} is ahead" if hi < 0 else "no difference can be claimed"
+        )
+        wins = ""
+        if len(va) == len(vb) and len(va) > 1:
+            wins = f"; {a} ahead on {int((va > vb).sum())} of {len(va)} paired seeds"
+        spread = f", seed std {va.std(ddof=1):.1f} / {vb.std(ddof=1):.1f}" if min(len(va), len(vb)) > 1 else ""
+        return (
+            f"{a} - {b}: {diff:+.1f} points ({metric}; {seeds}), 95% interval {lo:+.1f} to {hi:+.1f} "
+            f"(test locations and seeds resampled{spread}{wins}): {verdict}."
+        )
     if min(len(va), len(vb)) < 2:
         return f"{a} - {b}: {diff:+.1f} points ({metric}) from a single seed: no claim either way."
     spread = va.std(ddof=1) + vb.std(ddof=1)
     verdict = "larger than" if abs(diff) > spread else "within"
     return (
-        f"{a} - {b}: {diff:+.1f} points ({metric}; {len(va)} and {len(vb)} seeds), "
+        f"{a} - {b}: {diff:+.1f} points ({metric}; {seeds}), "
         f"{verdict} the seed spread ({spread:.1f} points)."
     )

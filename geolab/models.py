@@ -52,11 +52,78 @@ from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
-#: Backbones geolab builds (torchvision ResNets, random init) and their feature sizes.
+class NarrowResNet(torchvision.models.ResNet):
+    """torchvision's ResNet with other stage widths and, for small images, a small stem.
+
+    The paper's ResNet-50 is far too slow for a 2-core CPU, and contrastive learning needs
+    thousands of optimizer steps, not dozens. A ResNet-18 at a quarter of the width does
+    about 1/16 of the work per image, so the ``cpu`` course profiles train it for 10-50x
+    more steps in the same minutes. It is torchvision's class (its ``BasicBlock``,
+    ``_make_layer`` and ``forward``) with two changes torchvision does not expose as
+    arguments: the widths of the four stages, and optionally a 3x3 stride-1 stem (CIFAR
+    style, as SimCLR's small-image ResNets) instead of the 7x7 stride-2 one. Its state dict
+    has the same key layout as a torchvision ResNet (``conv1``, ``bn1``, ``layer1..4``).
+
+    Args:
+        widths: channels of ``layer1..layer4`` (torchvision's ResNet-18: 64, 128, 256, 512).
+        layers: blocks per stage (ResNet-18: 2, 2, 2, 2).
+        small_stem: 3x3 stride-1 first convolution (for 32-64 px inputs).
+        weights: must be ``None`` (there are no pre-trained weights); torchvision's factory
+            signature.
+        norm_layer: BatchNorm class or factory (see :class:`SplitBatchNorm2d`).
+    """
+
+    def __init__(
+        self,
+        widths: tuple[int, int, int, int] = (16, 32, 64, 128),
+        layers: tuple[int, int, int, int] = (2, 2, 2, 2),
+        small_stem: bool = True,
+        weights: None = None,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+    ) -> None:
+        if weights is not None:
+            raise ValueError("narrow ResNets have no pre-trained weights; pass weights=None.")
+        nn.Module.__init__(self)  # torchvision's __init__ hard-codes the widths: build the same parts here
+        self._norm_layer = norm_layer or nn.BatchNorm2d
+        self.inplanes, self.dilation, self.groups, self.base_width = widths[0], 1, 1, 64
+        if small_stem:
+            self.conv1 = nn.Conv2d(3, widths[0], kernel_size=3, stride=1, padding=1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = self._norm_layer(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        block = torchvision.models.resnet.BasicBlock
+        self.layer1 = self._make_layer(block, widths[0], layers[0])
+        self.layer2 = self._make_layer(block, widths[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, widths[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(block, widths[3], layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(widths[3], 1000)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+
+def _narrow(widths: tuple[int, int, int, int], small_stem: bool) -> Callable[..., nn.Module]:
+    def factory(weights: None = None, norm_layer: Callable[[int], nn.Module] | None = None) -> nn.Module:
+        return NarrowResNet(widths, small_stem=small_stem, weights=weights, norm_layer=norm_layer)
+
+    return factory
+
+
+#: Backbones geolab builds (random init) and their feature sizes. The paper's is
+#: ``resnet50``; ``resnet18-w16`` and ``resnet18-w32`` are ResNet-18s at 1/4 and 1/2 width
+#: with a small stem, for the CPU course at 32-64 px (:class:`NarrowResNet`).
 ARCHS: dict[str, tuple[Callable[..., nn.Module], int]] = {
     "resnet18": (torchvision.models.resnet18, 512),
     "resnet34": (torchvision.models.resnet34, 512),
     "resnet50": (torchvision.models.resnet50, 2048),
+    "resnet18-w16": (_narrow((16, 32, 64, 128), small_stem=True), 128),
+    "resnet18-w32": (_narrow((32, 64, 128, 256), small_stem=True), 256),
 }
 
 

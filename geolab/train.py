@@ -286,6 +286,39 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
+def save_random_init(cfg: PretrainConfig) -> Path:
+    """The random-init baseline as a geolab checkpoint (method ``"random-init"``): the backbone
+    that ``cfg.arch`` builds after ``seed_everything(cfg.seed)``, i.e. the same weights a
+    pre-training run with that seed starts from, untrained. Probed like any checkpoint, it is
+    the row every comparison of methods needs: what the features give before any learning.
+
+    Returns:
+        ``cfg.out/checkpoints/last.pt``.
+    """
+    from geolab.config import RANDOM_INIT
+    from geolab.models import make_backbone
+
+    seed_everything(cfg.seed)
+    backbone, dim = make_backbone(cfg.arch)
+    state = {
+        "format": "geolab-checkpoint",
+        "format_version": CHECKPOINT_FORMAT,
+        "geolab_version": __version__,
+        "torch_version": str(torch.__version__),
+        "arch": cfg.arch,
+        "method": RANDOM_INIT,
+        "config": {**cfg.to_dict(), "epochs": 0},
+        "epoch": 0,
+        "global_step": 0,
+        "finished": True,
+        "feature_dim": int(dim),
+        "classes": [],
+        "model": {f"backbone.{k}": v.detach().cpu() for k, v in backbone.state_dict().items()},
+        "metrics": {},
+    }
+    return save_checkpoint(checkpoint_path(cfg.out), state)
+
+
 def _state_nbytes(obj: Any) -> int:
     if isinstance(obj, Tensor):
         return obj.numel() * obj.element_size()
@@ -439,10 +472,10 @@ def prepare_data(cfg: PretrainConfig):
         geolab.manifest.ManifestError: bad manifest or empty train split.
         ValueError: fewer train locations than geo clusters.
     """
-    from geolab.datasets import ImageDataset, TemporalPairDataset, label_names
+    from geolab.datasets import ImageDataset, TemporalPairDataset, decode_images, label_names
     from geolab.geo import add_geo_clusters
     from geolab.manifest import load_manifest, select_split
-    from geolab.transforms import moco_v2_view, supervised_transform
+    from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, moco_v2_view, supervised_transform
 
     df = load_manifest(cfg.manifest, require_splits=(cfg.train_split,))
     if cfg.uses_geo:
@@ -455,16 +488,24 @@ def prepare_data(cfg: PretrainConfig):
         df = add_geo_clusters(df, k=cfg.geo_k, seed=cfg.seed, fit_split=cfg.train_split)
     train = select_split(df, cfg.train_split)
     classes = label_names(df)
+    # preload: decode the split once and augment whole batches of tensors in the loop
+    # (ds.batch_transform); otherwise each image is read and augmented in PIL by the DataLoader
+    images = decode_images(train, cfg.image_size, cfg.on_bad_image, progress=cfg.progress) if cfg.preload else None
     if cfg.is_moco:
         base = TemporalPairDataset(
-            train, strategy=cfg.pair_strategy, transform=moco_v2_view(cfg.image_size), seed=cfg.seed,
-            on_bad_image=cfg.on_bad_image, classes=classes,
+            train, strategy=cfg.pair_strategy, transform=None if cfg.preload else moco_v2_view(cfg.image_size),
+            seed=cfg.seed, on_bad_image=cfg.on_bad_image, classes=classes, images=images,
         )
         ds: torch.utils.data.Dataset = _PairDataset(base)
+        ds.batch_transform = BatchMoCoV2View(cfg.image_size) if cfg.preload else None
     else:
-        base = ImageDataset(train, transform=supervised_transform(cfg.image_size), on_bad_image=cfg.on_bad_image, classes=classes)
+        base = ImageDataset(
+            train, transform=None if cfg.preload else supervised_transform(cfg.image_size),
+            on_bad_image=cfg.on_bad_image, classes=classes, images=images,
+        )
         geo = train["geo_cluster"].to_numpy() if "geo_cluster" in train else np.full(len(train), -1)
         ds = _SingleViewDataset(base, geo)
+        ds.batch_transform = BatchSupervisedView(cfg.image_size) if cfg.preload else None
     return ds, train, df, classes
 
 
@@ -720,10 +761,14 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
     return ckpt_file
 
 
-def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Tensor]:
+def _to_device(
+    batch: dict[str, Any], device: torch.device, channels_last: bool, batch_transform: nn.Module | None = None
+) -> dict[str, Tensor]:
     out = {}
     for k, v in batch.items():
         v = v.to(device, non_blocking=True)
+        if v.ndim == 4 and batch_transform is not None:  # preloaded uint8 images: augment the batch here
+            v = batch_transform(v)
         if v.ndim == 4 and channels_last:
             v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
@@ -755,7 +800,7 @@ def _train_epoch(
     it = iter(loader)
     for i in range(steps_per_epoch):
         with ddp_guard(ctx, f"epoch {epoch + 1} step {i + 1}"):
-            batch = _to_device(next(it), ctx.device, channels_last)
+            batch = _to_device(next(it), ctx.device, channels_last, getattr(dataset, "batch_transform", None))
             step = global_step + i
             lr = lr_at(step, total_steps, cfg)
             for group in optimizer.param_groups:

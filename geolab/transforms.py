@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torchvision.transforms as T
 from lightly.transforms import MoCoV2Transform
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from PIL import Image
+from torch import Tensor, nn
 
 #: The paper's input size (fMoW images resized to 224 x 224).
 PAPER_INPUT_SIZE = 224
@@ -74,3 +76,80 @@ def supervised_transform(input_size: int = PAPER_INPUT_SIZE) -> Transform:
             T.Normalize(mean=IMAGENET_NORMALIZE["mean"], std=IMAGENET_NORMALIZE["std"]),
         ]
     )
+
+
+def _blur_kernel(input_size: int) -> int:
+    """SimCLR's (and MoCo-v2's) blur kernel: 10% of the image side, odd, at least 3 px."""
+    k = max(3, int(0.1 * input_size))
+    return k if k % 2 else k + 1
+
+
+class BatchMoCoV2View(nn.Module):
+    """MoCo-v2's view, applied to a whole batch of uint8 tensors at once, each image with its
+    own random parameters (kornia's augmentations).
+
+    The same recipe as :func:`moco_v2_view` (random resized crop 0.2-1, colour jitter
+    0.4/0.4/0.4/0.1 with p=0.8, grayscale p=0.2, Gaussian blur p=0.5 with sigma 0.1-2,
+    horizontal flip, ImageNet normalisation), for images already decoded into memory
+    (:func:`geolab.datasets.decode_images`). Per image in PIL, the augmentation and the PNG
+    decode cost more than a small encoder's step on a CPU; on a batch tensor they cost a
+    few milliseconds, and run on the GPU when the batch is there. Differences to lightly's
+    PIL pipeline: the jitter's four parts are applied in a fixed order (torchvision draws
+    one per image), and the blur kernel is 10% of the image side as in SimCLR (PIL's blur
+    has no kernel size).
+
+    Args:
+        input_size: output side in pixels.
+        min_scale: smallest crop area (MoCo-v2: 0.2).
+        cj_strength: multiplies the colour jitter's brightness, contrast, saturation and hue.
+
+    Input: uint8 ``(N, 3, H, W)``. Output: float ``(N, 3, input_size, input_size)``, normalised.
+    """
+
+    def __init__(self, input_size: int = PAPER_INPUT_SIZE, min_scale: float = 0.2, cj_strength: float = 1.0) -> None:
+        super().__init__()
+        import kornia.augmentation as K
+
+        s = cj_strength
+        self.augment = nn.Sequential(
+            K.RandomResizedCrop((input_size, input_size), scale=(min_scale, 1.0)),
+            K.ColorJitter(0.4 * s, 0.4 * s, 0.4 * s, 0.1 * s, p=0.8),
+            K.RandomGrayscale(p=0.2),
+            K.RandomGaussianBlur((_blur_kernel(input_size),) * 2, (0.1, 2.0), p=0.5),
+            K.RandomHorizontalFlip(),
+        )
+        self.normalize = _Normalize()
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        return self.normalize(self.augment(images.float().div_(255)))
+
+
+class BatchSupervisedView(nn.Module):
+    """:func:`supervised_transform` (random resized crop 0.2-1, flip, normalisation) on a
+    batch of uint8 tensors, each image with its own crop (kornia)."""
+
+    def __init__(self, input_size: int = PAPER_INPUT_SIZE) -> None:
+        super().__init__()
+        import kornia.augmentation as K
+
+        self.augment = nn.Sequential(
+            K.RandomResizedCrop((input_size, input_size), scale=(0.2, 1.0)), K.RandomHorizontalFlip()
+        )
+        self.normalize = _Normalize()
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        return self.normalize(self.augment(images.float().div_(255)))
+
+
+class _Normalize(nn.Module):
+    """ImageNet normalisation of ``(N, 3, H, W)`` floats in [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_NORMALIZE["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_NORMALIZE["std"]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
