@@ -781,10 +781,13 @@ def stage_dataloader(ctx: Ctx, rep: Reporter) -> None:
 
     device = ctx.device()
     if ctx.dry:
-        locs, revisits, min_side, max_side, size, batch_size, workers, batches = 6, 2, 150, 600, 32, 8, 2, 4
+        locs, revisits, min_side, max_side, size, batch_size, workers = 6, 2, 150, 600, 32, 8, 2
     else:
-        locs, revisits, min_side, max_side, size, batch_size, workers, batches = 16, 3, 150, 3000, 224, 256, max(
-            8, os.cpu_count() or 8), 20
+        locs, revisits, min_side, max_side, size, batch_size = 16, 3, 150, 3000, 224, 256
+        workers = max(8, os.cpu_count() or 8)
+    # the first round of batches is made while the workers start (all at once): the rate is
+    # measured from the arrival of batch `workers` to the last, two more rounds later
+    batches = 3 * workers + 1
     root = ctx.work / "dataloader"
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
@@ -797,7 +800,7 @@ def stage_dataloader(ctx: Ctx, rep: Reporter) -> None:
                          image_size=size, batch_size=batch_size, geo_k=min(4, locs), num_workers=workers,
                          device=device.type)
     dataset = prepare_data(cfg)[0]
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=batch_size * (batches + 1),
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=batch_size * batches,
                                              generator=torch.Generator().manual_seed(0))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                          pin_memory=device.type == "cuda", drop_last=True, persistent_workers=False)
@@ -808,23 +811,21 @@ def stage_dataloader(ctx: Ctx, rep: Reporter) -> None:
             torch.cuda.synchronize()
 
     t0 = time.perf_counter()
-    it = iter(loader)
-    first = _to_device(next(it), device, channels_last)  # worker start-up and the first batch
-    sync()
-    startup = time.perf_counter() - t0
-    if tuple(first["query"].shape) != (batch_size, 3, size, size):
-        raise CheckFailed(f"the loader gave query batches of shape {tuple(first['query'].shape)}")
-    t0 = time.perf_counter()
+    arrivals = []  # (seconds since the loader started, pairs so far)
     n = 0
-    for b in it:
-        _to_device(b, device, channels_last)
+    for b in loader:
+        b = _to_device(b, device, channels_last)
+        sync()
+        if not arrivals and tuple(b["query"].shape) != (batch_size, 3, size, size):
+            raise CheckFailed(f"the loader gave query batches of shape {tuple(b['query'].shape)}")
         n += b["query"].shape[0]
-    sync()
-    dt = time.perf_counter() - t0
-    rate = n / dt
+        arrivals.append((time.perf_counter() - t0, n))
+    (t_a, n_a), (t_b, n_b) = arrivals[workers - 1], arrivals[-1]
+    rate = (n_b - n_a) / (t_b - t_a)
     model = ctx.earlier("throughput").get("best_pairs_per_s")
     fed = None if (ctx.dry or model is None) else rate >= model
-    rep.set(first_batch_s=startup, pairs=n, pairs_per_s=rate, model_pairs_per_s=model, gpu_fed=fed,
+    rep.set(first_batch_s=arrivals[0][0], pairs=n, pairs_per_s=rate, pairs_per_s_with_startup=n / arrivals[-1][0],
+            model_pairs_per_s=model, gpu_fed=fed,
             workers_needed=None if model is None else int(-(-workers * model // rate)))
     if model is None:
         verdict = "model pairs/s unknown (throughput did not measure it)"
@@ -906,6 +907,11 @@ def _run_child(cmd: list[str], log: Path, limit: float, env: dict[str, str]) -> 
         try:
             rc: int | None = proc.wait(limit)
             timed_out = False
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM to this script: take the stage down with it
+            kill_tree(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            raise
         except subprocess.TimeoutExpired:
             timed_out, rc = True, None
             left = kill_tree(proc.pid, signal.SIGTERM)
@@ -1013,6 +1019,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = out / "gpu_check.json"
     _write_report(path, report)
+
+    def on_term(signum, frame):  # noqa: ANN001 - SIGTERM (a scheduler's time limit) as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     print(f"gpu-check ({mode}): {len(STAGES)} stages, at most {report['budget_s']:g} s; writing {path}", flush=True)
@@ -1038,7 +1049,19 @@ def main(argv: list[str] | None = None) -> int:
             log = out / "logs" / f"{stage.name}.log"
             (work / "stages" / f"{stage.name}.json").unlink(missing_ok=True)
             cpu0 = _children_cpu_s()
-            rc, timed_out, seconds = _run_child(cmd, log, limits[stage.name], env)
+            t_stage = time.perf_counter()
+            try:
+                rc, timed_out, seconds = _run_child(cmd, log, limits[stage.name], env)
+            except KeyboardInterrupt:
+                st.update(status="failed", seconds=round(time.perf_counter() - t_stage, 2),
+                          error="interrupted (Ctrl-C or SIGTERM to gpu_check.py)")
+                for later in report["stages"].values():
+                    if later["status"] == "pending":
+                        later.update(status="skipped", reason="the check was interrupted")
+                report.update(finished=_now(), ok=False, seconds=round(time.perf_counter() - t_all, 1))
+                _write_report(path, report)
+                print(f"\n{stage.name}: interrupted; {path} holds what ran", flush=True)
+                return 130
             _collect_logs(work / stage.name, log)
             try:
                 child = json.loads((work / "stages" / f"{stage.name}.json").read_text())
