@@ -35,7 +35,7 @@ def test_cpu_dry_run_reports_every_stage_ok(tmp_path: Path) -> None:
     uninterrupted one and a DDP step equal to a plain one, a course notebook's results.json, and
     the input pipeline's rate; a one-line summary per stage and the table are printed."""
     out, work = tmp_path / "check", tmp_path / "work"
-    res = _check("--out", str(out), "--work", str(work), "--cpu-dry-run", timeout=900)
+    res = _check("--out", str(out), "--work", str(work), "--cpu-dry-run", timeout=2400)
     report = json.loads((out / "gpu_check.json").read_text())
     stages = report["stages"]
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
