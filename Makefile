@@ -13,7 +13,7 @@ RUN ?= runs/course
 export OMP_WAIT_POLICY ?= PASSIVE
 NBVAL_FLAGS := --nbval-lax --nbval-kernel-name $(KERNEL) --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: setup course test test-fast lab clean bench
+.PHONY: setup course test test-fast lab clean bench gpu-check
 
 setup: $(STAMP)
 
@@ -46,6 +46,11 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The one prepared GPU check (bench/gpu_check.py, about 8 min on one GPU): every stage's status and
+# numbers in $OUT/gpu_check.json (OUT=DIR, default runs/gpu-check); exit 0 only if all are ok.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py --out $${OUT:-runs/gpu-check}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info runs

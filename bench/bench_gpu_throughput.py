@@ -13,7 +13,8 @@ Inputs are random tensors already on the GPU (the model's throughput, not the lo
 feeding 3,000 pairs/s from JPEGs needs the prepared cache and enough DataLoader workers).
 
 Without CUDA it says so and exits 0; ``--cpu-smoke`` runs a tiny version of the same modes
-on the CPU (ResNet-18, 32 px, 2 steps) to prove the script works.
+on the CPU (ResNet-18, 32 px, 2 steps; bf16 autocast on the CPU) to prove the script works.
+:func:`measure_mode` and :data:`MODES` are what ``bench/gpu_check.py`` reuses.
 
 Run: ``python bench/bench_gpu_throughput.py [--batch-size 256 --steps 30]``.
 """
@@ -31,17 +32,41 @@ from geolab.models import MoCoModel, build_contrastive_loss
 from geolab.train import auto_bn_splits, compute_loss
 
 
-def run_mode(name: str, args, device: torch.device, amp: bool, channels_last: bool, compile_: bool) -> float:
-    """Pairs per second of one mode (after warm-up)."""
+#: The three modes: (name, bf16 autocast, channels_last, torch.compile).
+MODES: tuple[tuple[str, bool, bool, bool], ...] = (
+    ("eager fp32", False, False, False),
+    ("bf16 + channels_last", True, True, False),
+    ("bf16 + channels_last + torch.compile", True, True, True),
+)
+
+
+def gpu_setup() -> None:
+    """The CUDA settings of a training run: cuDNN autotuning, TF32 matmuls and convolutions."""
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def measure_mode(args, device: torch.device, amp: bool, channels_last: bool, compile_: bool,
+                 compile_backend: str = "inductor") -> dict[str, float]:
+    """Time one mode; returns ``pairs_per_s``, ``ms_per_step``, ``warmup_s`` (warm-up steps,
+    compilation included) and, on CUDA, ``peak_mem_gib``.
+
+    ``args`` needs ``arch``, ``image_size``, ``batch_size``, ``queue_size``, ``steps``, ``warmup``.
+    ``compile_backend`` is passed to ``nn.Module.compile`` (``"aot_eager"`` traces the same graphs
+    without generating kernels: what a CPU check can afford).
+    """
     torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     cfg = PretrainConfig(method="moco-tp-geo", arch=args.arch, image_size=args.image_size, batch_size=args.batch_size,
                          queue_size=args.queue_size, geo_k=100, amp=amp, device=device.type)
     model = MoCoModel(args.arch, geo_k=100, bn_splits=auto_bn_splits(args.batch_size, 1)).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile_:
-        model.backbone.compile()
-        model.backbone_momentum.compile()
+        model.backbone.compile(backend=compile_backend)
+        model.backbone_momentum.compile(backend=compile_backend)
     crit = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim).to(device)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9, weight_decay=1e-4)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -73,9 +98,18 @@ def run_mode(name: str, args, device: torch.device, amp: bool, channels_last: bo
         step()
     sync()
     dt = time.perf_counter() - t0
-    rate = args.batch_size * args.steps / dt
-    print(f"  {name}: {rate:,.0f} pairs/s ({dt / args.steps * 1000:.1f} ms/step; warm-up {warm:.1f} s)", flush=True)
-    return rate
+    out = {"pairs_per_s": args.batch_size * args.steps / dt, "ms_per_step": dt / args.steps * 1000, "warmup_s": warm}
+    if device.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+def run_mode(name: str, args, device: torch.device, amp: bool, channels_last: bool, compile_: bool) -> float:
+    """Pairs per second of one mode (after warm-up), printed."""
+    m = measure_mode(args, device, amp, channels_last, compile_)
+    print(f"  {name}: {m['pairs_per_s']:,.0f} pairs/s ({m['ms_per_step']:.1f} ms/step; warm-up {m['warmup_s']:.1f} s)",
+          flush=True)
+    return m["pairs_per_s"]
 
 
 def main() -> int:
@@ -92,9 +126,7 @@ def main() -> int:
 
     if torch.cuda.is_available():
         device = torch.device("cuda")
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        gpu_setup()
         where = torch.cuda.get_device_name(0)
     elif args.cpu_smoke:
         device = torch.device("cpu")
@@ -109,9 +141,7 @@ def main() -> int:
 
     print(f"{where}: MoCo-v2+TP+Geo step, {args.arch} @ {args.image_size} px, batch {args.batch_size}, "
           f"queue {args.queue_size}, bn_splits {auto_bn_splits(args.batch_size, 1)}, torch {torch.__version__}")
-    modes = [("eager fp32", False, False, False), ("bf16 + channels_last", True, True, False)]
-    if not args.no_compile:
-        modes.append(("bf16 + channels_last + torch.compile", True, True, True))
+    modes = [m for m in MODES if not (m[3] and args.no_compile)]
     rates = {}
     for name, amp, cl, comp in modes:
         try:

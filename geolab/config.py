@@ -56,7 +56,7 @@ class PretrainConfig:
         seed: seeds everything; a CPU run with the same seed is reproducible.
         num_workers: DataLoader worker processes.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``.
-        amp: bf16 autocast on CUDA (``None`` = on); the CPU always runs fp32.
+        amp: bf16 autocast (``None`` = on for CUDA, off on the CPU; ``True`` also on the CPU).
         channels_last: ``None`` = on for CUDA, off on CPU.
         compile: ``torch.compile`` the encoders (``nn.Module.compile``, state-dict keys unchanged).
         bn_splits: BatchNorm splits on one device (the stand-in for shuffle BN across GPUs);

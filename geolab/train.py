@@ -244,7 +244,7 @@ def compute_loss(
         ``(loss, parts)`` where ``parts`` has ``loss`` and, where they apply,
         ``contrastive`` and ``geo`` (floats).
     """
-    amp = batch["query"].device.type == "cuda" and bool(cfg.amp if cfg.amp is not None else True)
+    amp = bool(cfg.amp) if cfg.amp is not None else batch["query"].device.type == "cuda"  # explicit True: CPU too
     autocast = torch.autocast(batch["query"].device.type, dtype=torch.bfloat16, enabled=amp)
     parts: dict[str, float] = {}
     if cfg.is_moco:
