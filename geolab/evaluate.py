@@ -1,7 +1,8 @@
 """Evaluation on frozen features: linear probe (the paper's protocol), kNN, fine-tuning.
 
-* :func:`load_backbone` -- the query backbone of a geolab checkpoint or of an official GASSL
-  ``.pth.tar`` (``torch.load(weights_only=True)`` for both).
+* :func:`load_backbone` -- the query backbone of a geolab checkpoint, an official GASSL
+  ``.pth.tar`` or a bare ResNet state dict such as torchgeo's GASSL weights
+  (:mod:`geolab.weights`; ``torch.load(weights_only=True)`` for all).
 * :func:`extract_features` -- frozen features (global-average-pooled, 2048-d for ResNet-50)
   of every image of a manifest table, with the deterministic eval transform.
 * :func:`linear_probe` -- a linear classifier on frozen features; top-1 and macro-F1.
@@ -35,48 +36,31 @@ from geolab.config import ProbeConfig
 
 # ----------------------------------------------------------------------------- backbones
 def load_backbone(checkpoint: str | os.PathLike, arch: str | None = None) -> nn.Module:
-    """The query backbone of a checkpoint, in eval mode, on the CPU.
+    """The query backbone of a weights file, in eval mode, on the CPU.
 
-    Accepts geolab checkpoints (:func:`geolab.train.pretrain`) and official GASSL
-    ``.pth.tar`` files (keys ``module.encoder_q.*``). The returned module has
-    ``feature_dim`` and ``geolab_meta`` (arch, method, image_size, source) attributes.
+    Accepts the three kinds of :mod:`geolab.weights`: geolab checkpoints
+    (:func:`geolab.train.pretrain`), official GASSL ``.pth.tar`` files (keys
+    ``module.encoder_q.*``) and bare torchvision/timm ResNet state dicts (torchgeo's GASSL
+    weights, ``geolab export`` files; ``module.``/``backbone.``/``encoder.`` prefixes stripped,
+    ``fc.*`` dropped). The returned module has ``feature_dim`` and ``geolab_meta`` (kind,
+    source, arch, method, image_size, ...) attributes.
 
     Args:
         checkpoint: the file.
-        arch: only for official checkpoints without an ``arch`` entry (default resnet50).
+        arch: for official files and state dicts (default: the file's ``arch`` entry or the
+            export's sidecar, else inferred from the weights' shapes); a geolab checkpoint
+            always uses its own.
 
     Raises:
         FileNotFoundError: no such file.
         geolab.train.CheckpointError: a geolab checkpoint whose weights do not fit (names the keys),
-            or a newer geolab's checkpoint.
+            a newer geolab's checkpoint, an unreadable file; :class:`geolab.weights.WeightsError`
+            (a subclass) for a state dict that fits no architecture or not ``arch``.
         geolab.sources.official.OfficialCheckpointError: an official one that does not fit.
     """
-    from geolab.models import make_backbone
-    from geolab.sources.official import backbone_from_official
-    from geolab.train import CheckpointError, check_checkpoint, load_state_dict_checked, read_checkpoint_file
+    from geolab.weights import load_weights
 
-    path = Path(checkpoint)
-    ckpt = read_checkpoint_file(path)
-    if isinstance(ckpt, dict) and ckpt.get("format") != "geolab-checkpoint" and "state_dict" in ckpt:
-        return backbone_from_official(ckpt, arch, str(path))
-    ckpt = check_checkpoint(ckpt, path)  # header checks (format, version) with a clear error
-    state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
-    if not state:
-        raise CheckpointError(f"{path}: the checkpoint has no 'backbone.*' weights.")
-    backbone, dim = make_backbone(ckpt["arch"])
-    load_state_dict_checked(backbone, state, f"{path} (backbone as {ckpt['arch']})")
-    backbone.feature_dim = dim
-    config = ckpt.get("config", {})
-    backbone.geolab_meta = {
-        "source": "geolab",
-        "checkpoint": str(path),
-        "arch": ckpt["arch"],
-        "method": ckpt["method"],
-        "epoch": ckpt.get("epoch"),
-        "image_size": config.get("image_size"),
-        "classes": ckpt.get("classes"),
-    }
-    return backbone.eval()
+    return load_weights(checkpoint, arch)
 
 
 def _device(name: str | torch.device | None) -> torch.device:
@@ -348,7 +332,7 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
     from geolab.datasets import label_names
     from geolab.manifest import load_manifest, select_split
 
-    backbone = load_backbone(cfg.checkpoint)
+    backbone = load_backbone(cfg.checkpoint, cfg.arch)
     meta = backbone.geolab_meta
     image_size = int(cfg.image_size or meta.get("image_size") or 224)
     df = load_manifest(cfg.manifest)
@@ -362,6 +346,7 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
     vx, vy = extract_features(backbone, test, image_size, **common)
     result: dict[str, Any] = {
         "checkpoint": str(cfg.checkpoint),
+        "weights": meta.get("source"),
         "method": meta.get("method"),
         "arch": meta.get("arch"),
         "epoch": meta.get("epoch"),

@@ -333,8 +333,8 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike) -> dict[str, Any]:
     """
     if not isinstance(ckpt, dict) or ckpt.get("format") != "geolab-checkpoint":
         raise CheckpointError(
-            f"{path}: not a geolab checkpoint (no 'format': 'geolab-checkpoint' entry). Official GASSL "
-            "checkpoints load with geolab.sources.official.load_official_backbone."
+            f"{path}: not a geolab checkpoint (no 'format': 'geolab-checkpoint' entry). To evaluate official "
+            "GASSL files or bare ResNet state dicts use geolab.evaluate.load_backbone (`geolab probe`)."
         )
     if int(ckpt.get("format_version", 0)) > CHECKPOINT_FORMAT or _version_tuple(
         str(ckpt.get("geolab_version", "0"))
