@@ -513,6 +513,7 @@ class _Metrics:
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
                 self.tb = None
+                print("[geolab] tensorboard is not installed: metrics.jsonl only (pip install tensorboard, or tensorboard=False)", file=sys.stderr)
 
     def write(self, record: dict[str, Any], step: int) -> None:
         if not self.enabled:
