@@ -4,9 +4,12 @@ thing."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
@@ -100,3 +103,25 @@ def test_makefile_treats_pytest_exit_5_as_failure():
     """An empty test collection must fail `make test`, never pass silently."""
     text = (ROOT / "Makefile").read_text()
     assert "-eq 5" in text and "exit 1" in text
+
+
+def _make_lab_command(uid: int) -> str:
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    # -n prints the recipe without running it; -o keeps the set-up stamp from being rebuilt
+    out = subprocess.run(
+        ["make", "-n", "-o", ".venv/.geolab-installed", "lab", f"LAB_UID={uid}"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    return next(line for line in out.splitlines() if "jupyter lab" in line)
+
+
+def test_make_lab_opens_notebooks_with_the_geolab_kernel_and_runs_as_root():
+    """`make lab` serves notebooks/ with `geolab` as the default kernel; as root (containers)
+    it passes --allow-root (Jupyter refuses to start without it) and --no-browser (the URL
+    is printed instead); as another user it passes neither."""
+    root, user = _make_lab_command(0), _make_lab_command(1000)
+    for cmd in (root, user):
+        assert "--ServerApp.root_dir=notebooks" in cmd and "--MappingKernelManager.default_kernel_name=geolab" in cmd
+    assert "--allow-root" in root and "--no-browser" in root
+    assert "--allow-root" not in user and "--no-browser" not in user
