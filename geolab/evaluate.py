@@ -17,6 +17,8 @@
 * :func:`fine_tune` -- optional end-to-end fine-tuning (backbone + linear layer).
 * :func:`evaluate_checkpoint` -- all of it for one checkpoint and manifest (what
   ``geolab probe`` / ``geolab knn`` and the notebooks call).
+* :func:`probe_weights` -- the same for several weights files of any kind on one table, one
+  row each (official GASSL or torchgeo weights beside your own runs).
 """
 
 from __future__ import annotations
@@ -363,3 +365,62 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
     if knn_eval:
         result["knn"] = {**knn(tx, ty, vx, vy, k=cfg.k, temperature=cfg.knn_temperature), "k": cfg.k}
     return result
+
+
+def probe_weights(
+    weights: dict[str, str | os.PathLike],
+    df,
+    image_size: int,
+    *,
+    arch: str | None = None,
+    test_split: str | None = None,
+    k: int = 20,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = False,
+):
+    """Linear probe and kNN of several weights files on one table, one row per file.
+
+    Any mix of the three kinds of :mod:`geolab.weights` (geolab checkpoints, official GASSL
+    ``.pth.tar``, bare ResNet state dicts such as torchgeo's GASSL file or ``geolab export``
+    output), evaluated with one protocol: the same rows, image size and splits for all, as
+    ``geolab probe`` / ``geolab knn`` do for one file.
+
+    Args:
+        weights: display name -> file.
+        df: manifest rows (``train`` fits the probe and is the kNN bank).
+        image_size: evaluation size for every file (224 for weights trained on fMoW).
+        arch: for official files and state dicts (default: each file's own or inferred).
+        test_split: scored split (default ``test``, else ``val``).
+        k: kNN neighbours.
+        batch_size, num_workers, device, progress: feature extraction.
+        seed: seeds the probe.
+
+    Returns:
+        A ``pandas.DataFrame`` indexed by name: ``weights`` (geolab, official-gassl,
+        state-dict, geolab-export), ``arch``, ``method``, ``epoch``, ``probe_top1``,
+        ``probe_f1``, ``knn_top1`` (fractions), ``test_images``.
+    """
+    import pandas as pd
+
+    from geolab.datasets import label_names
+
+    test_split = test_split or ("test" if (df["split"] == "test").any() else "val")
+    train, test = df[df["split"] == "train"], df[df["split"] == test_split]
+    classes = label_names(df)
+    common = dict(classes=classes, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress)
+    rows = {}
+    for name, path in weights.items():
+        backbone = load_backbone(Path(path).expanduser(), arch)
+        meta = backbone.geolab_meta
+        tx, ty = extract_features(backbone, train, image_size, **common)
+        vx, vy = extract_features(backbone, test, image_size, **common)
+        probe = linear_probe(tx, ty, vx, vy, seed=seed)
+        rows[name] = {
+            "weights": meta.get("source"), "arch": meta.get("arch"), "method": meta.get("method"),
+            "epoch": meta.get("epoch"), "probe_top1": probe["top1"], "probe_f1": probe["f1"],
+            "knn_top1": knn(tx, ty, vx, vy, k=k)["top1"], "test_images": len(test),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -191,3 +191,20 @@ def test_weights_that_do_not_fit_name_the_keys(trained, tmp_path: Path, capsys):
         assert err.startswith("geolab: error: ") and "Traceback" not in err
     with pytest.raises(WeightsError, match="not one geolab builds"):
         load_backbone(r18, arch="vit_b_16")
+
+
+def test_probe_weights_puts_every_kind_in_one_table(trained, tmp_path: Path):
+    """probe_weights (the notebooks' call) gives one row per file with its kind, arch and
+    scores; the same weights as checkpoint, export and torchvision state dict score alike."""
+    from geolab.evaluate import probe_weights
+
+    manifest, ckpt, state = trained
+    exported, _ = export_backbone(ckpt, tmp_path / "e.pth")
+    bare = tmp_path / "tv.pth"
+    torch.save(state, bare)
+    table = probe_weights({"run": ckpt, "export": exported, "torchvision": bare}, load_manifest(manifest), 32, k=5)
+    assert list(table.index) == ["run", "export", "torchvision"]
+    assert table["weights"].tolist() == ["geolab", "geolab-export", "state-dict"]
+    assert set(table["arch"]) == {"resnet18"} and table.loc["export", "method"] == "moco-geo"
+    for col in ("probe_top1", "probe_f1", "knn_top1"):
+        assert table[col].nunique() == 1 and 0.0 <= table[col].iloc[0] <= 1.0
