@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,10 @@ def clean_state_dict(state: dict[str, Tensor], source: str = "<weights>") -> tup
 @functools.lru_cache(maxsize=None)
 def _arch_shapes(arch: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of ``make_backbone(arch)``, built on the meta device (no memory, no init cost)."""
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            net, _dim = make_backbone(arch)
+    except Exception:  # noqa: BLE001 - a builder that needs real tensors: build it on the CPU once
         net, _dim = make_backbone(arch)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
@@ -232,8 +236,7 @@ def sidecar_path(weights: str | os.PathLike) -> Path:
 
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    import json
-
+    """The export's JSON, only when it describes this very file (same sha256)."""
     side = sidecar_path(path)
     if side == path or not side.is_file():
         return None
@@ -241,7 +244,9 @@ def _read_sidecar(path: Path) -> dict[str, Any] | None:
         meta = json.loads(side.read_text())
     except (OSError, ValueError):
         return None
-    return meta if isinstance(meta, dict) and meta.get("format") == EXPORT_FORMAT else None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT or meta.get("sha256") != _sha256(path):
+        return None  # another file's, or the weights were replaced since
+    return meta
 
 
 def load_weights(path: str | os.PathLike, arch: str | None = None) -> nn.Module:

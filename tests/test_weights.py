@@ -101,6 +101,9 @@ def test_export_is_a_small_torchvision_state_dict_with_a_sidecar(trained, tmp_pa
 
     assert meta["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert main(["export", str(ckpt), "--out", str(ckpt)]) == 2  # never overwrite the checkpoint
+    # a sidecar left beside other weights is not believed
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, weights)
+    assert load_backbone(weights).geolab_meta["source"] == "state-dict"
 
 
 def test_torch_hub_local_returns_the_backbone(trained, tmp_path: Path):
