@@ -41,8 +41,20 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	@$(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || { echo "no tests collected" >&2; exit 1; }; exit $$rc
 
+# JupyterLab on notebooks/ with the geolab kernel. As root (containers) Jupyter refuses to start
+# without --allow-root, and there is no browser to open: the URL with its token is printed instead.
+# Kernel traffic is CurveZMQ-encrypted where jupyter_server supports it (no "TCP without encryption"
+# warning on every kernel start). Extra options: make lab LAB_ARGS="--port 9999 --ip 0.0.0.0".
+LAB_UID ?= $(shell id -u)
+LAB_ARGS ?=
+LAB_ENCRYPT = $(shell $(PY) -c "import zmq; from jupyter_server.services.kernels.kernelmanager import MappingKernelManager as M; \
+	print('--MappingKernelManager.transport_encryption=auto' if 'transport_encryption' in M.class_trait_names() and zmq.has('curve') else '')" 2>/dev/null)
+LAB_CMD = $(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --MappingKernelManager.default_kernel_name=$(KERNEL) \
+	$(if $(filter 0,$(LAB_UID)),--allow-root --no-browser) $(LAB_ENCRYPT) $(LAB_ARGS)
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	@echo "make lab: JupyterLab on notebooks/ with the '$(KERNEL)' kernel. Open the http://...?token=... URL it prints below; Ctrl-C stops it."
+	$(LAB_CMD)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -413,7 +413,8 @@ def _viz_map(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- engine
 def _add_engine(sub: argparse._SubParsersAction) -> None:
-    """``pretrain``, ``probe`` and ``knn``: thin wrappers over geolab.train / geolab.evaluate."""
+    """``pretrain``, ``probe``, ``knn`` and ``export``: thin wrappers over geolab.train /
+    geolab.evaluate / geolab.weights."""
     from geolab.config import add_pretrain_arguments
 
     p = sub.add_parser(
@@ -428,8 +429,10 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
     for name, what in (("probe", "linear probe on frozen features (top-1, macro-F1)"),
                        ("knn", "weighted kNN on frozen features (cosine, k=20)")):
         p = sub.add_parser(name, help=what)
-        p.add_argument("--checkpoint", required=True, type=Path, help="geolab checkpoint or official GASSL .pth.tar")
+        p.add_argument("--checkpoint", required=True, type=Path,
+                       help="geolab checkpoint, official GASSL .pth.tar, or ResNet state dict (torchgeo, geolab export)")
         p.add_argument("--manifest", required=True, type=Path)
+        p.add_argument("--arch", default=None, help="architecture of an official file or state dict (default: inferred)")
         p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's training size")
         p.add_argument("--train-split", default="train")
         p.add_argument("--test-split", default="test", help="scored split (val when there is no test split)")
@@ -443,6 +446,18 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         else:
             p.add_argument("--k", type=int, default=20)
         p.set_defaults(func=_engine_evaluate, engine_eval=name)
+
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint's query backbone as a plain torchvision ResNet state dict (+ JSON)",
+        description="The file people share and load elsewhere: only the query backbone's tensors "
+        "(torch.load(weights_only=True); torchvision.models.resnetXX() loads it with strict=False, "
+        "only fc.* missing), and a JSON beside it (method, arch, image size, normalisation, epochs, data).",
+    )
+    p.add_argument("checkpoint", type=Path, help="geolab checkpoint (or official GASSL .pth.tar / state dict)")
+    p.add_argument("--out", required=True, type=Path, help="backbone file to write, e.g. backbone.pth")
+    p.add_argument("--arch", default=None, help="architecture of an official file or state dict (default: inferred)")
+    p.set_defaults(func=_engine_export)
 
 
 def _engine_pretrain(args: argparse.Namespace) -> int:
@@ -469,6 +484,7 @@ def _engine_evaluate(args: argparse.Namespace) -> int:
         train_split=args.train_split, test_split=args.test_split, batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device,
         backend=getattr(args, "backend", "sklearn"), C=getattr(args, "C", 1.0), k=getattr(args, "k", 20),
+        arch=args.arch,
     )
     try:
         result = evaluate_checkpoint(cfg, linear=args.engine_eval == "probe", knn_eval=args.engine_eval == "knn")
@@ -477,6 +493,20 @@ def _engine_evaluate(args: argparse.Namespace) -> int:
     if args.json is not None:
         atomic_write_json(args.json, result)
     print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def _engine_export(args: argparse.Namespace) -> int:
+    from geolab.sources.official import OfficialCheckpointError
+    from geolab.train import CheckpointError
+    from geolab.weights import export_backbone
+
+    try:
+        weights, sidecar = export_backbone(args.checkpoint, args.out, arch=args.arch)
+    except (CheckpointError, OfficialCheckpointError) as exc:
+        raise UserError(str(exc)) from exc
+    size = weights.stat().st_size / 2**20
+    print(f"{weights} ({size:.1f} MiB, backbone only) and {sidecar}")
     return 0
 
 

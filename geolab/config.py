@@ -167,7 +167,7 @@ class ProbeConfig:
     """Frozen-feature evaluation (linear probe and kNN), as in the paper's protocol.
 
     Attributes:
-        checkpoint: a geolab checkpoint or an official GASSL ``.pth.tar``.
+        checkpoint: a geolab checkpoint, an official GASSL ``.pth.tar`` or a ResNet state dict.
         manifest: the manifest whose ``train`` split fits the probe and ``test`` split scores it.
         image_size: evaluation size (``None``: the checkpoint's training size, else 224).
         train_split: split the linear probe / kNN bank is fitted on.
@@ -181,6 +181,7 @@ class ProbeConfig:
         k: neighbours of the kNN classifier (20, as InstDisc/MoCo's monitor).
         knn_temperature: weight ``exp(sim / T)`` of each neighbour (0.07).
         seed: seeds the probe.
+        arch: the weights' architecture (``None``: the file's, else inferred; :mod:`geolab.weights`).
     """
 
     checkpoint: str | Path = ""
@@ -196,6 +197,7 @@ class ProbeConfig:
     k: int = 20
     knn_temperature: float = 0.07
     seed: int = 0
+    arch: str | None = None
 
 
 #: Decoders of the dense transfer task (see :mod:`geolab.dense`).

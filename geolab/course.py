@@ -707,6 +707,8 @@ def run_course(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from geolab.envcheck import kernel_manager_config
+
     prof = load_profile(profile)
     overrides = dict(overrides or {})
     for key in RUNNER_PARAMETERS:
@@ -842,6 +844,7 @@ def run_course(
                         progress_bar=progress_bar,
                         cwd=str(nb.parent),
                         execution_timeout=cell_timeout,
+                        config=kernel_manager_config(),  # CurveZMQ: no "TCP without encryption" warning
                     )
                 except PapermillExecutionError as err:
                     failure = _cell_failure(name, err, output)

@@ -63,3 +63,26 @@ def problems(report: dict[str, object] | None = None) -> list[str]:
     if float(report["cache_free_gib"]) < 1.0:  # type: ignore[arg-type]
         found.append(f"less than 1 GiB free in {report['cache_dir']}: set GEOLAB_CACHE to a larger disk")
     return found
+
+
+def kernel_manager_config():
+    """traitlets config that encrypts the kernel's ZeroMQ traffic (CurveZMQ) where supported.
+
+    ipykernel >= 7.4 warns on every start "Kernel is running over TCP without encryption"
+    unless the kernel manager provisions CurveZMQ keys, which jupyter_client's
+    ``KernelManager.transport_encryption`` does when set to ``"auto"`` and the kernelspec
+    declares ``supported_encryption: curve`` (ipykernel's does). So the warning goes away because
+    the traffic is encrypted, not because a log is hidden. Older jupyter_client (no such option)
+    or a libzmq without CURVE get an empty config: nothing changes there.
+
+    Returns:
+        A ``traitlets.config.Config`` for papermill/nbclient's ``config=``.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    config = Config()
+    if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
+        config.KernelManager.transport_encryption = "auto"
+    return config

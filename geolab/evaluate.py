@@ -1,7 +1,8 @@
 """Evaluation on frozen features: linear probe (the paper's protocol), kNN, fine-tuning.
 
-* :func:`load_backbone` -- the query backbone of a geolab checkpoint or of an official GASSL
-  ``.pth.tar`` (``torch.load(weights_only=True)`` for both).
+* :func:`load_backbone` -- the query backbone of a geolab checkpoint, an official GASSL
+  ``.pth.tar`` or a bare ResNet state dict such as torchgeo's GASSL weights
+  (:mod:`geolab.weights`; ``torch.load(weights_only=True)`` for all).
 * :func:`extract_features` -- frozen features (global-average-pooled, 2048-d for ResNet-50)
   of every image of a manifest table, with the deterministic eval transform.
 * :func:`linear_probe` -- a linear classifier on frozen features; top-1 and macro-F1.
@@ -16,6 +17,8 @@
 * :func:`fine_tune` -- optional end-to-end fine-tuning (backbone + linear layer).
 * :func:`evaluate_checkpoint` -- all of it for one checkpoint and manifest (what
   ``geolab probe`` / ``geolab knn`` and the notebooks call).
+* :func:`probe_weights` -- the same for several weights files of any kind on one table, one
+  row each (official GASSL or torchgeo weights beside your own runs).
 """
 
 from __future__ import annotations
@@ -35,48 +38,31 @@ from geolab.config import ProbeConfig
 
 # ----------------------------------------------------------------------------- backbones
 def load_backbone(checkpoint: str | os.PathLike, arch: str | None = None) -> nn.Module:
-    """The query backbone of a checkpoint, in eval mode, on the CPU.
+    """The query backbone of a weights file, in eval mode, on the CPU.
 
-    Accepts geolab checkpoints (:func:`geolab.train.pretrain`) and official GASSL
-    ``.pth.tar`` files (keys ``module.encoder_q.*``). The returned module has
-    ``feature_dim`` and ``geolab_meta`` (arch, method, image_size, source) attributes.
+    Accepts the three kinds of :mod:`geolab.weights`: geolab checkpoints
+    (:func:`geolab.train.pretrain`), official GASSL ``.pth.tar`` files (keys
+    ``module.encoder_q.*``) and bare torchvision/timm ResNet state dicts (torchgeo's GASSL
+    weights, ``geolab export`` files; ``module.``/``backbone.``/``encoder.`` prefixes stripped,
+    ``fc.*`` dropped). The returned module has ``feature_dim`` and ``geolab_meta`` (kind,
+    source, arch, method, image_size, ...) attributes.
 
     Args:
         checkpoint: the file.
-        arch: only for official checkpoints without an ``arch`` entry (default resnet50).
+        arch: for official files and state dicts (default: the file's ``arch`` entry or the
+            export's sidecar, else inferred from the weights' shapes); a geolab checkpoint
+            always uses its own.
 
     Raises:
         FileNotFoundError: no such file.
         geolab.train.CheckpointError: a geolab checkpoint whose weights do not fit (names the keys),
-            or a newer geolab's checkpoint.
+            a newer geolab's checkpoint, an unreadable file; :class:`geolab.weights.WeightsError`
+            (a subclass) for a state dict that fits no architecture or not ``arch``.
         geolab.sources.official.OfficialCheckpointError: an official one that does not fit.
     """
-    from geolab.models import make_backbone
-    from geolab.sources.official import backbone_from_official
-    from geolab.train import CheckpointError, check_checkpoint, load_state_dict_checked, read_checkpoint_file
+    from geolab.weights import load_weights
 
-    path = Path(checkpoint)
-    ckpt = read_checkpoint_file(path)
-    if isinstance(ckpt, dict) and ckpt.get("format") != "geolab-checkpoint" and "state_dict" in ckpt:
-        return backbone_from_official(ckpt, arch, str(path))
-    ckpt = check_checkpoint(ckpt, path)  # header checks (format, version) with a clear error
-    state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
-    if not state:
-        raise CheckpointError(f"{path}: the checkpoint has no 'backbone.*' weights.")
-    backbone, dim = make_backbone(ckpt["arch"])
-    load_state_dict_checked(backbone, state, f"{path} (backbone as {ckpt['arch']})")
-    backbone.feature_dim = dim
-    config = ckpt.get("config", {})
-    backbone.geolab_meta = {
-        "source": "geolab",
-        "checkpoint": str(path),
-        "arch": ckpt["arch"],
-        "method": ckpt["method"],
-        "epoch": ckpt.get("epoch"),
-        "image_size": config.get("image_size"),
-        "classes": ckpt.get("classes"),
-    }
-    return backbone.eval()
+    return load_weights(checkpoint, arch)
 
 
 def _device(name: str | torch.device | None) -> torch.device:
@@ -361,7 +347,7 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
     from geolab.datasets import label_names
     from geolab.manifest import load_manifest, select_split
 
-    backbone = load_backbone(cfg.checkpoint)
+    backbone = load_backbone(cfg.checkpoint, cfg.arch)
     meta = backbone.geolab_meta
     image_size = int(cfg.image_size or meta.get("image_size") or 224)
     df = load_manifest(cfg.manifest)
@@ -375,6 +361,7 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
     vx, vy = extract_features(backbone, test, image_size, **common)
     result: dict[str, Any] = {
         "checkpoint": str(cfg.checkpoint),
+        "weights": meta.get("source"),
         "method": meta.get("method"),
         "arch": meta.get("arch"),
         "epoch": meta.get("epoch"),
@@ -405,3 +392,62 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
         pred = scores.pop("predictions")
         result["knn"] = {**scores, "k": cfg.k, "hits": hits(pred)}
     return result
+
+
+def probe_weights(
+    weights: dict[str, str | os.PathLike],
+    df,
+    image_size: int,
+    *,
+    arch: str | None = None,
+    test_split: str | None = None,
+    k: int = 20,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = False,
+):
+    """Linear probe and kNN of several weights files on one table, one row per file.
+
+    Any mix of the three kinds of :mod:`geolab.weights` (geolab checkpoints, official GASSL
+    ``.pth.tar``, bare ResNet state dicts such as torchgeo's GASSL file or ``geolab export``
+    output), evaluated with one protocol: the same rows, image size and splits for all, as
+    ``geolab probe`` / ``geolab knn`` do for one file.
+
+    Args:
+        weights: display name -> file.
+        df: manifest rows (``train`` fits the probe and is the kNN bank).
+        image_size: evaluation size for every file (224 for weights trained on fMoW).
+        arch: for official files and state dicts (default: each file's own or inferred).
+        test_split: scored split (default ``test``, else ``val``).
+        k: kNN neighbours.
+        batch_size, num_workers, device, progress: feature extraction.
+        seed: seeds the probe.
+
+    Returns:
+        A ``pandas.DataFrame`` indexed by name: ``weights`` (geolab, official-gassl,
+        state-dict, geolab-export), ``arch``, ``method``, ``epoch``, ``probe_top1``,
+        ``probe_f1``, ``knn_top1`` (fractions), ``test_images``.
+    """
+    import pandas as pd
+
+    from geolab.datasets import label_names
+
+    test_split = test_split or ("test" if (df["split"] == "test").any() else "val")
+    train, test = df[df["split"] == "train"], df[df["split"] == test_split]
+    classes = label_names(df)
+    common = dict(classes=classes, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress)
+    rows = {}
+    for name, path in weights.items():
+        backbone = load_backbone(Path(path).expanduser(), arch)
+        meta = backbone.geolab_meta
+        tx, ty = extract_features(backbone, train, image_size, **common)
+        vx, vy = extract_features(backbone, test, image_size, **common)
+        probe = linear_probe(tx, ty, vx, vy, seed=seed)
+        rows[name] = {
+            "weights": meta.get("source"), "arch": meta.get("arch"), "method": meta.get("method"),
+            "epoch": meta.get("epoch"), "probe_top1": probe["top1"], "probe_f1": probe["f1"],
+            "knn_top1": knn(tx, ty, vx, vy, k=k)["top1"], "test_images": len(test),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -366,8 +366,8 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike) -> dict[str, Any]:
     """
     if not isinstance(ckpt, dict) or ckpt.get("format") != "geolab-checkpoint":
         raise CheckpointError(
-            f"{path}: not a geolab checkpoint (no 'format': 'geolab-checkpoint' entry). Official GASSL "
-            "checkpoints load with geolab.sources.official.load_official_backbone."
+            f"{path}: not a geolab checkpoint (no 'format': 'geolab-checkpoint' entry). To evaluate official "
+            "GASSL files or bare ResNet state dicts use geolab.evaluate.load_backbone (`geolab probe`)."
         )
     if int(ckpt.get("format_version", 0)) > CHECKPOINT_FORMAT or _version_tuple(
         str(ckpt.get("geolab_version", "0"))
@@ -554,6 +554,7 @@ class _Metrics:
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
                 self.tb = None
+                print("[geolab] tensorboard is not installed: metrics.jsonl only (pip install tensorboard, or tensorboard=False)", file=sys.stderr)
 
     def write(self, record: dict[str, Any], step: int) -> None:
         if not self.enabled:

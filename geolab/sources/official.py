@@ -51,8 +51,8 @@ def official_query_state(ckpt: dict[str, Any], source: str = "<checkpoint>") -> 
         some = ", ".join(list(state)[:5])
         raise OfficialCheckpointError(
             f"{source}: no '{QUERY_PREFIX}*' keys (first keys: {some}). Official GASSL/MoCo checkpoints keep "
-            "the query encoder under 'module.encoder_q.'; for geolab's own checkpoints use "
-            "geolab.evaluate.load_backbone."
+            "the query encoder under 'module.encoder_q.'; geolab.evaluate.load_backbone (and `geolab probe`) "
+            "also reads geolab checkpoints and bare ResNet state dicts."
         )
     backbone = {k: v for k, v in query.items() if not k.startswith("fc.")}
     projection = {"layers." + k[len("fc."):]: v for k, v in query.items() if k.startswith("fc.")}
