@@ -483,9 +483,15 @@ def _check_output_file(path: Path | None, option: str) -> None:
 
 
 def _engine_pretrain(args: argparse.Namespace) -> int:
+    from geolab.io import check_run_folder
+    from geolab.paths import RUN_FILES
+
+    # the checks that need no torch first, so that a wrong --out is said in a moment (the
+    # marker is geolab.train.checkpoint_path, spelled out to keep torch unimported here)
+    check_run_folder(args.out, set(RUN_FILES), args.out / "checkpoints" / "last.pt")
+    _check_device(args.device)
     from geolab.train import config_from_args, pretrain
 
-    _check_device(args.device)
     print(pretrain(config_from_args(args)))
     return 0
 
@@ -493,14 +499,17 @@ def _engine_pretrain(args: argparse.Namespace) -> int:
 def _engine_evaluate(args: argparse.Namespace) -> int:
     import json
 
+    # the checks that need no torch first
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+    _check_output_file(args.json, "--json")
+    _check_device(args.device)
     from geolab.config import ProbeConfig
     from geolab.evaluate import evaluate_checkpoint
     from geolab.io import atomic_write_json
     from geolab.sources.official import OfficialCheckpointError
     from geolab.train import CheckpointError
 
-    _check_device(args.device)
-    _check_output_file(args.json, "--json")
     cfg = ProbeConfig(
         checkpoint=args.checkpoint, manifest=args.manifest, image_size=args.image_size,
         train_split=args.train_split, test_split=args.test_split, batch_size=args.batch_size,

@@ -112,3 +112,26 @@ def ensure_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -
             f"{needed_bytes / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free. "
             "Free some space or point GEOLAB_CACHE / --out at a larger disk."
         )
+
+
+def check_run_folder(out: str | os.PathLike, own: set[str], marker: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse an output folder that is a file, or that holds files which are not this tool's own
+    (``own``: names it writes) while ``marker`` (its checkpoint) is absent: writing there would
+    overwrite or mix with someone's files. An unfinished run's own files are fine.
+
+    Raises:
+        NotADirectoryError: ``out`` is a file.
+        FileExistsError: ``out`` holds other files (named, the first three).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{option} {out} is a file, not a folder; choose a folder for the run.")
+    if not out.is_dir() or Path(marker).exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FileExistsError(
+            f"{option} {out} already holds files that are not a geolab run's ({shown}) and no checkpoint; "
+            f"choose an empty or new {option} folder so that nothing of yours is overwritten."
+        )

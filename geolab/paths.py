@@ -13,6 +13,8 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
+#: What a training run writes into its ``--out`` folder (anything else there is someone's file).
+RUN_FILES = frozenset({"config.json", "metrics.jsonl", "checkpoints", "tensorboard", "result.json"})
 
 
 def cache_dir(check: bool = True) -> Path:

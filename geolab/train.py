@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from geolab import __version__
 from geolab.config import PretrainConfig, add_pretrain_arguments, config_from_args  # noqa: F401 - re-exported
-from geolab.io import atomic_torch_save, atomic_write_json, ensure_free_space
+from geolab.io import atomic_torch_save, atomic_write_json, check_run_folder, ensure_free_space
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
 CHECKPOINT_FORMAT = 1
@@ -460,19 +460,10 @@ def _check_resume_config(ckpt: dict[str, Any], cfg: PretrainConfig, path: Path,
 
 def _check_out_folder(out: Path, ckpt_file: Path) -> None:
     """Refuse an ``--out`` that is a file, or a folder holding files that are not a geolab run's
-    (they would be overwritten or mixed with this run's); an unfinished run's own files are fine."""
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"--out {out} is a file, not a folder; choose a folder for the run.")
-    if not out.is_dir() or ckpt_file.exists():
-        return
-    own = {"config.json", "metrics.jsonl", "checkpoints", "tensorboard", "result.json"}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise CheckpointError(
-            f"--out {out} already holds files that are not a geolab run's ({shown}) and no checkpoint; "
-            "choose an empty or new --out folder so that nothing of yours is overwritten."
-        )
+    (see :func:`geolab.io.check_run_folder`)."""
+    from geolab.paths import RUN_FILES
+
+    check_run_folder(out, set(RUN_FILES), ckpt_file)
 
 
 def _check_checkpoint_space(ckpt_file: Path, model: nn.Module, criterion: nn.Module | None) -> None:

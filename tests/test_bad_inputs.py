@@ -134,20 +134,21 @@ class Case:
 TRAIN = "pretrain --method moco-tp --manifest {manifest} --out {tmp}/new --arch resnet18 --image-size 16 --batch-size 4 " \
         "--epochs 1 --max-steps-per-epoch 1 --queue-size 8 --knn-every 0 --num-workers 0 --device cpu --no-progress"
 RESUME = TRAIN.replace("--out {tmp}/new", "--out {copy}") + " --resume"
+ARGS = "pretrain --method moco-tp --manifest {manifest} --out {tmp}/new"  # no --arch: nothing heavy imported
 EVAL = "{cmd} --checkpoint {ckpt} --manifest {manifest} --num-workers 0 --device cpu --batch-size 8"
 
 CASES = [
     # argparse: numbers, names and choices are refused before anything runs
-    Case("epochs-0", TRAIN + " --epochs 0", r"argument --epochs: 0 must be >= 1"),
-    Case("batch-size-0", TRAIN + " --batch-size 0", r"argument --batch-size: 0 must be >= 1"),
-    Case("temperature-0", TRAIN + " --temperature 0", r"argument --temperature: 0 must be a finite number > 0"),
+    Case("epochs-0", ARGS + " --epochs 0", r"argument --epochs: 0 must be >= 1"),
+    Case("batch-size-0", ARGS + " --batch-size 0", r"argument --batch-size: 0 must be >= 1"),
+    Case("temperature-0", ARGS + " --temperature 0", r"argument --temperature: 0 must be a finite number > 0"),
     Case("arch-unknown", TRAIN + " --arch resnet999", r"argument --arch: invalid choice: 'resnet999' \(choose from .*'resnet18'"),
     Case("strategy-unknown", TRAIN + " --strategy sideways", r"argument --strategy: invalid choice: 'sideways' \(choose from 'any-other'"),
-    Case("device-unknown", TRAIN + " --device tpu", r"argument --device: invalid choice: 'tpu'"),
-    Case("num-workers-negative", TRAIN + " --num-workers -1", r"argument --num-workers: -1 must be >= 0"),
-    Case("geo-k-0", TRAIN + " --geo-k 0", r"argument --geo-k: 0 must be >= 1"),
-    Case("queue-size-text", TRAIN + " --queue-size many", r"argument --queue-size: 'many' is not a whole number"),
-    Case("method-unknown", TRAIN.replace("moco-tp", "simclr"), r"argument --method: invalid choice: 'simclr'"),
+    Case("device-unknown", ARGS + " --device tpu", r"argument --device: invalid choice: 'tpu'"),
+    Case("num-workers-negative", ARGS + " --num-workers -1", r"argument --num-workers: -1 must be >= 0"),
+    Case("geo-k-0", ARGS + " --geo-k 0", r"argument --geo-k: 0 must be >= 1"),
+    Case("queue-size-text", ARGS + " --queue-size many", r"argument --queue-size: 'many' is not a whole number"),
+    Case("method-unknown", ARGS.replace("moco-tp", "simclr"), r"argument --method: invalid choice: 'simclr'"),
     Case("knn-k-0", EVAL.replace("{cmd}", "knn") + " --k 0", r"argument --k: 0 must be >= 1"),
     Case("probe-batch-0", EVAL.replace("{cmd}", "probe") + " --batch-size 0", r"argument --batch-size: 0 must be >= 1"),
     Case("probe-device-unknown", EVAL.replace("{cmd}", "probe") + " --device gpu", r"argument --device: invalid choice: 'gpu'"),
@@ -172,15 +173,15 @@ CASES = [
          env={"GEOLAB_CACHE": "{root}/a-file"}),
     Case("doctor-cache-is-a-file", "doctor", r"^problem: geolab's cache .*a-file \(GEOLAB_CACHE\) is a file", code=1,
          marker="problem: geolab's cache", env={"GEOLAB_CACHE": "{root}/a-file"}),
-    Case("pretrain-out-is-a-file", TRAIN.replace("{tmp}/new", "{root}/a-file"), r"--out .*a-file is a file, not a folder"),
-    Case("pretrain-out-has-files", TRAIN.replace("{tmp}/new", "{root}/notes"), r"not a geolab run's \(notes\.txt\) and no checkpoint"),
-    Case("cuda-without-gpu", TRAIN.replace("--device cpu", "--device cuda"), r"--device cuda: no CUDA GPU is available", needs_no_cuda=True),
+    Case("pretrain-out-is-a-file", ARGS.replace("{tmp}/new", "{root}/a-file"), r"--out .*a-file is a file, not a folder"),
+    Case("pretrain-out-has-files", ARGS.replace("{tmp}/new", "{root}/notes"), r"not a geolab run's \(notes\.txt\) and no checkpoint"),
+    Case("cuda-without-gpu", ARGS + " --device cuda", r"--device cuda: no CUDA GPU is available", needs_no_cuda=True),
     Case("geo-k-above-locations", TRAIN.replace("moco-tp", "moco-geo") + " --geo-k 5", r"geo_k=5 .*only 4 locations\. Use --geo-k 2 or fewer"),
     Case("batch-above-split", TRAIN + " --batch-size 64", r"'train' split has 10 images, fewer than one batch of 64"),
     # resuming: a resumed run must equal an uninterrupted one
-    Case("resume-temperature", RESUME + " --temperature 0.5", r"cannot resume with other settings \(temperature: checkpoint 0\.2, now 0\.5\)", setup=_copy_run),
-    Case("resume-lr-strategy", RESUME + " --lr 0.1 --strategy nearest",
-         r"lr: checkpoint 0\.03, now 0\.1; strategy: checkpoint 'any-other', now 'nearest'", setup=_copy_run),
+    Case("resume-loss-settings", RESUME + " --lr 0.1 --temperature 0.5 --strategy nearest", r"cannot resume with other "
+         r"settings \(temperature: checkpoint 0\.2, now 0\.5; lr: checkpoint 0\.03, now 0\.1; strategy: checkpoint "
+         r"'any-other', now 'nearest'\)", setup=_copy_run),
     Case("resume-other-manifest", RESUME.replace("--manifest {manifest}", "--manifest {data}/other.parquet"),
          r"manifest: checkpoint .*manifest\.parquet, now .*other\.parquet", setup=_copy_run),
     Case("resume-zero-byte", RESUME, r"last\.pt: the file is empty \(0 bytes\)", setup=_zero_checkpoint_run),

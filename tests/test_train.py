@@ -205,12 +205,12 @@ def test_out_folder_with_other_files_or_a_file_is_refused(manifest: Path, tmp_pa
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(CheckpointError, match=r"not a geolab run's \(notes\.txt\)"):
+    with pytest.raises(FileExistsError, match=r"not a geolab run's \(notes\.txt\)"):
         pretrain(quick_config(manifest, mine))
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     afile = tmp_path / "a-file"
     afile.write_text("x")
-    with pytest.raises(CheckpointError, match="is a file, not a folder"):
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         pretrain(quick_config(manifest, afile))
 
     Usage = namedtuple("Usage", "total used free")
