@@ -220,6 +220,20 @@ def test_out_folder_with_other_files_or_a_file_is_refused(manifest: Path, tmp_pa
         pretrain(quick_config(manifest, tmp_path / "full"))
 
 
+def test_temporal_positives_on_singletons_warn(tmp_path: Path):
+    """moco-tp on locations that each have one image is plain MoCo in all but name: a warning
+    gives the singleton share; a manifest with revisits gives none."""
+    single = make_manifest(tmp_path / "single", n_locations=8, revisits=(1,), size=16)
+    with pytest.warns(UserWarning, match=r"100% of the 'train' images are the only image of their location.*plain MoCo-v2"):
+        prepare_data(quick_config(single, tmp_path / "a", "moco-tp", image_size=16))
+    revisited = make_manifest(tmp_path / "revisited", n_locations=8, revisits=(2, 3), size=16)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        prepare_data(quick_config(revisited, tmp_path / "b", "moco-tp", image_size=16))
+
+
 def test_mismatched_weights_name_the_keys():
     """Loading a ResNet-18 state into a ResNet-50 lists missing/unexpected/shape-mismatched keys."""
     small, _ = make_backbone("resnet18")
