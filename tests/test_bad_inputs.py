@@ -8,7 +8,7 @@ row lists from the local S3 test server (tests/s3_server.py) whose continuation 
 it must stop by itself within seconds instead of listing for ever.
 
 Fixtures are tiny: a 16-pixel, 8-location manifest drawn with PIL and one training step of
-ResNet-18 for the checkpoint rows. Subprocesses run with one OpenMP thread.
+ResNet-18 for the checkpoint rows. Subprocesses run with one OpenMP thread, two at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from helpers import make_manifest
+from s3_server import FakeS3
 
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("geolab")
@@ -105,9 +106,6 @@ def _zero_checkpoint_run(w: dict[str, Path], tmp: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _repeating_listing(w: dict[str, Path], tmp: Path) -> Iterator[dict[str, str]]:
-    sys.path.insert(0, str(REPO / "tests"))
-    from s3_server import FakeS3
-
     with FakeS3(page_size=1) as server:
         for i in range(3):
             server.put(f"fmow/train/airport/airport_{i}/airport_{i}_0_rgb.jpg", b"jpeg")
@@ -208,34 +206,56 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_invocation_is_one_clear_line(case: Case, world: dict[str, Path], tmp_path: Path) -> None:
+#: Rows run two at a time (the CI machine's two cores); each row's result is checked by its own test.
+WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+
+def _run(case: Case, w: dict[str, Path], tmp: Path) -> tuple[subprocess.CompletedProcess | None, dict, dict]:
+    """One row: its set-up, the command, and the user's files before and after."""
     if case.needs_no_cuda:
         import torch
 
         if torch.cuda.is_available():
-            pytest.skip("this machine has CUDA")
-    before = _snapshot(world["root"])
-    values = {k: str(v) for k, v in world.items()}
-    values["tmp"] = str(tmp_path)
+            return None, {}, {}
+    before = _snapshot(w["root"])
+    values = {k: str(v) for k, v in w.items()}
+    values["tmp"] = str(tmp)
     with contextlib.ExitStack() as stack:
         if case.setup is not None:
-            made = case.setup(world, tmp_path)
+            made = case.setup(w, tmp)
             values.update(stack.enter_context(made) if isinstance(made, contextlib.AbstractContextManager) else made)
         args = [a.format(**values) for a in case.args.split()]
         env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1",
                    **{k: v.format(**values) for k, v in case.env.items()})
-        proc = subprocess.run(GEOLAB + args, capture_output=True, text=True, env=env, timeout=120,
+        proc = subprocess.run(GEOLAB + args, capture_output=True, text=True, env=env, timeout=180,
                               stdin=subprocess.DEVNULL)
+    return proc, before, _snapshot(w["root"])
+
+
+@pytest.fixture(scope="module")
+def results(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Every row's outcome, the rows run :data:`WORKERS` at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tmps = {c.id: tmp_path_factory.mktemp(c.id) for c in CASES}
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        done = pool.map(lambda c: (_run(c, world, tmps[c.id]), tmps[c.id]), CASES)
+        return {c.id: out for c, out in zip(CASES, done)}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_invocation_is_one_clear_line(case: Case, results: dict[str, tuple]) -> None:
+    (proc, before, after), tmp = results[case.id]
+    if proc is None:
+        pytest.skip("this machine has CUDA")
     shown = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == case.code, shown
     assert "Traceback" not in proc.stdout + proc.stderr, shown
     lines = [line for line in proc.stderr.splitlines() if case.marker in line]
     assert len(lines) == 1, shown
     assert re.search(case.pattern, lines[0]), shown
-    after = _snapshot(world["root"])
     assert {k: v for k, v in after.items() if k in before} == before, "a file of the user's changed or was lost"
-    assert not (tmp_path / "w").exists() or not (tmp_path / "w" / "world.json").exists()
+    assert not (tmp / "w" / "world.json").exists(), "a refused world left a world.json behind"
 
 
 def test_table_has_forty_rows_or_more() -> None:
