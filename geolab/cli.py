@@ -1,6 +1,11 @@
 """The ``geolab`` command. Each sub-command is a thin wrapper over the library function that
-the notebooks call too; errors meant for users (bad manifest, missing data) are printed
-without a traceback and exit with status 2.
+the notebooks call too.
+
+Exit status: 0 done; 1 the work ran but failed or found problems (a course notebook failed,
+``doctor`` found problems); 2 a user error: a bad option (argparse), a bad manifest, checkpoint,
+setting or path; 130 interrupted (Ctrl-C). Every user error passes through one handler
+(:func:`main`) that prints ``geolab: error: <one line>`` on stderr, without a traceback; set
+``GEOLAB_DEBUG=1`` to see the traceback as well.
 
 Layout: one ``_add_<group>`` function per group registers its sub-commands; each handler
 imports its module lazily so that ``geolab --help`` stays fast.
@@ -9,8 +14,11 @@ imports its module lazily so that ``geolab --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from geolab.argtypes import DEVICE_CHOICES, int_between, non_negative_int, positive_float, positive_int
 
 
 class UserError(Exception):
@@ -25,6 +33,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("validate", help="check a manifest against the contract")
     p.add_argument("manifest", type=Path)
     p.add_argument("--no-check-files", action="store_true", help="do not check that image files exist")
+    p.add_argument("--confine-to-root", action="store_true",
+                   help="refuse image paths outside the manifest's folder (symbolic links followed): "
+                   "for manifests you did not write")
     p.set_defaults(func=_data_validate)
 
     p = dsub.add_parser("stats", help="counts per split, label and location; revisit time spans")
@@ -32,23 +43,26 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_data_stats)
 
     p = dsub.add_parser("world", help="generate (or reuse from cache) the geoworld simulation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=None, help="image side in pixels")
-    p.add_argument("--locations", type=int, default=None, help="number of locations")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--size", type=positive_int, default=None, help="image side in pixels")
+    p.add_argument("--locations", type=positive_int, default=None, help="number of locations")
     p.add_argument("--out", type=Path, default=None, help="folder (default: the cache)")
     p.set_defaults(func=_data_world)
     _add_real_data(dsub)
 
 
 def _data_validate(args: argparse.Namespace) -> int:
-    from geolab.manifest import load_manifest
+    from geolab.manifest import load_manifest, paths_outside_root
 
-    df = load_manifest(args.manifest, check_files=not args.no_check_files)
+    df = load_manifest(args.manifest, check_files=not args.no_check_files, confine_to_root=args.confine_to_root)
     splits = ", ".join(f"{k} {v}" for k, v in df["split"].value_counts().sort_index().items())
     files = "image files not checked" if args.no_check_files else "all image files found"
+    outside = paths_outside_root(df, args.manifest.expanduser().resolve().parent)
+    where = (f"{outside} image paths outside the manifest's folder (--confine-to-root refuses them)"
+             if outside else "all image paths inside the manifest's folder")
     print(
         f"{args.manifest}: OK ({len(df)} images, {df['location_id'].nunique()} locations; "
-        f"images per split: {splits}; {files})"
+        f"images per split: {splits}; {files}; {where})"
     )
     return 0
 
@@ -107,17 +121,17 @@ def _add_real_data(dsub: argparse._SubParsersAction) -> None:
     p.add_argument("--selection", type=Path, default=None,
                    help="selection file (default: data_manifests/fmow-mini.json)")
     p.add_argument("--categories", nargs="+", default=None, help="categories (default: the selection's)")
-    p.add_argument("--locations-per-category", type=int, default=None,
+    p.add_argument("--locations-per-category", type=non_negative_int, default=None,
                    help="train locations per category (default: the selection's)")
-    p.add_argument("--val-locations-per-category", type=int, default=None,
+    p.add_argument("--val-locations-per-category", type=non_negative_int, default=None,
                    help="val locations per category (default: the selection's)")
     p.add_argument("--endpoint", default=None, help="S3 endpoint (default https://s3.amazonaws.com)")
     p.add_argument("--bucket", default=None, help="bucket (default spacenet-dataset)")
     p.add_argument("--prefix", default=None, help="key prefix (default Hosted-Datasets/fmow/fmow-rgb/)")
     p.add_argument("--path-style", action="store_true", help="path-style URLs (<endpoint>/<bucket>/<key>)")
-    p.add_argument("--workers", type=int, default=8, help="transfers in flight (default 8)")
-    p.add_argument("--retries", type=int, default=5)
-    p.add_argument("--short-side", type=int, default=None, help="prepared cache short side (default 256)")
+    p.add_argument("--workers", type=positive_int, default=8, help="transfers in flight (default 8)")
+    p.add_argument("--retries", type=non_negative_int, default=5, help="retries per request after the first attempt")
+    p.add_argument("--short-side", type=positive_int, default=None, help="prepared cache short side (default 256)")
     p.add_argument("--dry-run", action="store_true", help="list and print the size; fetch nothing")
     p.add_argument("--no-md5-check", action="store_true",
                    help="do not compare bodies with MD5-shaped ETags (mirrors whose ETags are not MD5s)")
@@ -126,10 +140,10 @@ def _add_real_data(dsub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("prepare", help="decode once, resize, write a compact JPEG cache and its manifest")
     p.add_argument("manifest", type=Path)
-    p.add_argument("--short-side", type=int, default=256, help="short side in pixels (default 256)")
+    p.add_argument("--short-side", type=positive_int, default=256, help="short side in pixels (default 256)")
     p.add_argument("--out", type=Path, required=True, help="cache folder (manifest.parquet inside)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--quality", type=int_between(1, 100), default=95, help="JPEG quality, 1-100 (default 95)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_data_prepare)
 
@@ -264,7 +278,7 @@ def _add_course(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", default="geolab", help="Jupyter kernel (default: geolab, installed by make setup)")
     p.add_argument("--notebooks-dir", type=Path, default=None, help="folder of the notebooks (default: notebooks/)")
     p.add_argument("--force", action="store_true", help="rerun notebooks that would be skipped")
-    p.add_argument("--cell-timeout", type=float, default=None, help="seconds one cell may run (default: no limit)")
+    p.add_argument("--cell-timeout", type=positive_float, default=None, help="seconds one cell may run (default: no limit)")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     p.set_defaults(func=_course_run)
 
@@ -364,10 +378,10 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.add_argument("manifest", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the .html file")
     p.add_argument("--color-by", choices=("label", "split", "geo_cluster"), default="label")
-    p.add_argument("--k", type=int, default=None, help="add geo clusters with K-means (paper: 100)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=positive_int, default=None, help="add geo clusters with K-means (paper: 100)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--png", type=Path, default=None, help="also write a static PNG of the same map")
-    p.add_argument("--max-locations", type=int, default=2000)
+    p.add_argument("--max-locations", type=positive_int, default=2000)
     p.set_defaults(func=_viz_map)
 
 
@@ -433,18 +447,18 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
                        help="geolab checkpoint, official GASSL .pth.tar, or ResNet state dict (torchgeo, geolab export)")
         p.add_argument("--manifest", required=True, type=Path)
         p.add_argument("--arch", default=None, help="architecture of an official file or state dict (default: inferred)")
-        p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's training size")
+        p.add_argument("--image-size", type=positive_int, default=None, help="default: the checkpoint's training size")
         p.add_argument("--train-split", default="train")
         p.add_argument("--test-split", default="test", help="scored split (val when there is no test split)")
-        p.add_argument("--batch-size", type=int, default=128)
-        p.add_argument("--num-workers", type=int, default=2)
-        p.add_argument("--device", default="auto")
+        p.add_argument("--batch-size", type=positive_int, default=128)
+        p.add_argument("--num-workers", type=non_negative_int, default=2)
+        p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
         p.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
         if name == "probe":
             p.add_argument("--backend", choices=("sklearn", "torch"), default="sklearn")
-            p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (sklearn)")
+            p.add_argument("--C", type=positive_float, default=1.0, help="inverse L2 strength (sklearn)")
         else:
-            p.add_argument("--k", type=int, default=20)
+            p.add_argument("--k", type=positive_int, default=20, help="neighbours (default 20)")
         p.set_defaults(func=_engine_evaluate, engine_eval=name)
 
     p = sub.add_parser(
@@ -460,19 +474,51 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_engine_export)
 
 
-def _engine_pretrain(args: argparse.Namespace) -> int:
-    from geolab.train import CheckpointError, config_from_args, pretrain
+def _check_device(name: str) -> None:
+    """``--device cuda`` on a machine without CUDA is a user error, said before any work."""
+    if name == "cuda":
+        import torch
 
-    try:
-        print(pretrain(config_from_args(args)))
-    except CheckpointError as exc:
-        raise UserError(str(exc)) from exc
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); "
+                            "use --device cpu or --device auto.")
+
+
+def _check_output_file(path: Path | None, option: str) -> None:
+    """An output file option (``--json``) must name a file whose folder can exist, before the run."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give a file name, e.g. {path / 'result.json'}.")
+    parent = path.expanduser().resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is a file, so the folder cannot be made; choose another path.")
+
+
+def _engine_pretrain(args: argparse.Namespace) -> int:
+    from geolab.io import check_run_folder
+    from geolab.paths import RUN_FILES
+
+    # the checks that need no torch first, so that a wrong --out is said in a moment (the
+    # marker is geolab.train.checkpoint_path, spelled out to keep torch unimported here)
+    check_run_folder(args.out, set(RUN_FILES), args.out / "checkpoints" / "last.pt")
+    _check_device(args.device)
+    from geolab.train import config_from_args, pretrain
+
+    print(pretrain(config_from_args(args)))
     return 0
 
 
 def _engine_evaluate(args: argparse.Namespace) -> int:
     import json
 
+    # the checks that need no torch first
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+    _check_output_file(args.json, "--json")
+    _check_device(args.device)
     from geolab.config import ProbeConfig
     from geolab.evaluate import evaluate_checkpoint
     from geolab.io import atomic_write_json
@@ -529,34 +575,58 @@ def _version() -> str:
     return f"geolab {__version__}"
 
 
+#: The exception types meant for users, as (module, name). Only modules already imported are
+#: looked in (a type whose module was never imported cannot have been raised), so the handler
+#: imports nothing heavy. ValueError covers configuration checks (``PretrainConfig``, world
+#: knobs, probe settings) and ManifestError / CheckpointError, which derive from it.
+_USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("builtins", "ValueError"),
+    ("builtins", "FileNotFoundError"),
+    ("builtins", "NotADirectoryError"),
+    ("builtins", "IsADirectoryError"),
+    ("builtins", "FileExistsError"),
+    ("builtins", "PermissionError"),
+    ("geolab.io", "DiskSpaceError"),
+    ("geolab.course", "CourseError"),
+    ("geolab.course", "ResultsValidationError"),
+    ("geolab.world", "WorldError"),
+    ("geolab.sources.s3", "S3Error"),
+    ("geolab.sources.s3", "DownloadError"),
+    ("geolab.sources.prepare", "PrepareError"),
+    ("geolab.sources.official", "OfficialCheckpointError"),
+    ("geolab.viz.assets", "AssetError"),
+    ("geolab.train", "DistributedError"),
+)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is shown without a traceback."""
-    errors: list[type[BaseException]] = [UserError, FileNotFoundError]
-    try:
-        from geolab.manifest import ManifestError
-
-        errors.append(ManifestError)
-    except ImportError:
-        pass
-    try:
-        from geolab.io import DiskSpaceError
-
-        errors.append(DiskSpaceError)
-    except ImportError:
-        pass
+    """Exception types whose message is shown without a traceback (see :data:`_USER_ERRORS`)."""
+    errors: list[type[BaseException]] = [UserError]
+    for module, name in _USER_ERRORS:
+        found = getattr(sys.modules.get(module), name, None)
+        if isinstance(found, type) and issubclass(found, BaseException):
+            errors.append(found)
     return tuple(errors)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message as one line (multi-line messages joined with "; ")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as exc:  # noqa: B030 - a tuple computed at run time
-        print(f"geolab: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("geolab: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - only user errors are caught; the rest is re-raised
+        if not isinstance(exc, _user_errors()) or os.environ.get("GEOLAB_DEBUG"):
+            raise
+        print(f"geolab: error: {one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

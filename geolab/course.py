@@ -457,6 +457,92 @@ def notebook_parameters(
     return {k: v for k, v in merged.items() if k in declared and k not in RUNNER_PARAMETERS}
 
 
+def check_overrides(
+    overrides: Mapping[str, Any], notebooks: Sequence[Path], profile: Mapping[str, Any] | None = None
+) -> None:
+    """``--set`` values against the course's ``parameters`` cells, before anything runs.
+
+    A key that no notebook of the course declares is an error (a typo such as ``epoch``), and
+    so is a value whose type does not fit the declared default: a whole number for an int
+    default (not a bool), a number for a float, text for a string, true/false for a bool, a
+    list (with fitting items) for a list. A default of ``None`` takes anything, and ``null``
+    is accepted where a profile sets the key to ``None`` (e.g. ``max_steps_per_epoch``). The
+    types come from the notebooks' own declarations, so new parameters need no change here.
+
+    Args:
+        overrides: the ``--set`` values (JSON-parsed), plus the runner's ``data``/``manifest``.
+        notebooks: every notebook of the course (a key declared by one that is not selected
+            is not a typo).
+        profile: the profile in use (its ``None`` values allow ``null``).
+
+    Raises:
+        CourseError: every problem found, each naming the key, the value and what fits.
+    """
+    import ast
+    import difflib
+
+    from geolab.config import PROFILES
+
+    declared: dict[str, list[tuple[str, Any]]] = {}
+    for nb in notebooks:
+        for name, info in declared_parameters(nb).items():
+            try:
+                default = ast.literal_eval(str(info.get("default")))
+            except (ValueError, SyntaxError):
+                default = None  # not a literal: anything goes
+            declared.setdefault(name, []).append((nb.stem, default))
+    nullable = {k for prof in [*PROFILES.values(), *([profile] if profile else [])]
+                for section in [prof.get("common", {}), *prof.get("notebooks", {}).values()]
+                for k, v in section.items() if v is None}
+    problems = []
+    for key, value in overrides.items():
+        if key not in declared:
+            if key in ("data", "manifest"):
+                continue  # set by --data / --manifest; a course without them ignores them
+            close = difflib.get_close_matches(key, declared, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"the course's parameters are {', '.join(sorted(declared))}"
+            problems.append(f"--set {key}: no notebook declares this parameter ({hint})")
+            continue
+        defaults = [d for _, d in declared[key]]
+        if any(d is None for d in defaults) or (value is None and key in nullable):
+            continue
+        if not any(_fits(value, d) for d in defaults):
+            nb, default = declared[key][0]
+            problems.append(f"--set {key}={json.dumps(value)}: {key} takes {_kind(default)} "
+                            f"(declared `{key} = {default!r}` in {nb}), e.g. --set {key}={json.dumps(default)}")
+    if problems:
+        raise CourseError("; ".join(problems))
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type of the declared ``default`` (ints pass for floats)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, list):
+            return False
+        return not default or all(_fits(v, default[0]) for v in value)
+    return isinstance(value, type(default))
+
+
+def _kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "a whole number"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "text"
+    if isinstance(default, (list, tuple)):
+        return f"a list of {_kind(default[0]).replace('a ', '', 1)}s" if default else "a list"
+    return f"a {type(default).__name__}"
+
+
 def check_kernel(kernel_name: str) -> None:
     """Fail early, with what to do, when the Jupyter kernel is not installed.
 
@@ -736,8 +822,9 @@ def run_course(
                 f"--data fmow-mini: no fmow-mini manifest at {fmow_mini_manifest()}. Download the subset "
                 "first (`geolab data fmow-download`, see docs/REAL_DATA.md) or pass --manifest PATH."
             )
-    check_kernel(kernel_name)
     all_nbs = discover_notebooks(notebooks_dir)
+    check_overrides(overrides, all_nbs, prof)  # typos and wrong types are errors, before anything runs
+    check_kernel(kernel_name)
     selected = discover_notebooks(notebooks_dir, only) if only else all_nbs
     out = Path(out) if out is not None else default_out(prof["name"], tier)
     out = out.expanduser().resolve()
@@ -1216,6 +1303,7 @@ def describe_plan(
     prof = load_profile(profile)
     over = dict(overrides or {})
     over["data"] = data or over.get("data") or prof["common"].get("data") or "geoworld"
+    check_overrides(over, discover_notebooks(notebooks_dir), prof)
     lines = [f"profile {prof['name']}: {prof['description']}".rstrip(": ")]
     for nb in discover_notebooks(notebooks_dir, only):
         declared = declared_parameters(nb)

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from geolab.images import open_rgb
 from geolab.manifest import ManifestError
 
 STRATEGIES: tuple[str, ...] = ("any-other", "nearest", "farthest", "other-season", "same-image")
@@ -363,8 +364,7 @@ class _ImageReader:
             return None
         path = self.paths[row]
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")  # forces the full decode: truncation shows here
+            return open_rgb(path)  # full decode (truncation shows here); 16-bit rescaled; size capped
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
             reason = f"{type(exc).__name__}: {exc}"
             if self.policy == "fail":

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from geolab.config import DenseConfig
+from geolab.images import open_rgb
 from geolab.manifest import ManifestError
 
 #: geoworld's mask classes, in id order (``geolab.world.scene.MASK_CLASSES``).
@@ -265,8 +266,7 @@ class SegmentationDataset(Dataset):
         """Decode item ``i``: (uint8 image (3, S, S), int64 mask (S, S)), resized."""
         size = (self.image_size, self.image_size)
         try:
-            with Image.open(self.paths[i]) as im:
-                image = im.convert("RGB")
+            image = open_rgb(self.paths[i])  # 16-bit rescaled, size capped (geolab.images)
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError...
             raise self._error(i, "path", f"cannot read image {self.paths[i]} ({type(exc).__name__}: {exc}).") from None
         try:

@@ -36,7 +36,7 @@ def device_summary() -> str:
 
 def environment_report() -> dict[str, object]:
     """Python, platform, device, versions, the cache folder and its free space."""
-    cache = paths.cache_dir()
+    cache = paths.cache_dir(check=False)  # a cache that is a file is one of the problems() below
     probe = cache if cache.exists() else cache.parent
     while not probe.exists():
         probe = probe.parent
@@ -60,6 +60,10 @@ def problems(report: dict[str, object] | None = None) -> list[str]:
         found.append(f"missing packages {missing}: run `make setup`")
     if not report["in_venv"]:
         found.append("this Python is not a virtual environment: use the `geolab` kernel (`make setup`)")
+    try:
+        paths.cache_dir()
+    except NotADirectoryError as exc:
+        found.append(str(exc))
     if float(report["cache_free_gib"]) < 1.0:  # type: ignore[arg-type]
         found.append(f"less than 1 GiB free in {report['cache_dir']}: set GEOLAB_CACHE to a larger disk")
     return found

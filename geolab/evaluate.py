@@ -247,7 +247,14 @@ def knn(
 
     Returns:
         ``{"top1": accuracy}``.
+
+    Raises:
+        ValueError: ``k < 1`` or an empty bank.
     """
+    if k < 1:
+        raise ValueError(f"kNN needs k >= 1 neighbours, got k={k}.")
+    if len(bank_x) == 0:
+        raise ValueError("kNN needs a non-empty bank of training features.")
     bank = F.normalize(torch.as_tensor(bank_x, dtype=torch.float32), dim=1)
     labels = torch.as_tensor(bank_y, dtype=torch.long)
     n_classes = int(max(int(labels.max()), int(np.max(query_y)) if len(query_y) else 0)) + 1
@@ -328,6 +335,32 @@ def fine_tune(
 
 
 # ----------------------------------------------------------------------------- one call
+def _check_eval_splits(train, test, cfg: ProbeConfig, test_split: str, linear: bool) -> None:
+    """Before any feature is extracted: the probe needs two training classes, and a scored class
+    that the training split lacks could never be predicted (its images would silently count
+    as errors).
+
+    Raises:
+        ValueError: naming the splits, the classes and what to do.
+    """
+    train_classes = set(train["label"])
+    if linear and len(train_classes) < 2:
+        raise ValueError(
+            f"{cfg.manifest}: the '{cfg.train_split}' split has {len(train_classes)} class "
+            f"({', '.join(sorted(train_classes))}); a linear probe needs at least two. Use a manifest whose "
+            "training split holds several labels."
+        )
+    unseen = test.loc[~test["label"].isin(train_classes), "label"]
+    if len(unseen):
+        names = sorted(unseen.unique())
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise ValueError(
+            f"{cfg.manifest}: {len(unseen)} of the {len(test)} '{test_split}' images have classes absent from the "
+            f"'{cfg.train_split}' split ({shown}); no classifier trained on '{cfg.train_split}' can predict them. "
+            f"Add training images of those classes or drop those rows from '{test_split}'."
+        )
+
+
 def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = True, progress: bool = True) -> dict[str, Any]:
     """Linear probe and/or kNN of one checkpoint on one manifest (``geolab probe`` / ``knn``).
 
@@ -355,6 +388,7 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
     if not (df["split"] == test_split).any() and (df["split"] == "val").any():
         test_split = "val"
     train, test = select_split(df, cfg.train_split), select_split(df, test_split)
+    _check_eval_splits(train, test, cfg, test_split, linear)
     classes = label_names(df)
     common = dict(classes=classes, batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device, progress=progress)
     tx, ty = extract_features(backbone, train, image_size, **common)

@@ -9,6 +9,7 @@ never a mix.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -29,7 +30,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         path: the final file.
         mode: ``"wb"`` or ``"w"``.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. A full
+    disk (``ENOSPC``/``EDQUOT`` anywhere in the exception chain: ``torch.save``'s zip writer
+    wraps it in a RuntimeError) is raised as :class:`DiskSpaceError` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,10 +47,35 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _disk_full(exc) and not isinstance(exc, DiskSpaceError):
+            raise DiskSpaceError(
+                f"The disk filled up while writing {path} ({_free_mib(path.parent)} MiB free now); "
+                f"{'the previous file is kept' if path.exists() else 'nothing was written'}. "
+                "Free some space or point GEOLAB_CACHE / --out at a larger disk.",
+            ) from exc
         raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` or an exception it was raised from is ENOSPC / EDQUOT."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _free_mib(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f}"
+    except OSError:
+        return "?"
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -83,4 +111,27 @@ def ensure_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -
             f"Not enough disk space for {what} in {folder}: need about "
             f"{needed_bytes / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free. "
             "Free some space or point GEOLAB_CACHE / --out at a larger disk."
+        )
+
+
+def check_run_folder(out: str | os.PathLike, own: set[str], marker: str | os.PathLike, option: str = "--out") -> None:
+    """Refuse an output folder that is a file, or that holds files which are not this tool's own
+    (``own``: names it writes) while ``marker`` (its checkpoint) is absent: writing there would
+    overwrite or mix with someone's files. An unfinished run's own files are fine.
+
+    Raises:
+        NotADirectoryError: ``out`` is a file.
+        FileExistsError: ``out`` holds other files (named, the first three).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{option} {out} is a file, not a folder; choose a folder for the run.")
+    if not out.is_dir() or Path(marker).exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FileExistsError(
+            f"{option} {out} already holds files that are not a geolab run's ({shown}) and no checkpoint; "
+            f"choose an empty or new {option} folder so that nothing of yours is overwritten."
         )

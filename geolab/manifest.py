@@ -140,6 +140,7 @@ def validate_manifest(
     root: str | os.PathLike | None = None,
     check_files: bool = True,
     require_splits: Sequence[str] = (),
+    confine_to_root: bool = False,
 ) -> pd.DataFrame:
     """Check a manifest table against the contract and return a normalised copy.
 
@@ -156,6 +157,8 @@ def validate_manifest(
             leaves paths as they are (relative ones are then relative to the current folder).
         check_files: check that every image (and mask) file exists.
         require_splits: splits that must have at least one row (e.g. ``("train", "val")``).
+        confine_to_root: refuse paths that lie outside ``root`` once symbolic links are
+            followed (for manifests you did not write); needs ``root``.
 
     Returns:
         The validated, normalised copy.
@@ -250,6 +253,10 @@ def validate_manifest(
             column="image_id",
         )
 
+    # labels (and splits) that differ only by surrounding spaces would silently be two classes
+    for col in ("label", "split"):
+        _check_space_variants(out[col], col, rep)
+
     # one label and one split per location
     for col, why in (
         ("label", "a location is one place with one category"),
@@ -294,6 +301,8 @@ def validate_manifest(
                     row=row,
                     column=col,
                 )
+        if confine_to_root and root is not None:
+            _check_confined(resolved, values, col, root, rep)
         if col == "path":
             out[col] = pd.Series(resolved, index=out.index, dtype=str)
         else:
@@ -302,6 +311,57 @@ def validate_manifest(
     for split in require_splits:
         _check_split_present(out, split, rep)
     return out
+
+
+def _check_space_variants(series: pd.Series, col: str, rep: _Reporter) -> None:
+    """Refuse two values of ``col`` that are equal once surrounding spaces are removed."""
+    uniques = pd.unique(series)
+    if len(uniques) == len({str(v).strip() for v in uniques}):
+        return
+    by_stripped: dict[str, str] = {}
+    for value in uniques:
+        other = by_stripped.setdefault(str(value).strip(), value)
+        if other != value:
+            spaced = value if value != value.strip() else other
+            row = int(np.flatnonzero((series == spaced).to_numpy())[0])
+            raise rep.error(
+                f"{col} '{spaced}' differs from {col} '{spaced.strip()}' only by surrounding spaces, which "
+                f"would make them two {'classes' if col == 'label' else 'splits'}; write '{spaced.strip()}'.",
+                row=row,
+                column=col,
+            )
+
+
+def _outside(resolved: list[str | None], root: str | os.PathLike, follow_links: bool) -> np.ndarray:
+    """Rows whose resolved path lies outside ``root`` (blank cells are never outside)."""
+    base = os.path.realpath(root) if follow_links else os.path.abspath(os.fspath(root))
+    prefix = base.rstrip(os.sep) + os.sep
+    norm = os.path.realpath if follow_links else os.path.normpath
+    return np.fromiter(
+        (p is not None and not norm(p).startswith(prefix) for p in resolved), dtype=bool, count=len(resolved)
+    )
+
+
+def _check_confined(resolved: list[str | None], values: np.ndarray, col: str, root: str | os.PathLike,
+                    rep: _Reporter) -> None:
+    bad = _outside(resolved, root, follow_links=True)
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        row = int(rows[0])
+        more = f" ({rows.size - 1} more rows like it)" if rows.size > 1 else ""
+        raise rep.error(
+            f"{col} '{values[row]}' resolves to {os.path.realpath(str(resolved[row]))}, outside the manifest's "
+            f"folder {os.path.realpath(root)}{more}; with --confine-to-root every image must lie inside it. "
+            "Move the images under the manifest's folder, or drop --confine-to-root for a manifest you trust.",
+            row=row,
+            column=col,
+        )
+
+
+def paths_outside_root(df: pd.DataFrame, root: str | os.PathLike) -> int:
+    """How many rows of a loaded manifest have a ``path`` outside ``root`` (after ``..``;
+    symbolic links are not followed). ``geolab data validate`` reports it."""
+    return int(_outside(list(df["path"].astype(str)), root, follow_links=False).sum())
 
 
 def _is_blank(value: Any) -> bool:
@@ -458,6 +518,7 @@ def load_manifest(
     path: str | os.PathLike,
     check_files: bool = True,
     require_splits: Sequence[str] = (),
+    confine_to_root: bool = False,
 ) -> pd.DataFrame:
     """Read a manifest (Parquet or CSV, by suffix) and validate it.
 
@@ -465,6 +526,8 @@ def load_manifest(
         path: ``.parquet`` / ``.pq`` or ``.csv`` file.
         check_files: check that every image file exists (a stat per row, no image opened).
         require_splits: splits that must be non-empty, e.g. ``("train", "val")``.
+        confine_to_root: refuse image paths outside the manifest's folder (symbolic links
+            followed), for manifests you did not write.
 
     Returns:
         The validated table (see :func:`validate_manifest`); ``path``/``mask_path`` absolute;
@@ -482,7 +545,8 @@ def load_manifest(
         )
     df = _read_table(path, rep)
     out = validate_manifest(
-        df, source=path, root=path.resolve().parent, check_files=check_files, require_splits=require_splits
+        df, source=path, root=path.resolve().parent, check_files=check_files, require_splits=require_splits,
+        confine_to_root=confine_to_root,
     )
     out.attrs["source"] = str(path.resolve())
     return out
@@ -499,6 +563,7 @@ def _read_table(path: Path, rep: _Reporter) -> pd.DataFrame:
                 "Rewrite it with geolab.manifest.save_manifest or pandas.DataFrame.to_parquet."
             ) from exc
     if suffix == ".csv":
+        _check_csv_header(path, rep)
         try:
             header = pd.read_csv(path, nrows=0).columns
             return pd.read_csv(
@@ -513,6 +578,26 @@ def _read_table(path: Path, rep: _Reporter) -> pd.DataFrame:
                 f"header row naming the columns ({', '.join(REQUIRED_COLUMNS)})."
             ) from exc
     raise rep.error(f"unknown manifest format '{path.suffix}'; use .parquet (preferred) or .csv.")
+
+
+def _check_csv_header(path: Path, rep: _Reporter) -> None:
+    """A column named twice in a CSV header (pandas would silently rename it ``lat.1``)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, csv.Error):
+        return  # pandas reports an unreadable file below
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name in seen:
+            raise rep.error(
+                f"column '{name}' appears twice in the header (columns {seen[name]} and {i}); "
+                "keep one and rename or drop the other.",
+                column=name,
+            )
+        seen[name] = i
 
 
 def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -13,12 +13,27 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
+#: What a training run writes into its ``--out`` folder (anything else there is someone's file).
+RUN_FILES = frozenset({"config.json", "metrics.jsonl", "checkpoints", "tensorboard", "result.json"})
 
 
-def cache_dir() -> Path:
-    """Root of geolab's cache; ``$GEOLAB_CACHE`` moves it."""
+def cache_dir(check: bool = True) -> Path:
+    """Root of geolab's cache; ``$GEOLAB_CACHE`` moves it.
+
+    Args:
+        check: refuse a cache path that exists but is not a folder.
+
+    Raises:
+        NotADirectoryError: the path is a file (says to point GEOLAB_CACHE at a folder).
+    """
     env = os.environ.get("GEOLAB_CACHE")
-    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "geolab"
+    path = Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "geolab"
+    if check and path.exists() and not path.is_dir():
+        raise NotADirectoryError(
+            f"geolab's cache {path}{' (GEOLAB_CACHE)' if env else ''} is a file, not a folder; "
+            "point GEOLAB_CACHE at a folder (it is created when missing)."
+        )
+    return path
 
 
 def world_cache_dir() -> Path:

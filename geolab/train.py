@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from geolab import __version__
 from geolab.config import PretrainConfig, add_pretrain_arguments, config_from_args  # noqa: F401 - re-exported
-from geolab.io import atomic_torch_save, atomic_write_json, ensure_free_space
+from geolab.io import atomic_torch_save, atomic_write_json, check_run_folder, ensure_free_space
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
 CHECKPOINT_FORMAT = 1
@@ -352,10 +352,29 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise CheckpointError(
-            f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-            "The file may be truncated or not a checkpoint; use an earlier checkpoint or retrain."
-        ) from exc
+        raise CheckpointError(_unreadable_checkpoint_message(path, exc)) from exc
+
+
+def _unreadable_checkpoint_message(path: Path, exc: BaseException) -> str:
+    """One line on why ``torch.load(path, weights_only=True)`` failed and what to do (never
+    torch's advice to load with ``weights_only=False``: that runs whatever code the file holds)."""
+    import re
+
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        return (f"{path}: the file is empty (0 bytes), not a checkpoint: its copy or write was cut short. "
+                "Copy it again from where it came from, or retrain.")
+    text = str(exc)
+    pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if pickled or "Weights only load failed" in text:
+        what = f" ({pickled.group(1)})" if pickled else ""
+        return (f"{path}: holds pickled Python objects{what}, not only weights; geolab loads tensors only "
+                "and never runs code from a file. Save the weights as a plain state dict "
+                "(torch.save(model.state_dict(), ...)) or retrain.")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    reason = f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
+    return (f"{path}: cannot be read as a checkpoint ({reason}); the file is truncated or not a "
+            "PyTorch checkpoint. Copy it again from where it came from, or retrain.")
 
 
 def check_checkpoint(ckpt: Any, path: str | os.PathLike) -> dict[str, Any]:
@@ -410,11 +429,36 @@ def load_state_dict_checked(module: nn.Module, state: dict[str, Tensor], source:
     module.load_state_dict(state)
 
 
-#: Settings a resumed run must share with its checkpoint.
-_RESUME_MUST_MATCH = ("method", "arch", "batch_size", "proj_dim", "geo_k", "queue_size", "seed", "image_size")
+#: Settings a resumed run must share with its checkpoint: everything that changes the data,
+#: the model, the loss or the optimizer's path, so that a resumed run equals an uninterrupted
+#: one. The manifest is compared by path and content (:func:`manifest_fingerprint`), the
+#: temporal strategy by the one actually used. ``epochs`` may only grow, and only with a
+#: constant learning rate (``cosine=False``): the cosine schedule depends on the total steps.
+#: Free to change: workers, device, progress, logging, the kNN monitor, ``amp``,
+#: ``channels_last``, ``compile``, ``dist_timeout_s``, ``on_bad_image``.
+_RESUME_MUST_MATCH = ("method", "arch", "batch_size", "proj_dim", "geo_k", "queue_size", "seed", "image_size",
+                      "temperature", "lr", "momentum", "weight_decay", "alpha", "beta", "ema_momentum", "cosine",
+                      "bn_splits", "max_steps_per_epoch", "train_split", "preload")
 
 
-def _check_resume_config(ckpt: dict[str, Any], cfg: PretrainConfig, path: Path) -> None:
+def manifest_fingerprint(manifest: str | os.PathLike) -> dict[str, str]:
+    """``{"path": absolute path, "sha256": hash of the file's bytes}`` of a manifest: what a
+    checkpoint records so that ``--resume`` can refuse another or a changed manifest."""
+    import hashlib
+
+    path = Path(manifest).expanduser().resolve()
+    h = hashlib.sha256()
+    with contextlib.suppress(OSError):  # a missing manifest is reported by load_manifest
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return {"path": str(path), "sha256": h.hexdigest()}
+
+
+def _check_resume_config(ckpt: dict[str, Any], cfg: PretrainConfig, path: Path,
+                         manifest_id: dict[str, str] | None = None) -> None:
+    """Refuse to resume ``ckpt`` with settings that would make the run differ from an
+    uninterrupted one, naming every difference (see :data:`_RESUME_MUST_MATCH`)."""
     old = ckpt.get("config", {})
     if ckpt.get("arch") != cfg.arch or ckpt.get("method") != cfg.method:
         raise CheckpointError(
@@ -422,8 +466,48 @@ def _check_resume_config(ckpt: dict[str, Any], cfg: PretrainConfig, path: Path) 
             f"{cfg.method} / {cfg.arch}. Resume with the same --method and --arch, or use another --out."
         )
     diffs = [f"{k}: checkpoint {old.get(k)!r}, now {getattr(cfg, k)!r}" for k in _RESUME_MUST_MATCH if k in old and old[k] != getattr(cfg, k)]
+    if cfg.is_moco and "method" in old:
+        was = old.get("strategy") or ("any-other" if "-tp" in str(old["method"]) else "same-image")
+        if was != cfg.pair_strategy:
+            diffs.append(f"strategy: checkpoint {was!r}, now {cfg.pair_strategy!r}")
+    done = int(ckpt.get("epoch", 0))
+    if "epochs" in old and old["epochs"] != cfg.epochs and (cfg.cosine or old.get("cosine") or cfg.epochs < done):
+        why = f"the checkpoint already holds {done} epochs" if cfg.epochs < done else "the cosine schedule depends on the total"
+        diffs.append(f"epochs: checkpoint {old['epochs']!r}, now {cfg.epochs!r} ({why})")
+    before = ckpt.get("manifest") or {}
+    if manifest_id is not None and before.get("path") and before["path"] != manifest_id["path"]:
+        diffs.append(f"manifest: checkpoint {before['path']}, now {manifest_id['path']}")
+    elif manifest_id is not None and before.get("sha256") and before["sha256"] != manifest_id["sha256"]:
+        diffs.append(f"manifest content: {manifest_id['path']} changed since the run started "
+                     f"(sha256 {before['sha256'][:12]}..., now {manifest_id['sha256'][:12]}...)")
+    elif manifest_id is not None and not before and old.get("manifest"):
+        was_path = str(Path(str(old["manifest"])).expanduser().resolve())  # checkpoints without a fingerprint
+        if was_path != manifest_id["path"]:
+            diffs.append(f"manifest: checkpoint {old['manifest']}, now {manifest_id['path']}")
     if diffs:
-        raise CheckpointError(f"{path}: cannot resume with other settings ({'; '.join(diffs)}).")
+        raise CheckpointError(
+            f"{path}: cannot resume with other settings ({'; '.join(diffs)}). A resumed run must equal an "
+            "uninterrupted one: resume with the checkpoint's settings, or train into another --out."
+        )
+
+
+def _check_out_folder(out: Path, ckpt_file: Path) -> None:
+    """Refuse an ``--out`` that is a file, or a folder holding files that are not a geolab run's
+    (see :func:`geolab.io.check_run_folder`)."""
+    from geolab.paths import RUN_FILES
+
+    check_run_folder(out, set(RUN_FILES), ckpt_file)
+
+
+def _check_checkpoint_space(ckpt_file: Path, model: nn.Module, criterion: nn.Module | None) -> None:
+    """Before epoch 1: the disk must hold a checkpoint (weights, SGD momentum, memory bank)."""
+    from geolab.models import memory_bank_state
+
+    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    nbytes = _state_nbytes(model.state_dict()) + params
+    if criterion is not None:
+        nbytes += _state_nbytes(memory_bank_state(criterion))
+    ensure_free_space(ckpt_file.parent, int(nbytes * 1.2) + (16 << 20), "checkpoints")
 
 
 # ----------------------------------------------------------------------------- data
@@ -498,6 +582,7 @@ def prepare_data(cfg: PretrainConfig):
         )
         ds: torch.utils.data.Dataset = _PairDataset(base)
         ds.batch_transform = BatchMoCoV2View(cfg.image_size) if cfg.preload else None
+        _warn_singletons(cfg, base.singleton_share)
     else:
         base = ImageDataset(
             train, transform=None if cfg.preload else supervised_transform(cfg.image_size),
@@ -507,6 +592,20 @@ def prepare_data(cfg: PretrainConfig):
         ds = _SingleViewDataset(base, geo)
         ds.batch_transform = BatchSupervisedView(cfg.image_size) if cfg.preload else None
     return ds, train, df, classes
+
+
+def _warn_singletons(cfg: PretrainConfig, share: float) -> None:
+    """Temporal positives need revisits: say when many training images have none (their key
+    is the same image, as in plain MoCo) and when the run is plain MoCo in all but name."""
+    if cfg.pair_strategy == "same-image" or share < 0.5:
+        return
+    what = ("every location has a single image, so this run is plain MoCo-v2 (two augmentations of one image)"
+            if share >= 1.0 else "their temporal positive falls back to the same image")
+    warnings.warn(
+        f"{cfg.manifest}: {share:.0%} of the '{cfg.train_split}' images are the only image of their location; "
+        f"{what}. Temporal positives need locations imaged several times.",
+        stacklevel=3,
+    )
 
 
 # ----------------------------------------------------------------------------- model
@@ -627,6 +726,8 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
     if per_rank % bn_splits:
         raise ValueError(f"per-rank batch {per_rank} is not divisible by bn_splits={bn_splits}.")
 
+    _check_out_folder(out, ckpt_file)
+    manifest_id = manifest_fingerprint(cfg.manifest)  # at the start: what this run trains on
     ckpt = None
     if ckpt_file.exists():
         if not cfg.resume:
@@ -635,7 +736,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
                 "or choose another --out."
             )
         ckpt = load_checkpoint(ckpt_file)
-        _check_resume_config(ckpt, cfg, ckpt_file)
+        _check_resume_config(ckpt, cfg, ckpt_file, manifest_id)
         if int(ckpt["epoch"]) >= cfg.epochs:
             _log(ctx, f"{ckpt_file} already holds the finished run ({ckpt['epoch']} epochs of {cfg.method}); nothing to do.")
             return ckpt_file
@@ -708,18 +809,22 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
             out / "config.json",
             {
                 "config": cfg.to_dict(),
+                "manifest": manifest_id,
                 "geolab_version": __version__,
                 "world_size": ctx.world_size,
                 "bn_splits": bn_splits,
                 "strategy": cfg.pair_strategy if cfg.is_moco else None,
                 "device": str(ctx.device),
                 "train_images": len(dataset),
+                "singleton_share": getattr(getattr(dataset, "base", None), "singleton_share", None),
                 "classes": classes,
             },
         )
     metrics = _Metrics(out, ctx.is_main, cfg.tensorboard, keep_before_epoch=start_epoch if ckpt is not None else None)
     if ckpt is not None:
         set_rng_states(ckpt["rng"])
+    if ctx.is_main:
+        _check_checkpoint_space(ckpt_file, raw_model, criterion)  # before epoch 1, not after it
 
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -742,6 +847,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
                     "arch": cfg.arch,
                     "method": cfg.method,
                     "config": cfg.to_dict(),
+                    "manifest": manifest_id,
                     "epoch": epoch + 1,
                     "global_step": global_step,
                     "finished": epoch + 1 == cfg.epochs,

@@ -12,7 +12,9 @@ Faults are queued per key and consumed one per GET of that key:
 * ``"corrupt"`` -- the whole length, but some bytes flipped (only the ETag/MD5 check sees it).
 
 ``list_faults`` does the same for listing requests; ``list_body`` replaces every listing answer
-(to imitate a moved bucket or a changed layout).
+(to imitate a moved bucket or a changed layout). ``list_tokens = "repeat"`` makes every listing
+page say IsTruncated with the same NextContinuationToken (a broken listing that never ends);
+``"endless"`` gives a new token on every page.
 
 The server counts requests per key, Range requests, and the largest number of object GETs in
 flight at once. With ``gate=N`` object GETs wait (each at most ``gate_timeout`` s) until N GETs
@@ -51,6 +53,7 @@ class FakeS3:
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.list_faults: list[str] = []
         self.list_body: bytes | None = None
+        self.list_tokens: str | None = None  # None, "repeat" or "endless"
         self.gets: Counter[str] = Counter()
         self.range_gets: Counter[str] = Counter()
         self.list_requests = 0
@@ -128,11 +131,13 @@ class FakeS3:
                 entries.append((key, "key"))
         start = 0
         token = query.get("continuation-token")
-        if token:
+        if token and token.startswith(("repeat-", "endless-")):
+            start = 0
+        elif token:
             after = base64.urlsafe_b64decode(token.encode()).decode()
             start = next((i for i, (n, _) in enumerate(entries) if n > after), len(entries))
         page = entries[start:start + max_keys]
-        truncated = start + max_keys < len(entries)
+        truncated = start + max_keys < len(entries) or self.list_tokens is not None
 
         def enc(s: str) -> str:
             return escape(urllib.parse.quote_plus(s, safe="/") if encode else s)
@@ -146,7 +151,11 @@ class FakeS3:
         if delimiter:
             parts.append(f"<Delimiter>{escape(delimiter)}</Delimiter>")
         parts.append(f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>")
-        if truncated:
+        if self.list_tokens == "repeat":
+            parts.append("<NextContinuationToken>repeat-token</NextContinuationToken>")
+        elif self.list_tokens == "endless":
+            parts.append(f"<NextContinuationToken>endless-{self.list_requests}</NextContinuationToken>")
+        elif truncated:
             nxt = base64.urlsafe_b64encode(page[-1][0].encode()).decode()
             parts.append(f"<NextContinuationToken>{nxt}</NextContinuationToken>")
         for name, kind in page:

@@ -311,6 +311,28 @@ def test_setup_errors_stop_before_anything_runs(tmp_path: Path, monkeypatch: pyt
         course.load_profile({"common": {"results_path": "x"}})
 
 
+def test_set_typos_and_wrong_types_are_errors_in_run_and_plan(tmp_path: Path) -> None:
+    """--set keys no notebook declares (a typo) and values whose type does not fit the declared
+    default are errors naming each problem, in `course plan` and before `course run` executes
+    anything; None defaults take anything and null passes where a profile sets None."""
+    nbs = tmp_path / "nbs"
+    write_nb(nbs / "01_a.ipynb", 'data = "geoworld"\nepochs = 1\nlr = 0.1\nseeds = [0]\nflag = False\nanything = None')
+    write_nb(nbs / "02_b.ipynb", 'data = "geoworld"\nmax_steps_per_epoch = 4')
+    plan = course.describe_plan("smoke", notebooks_dir=nbs, only=["02"], overrides={"epochs": 3, "lr": 1,
+                                "seeds": [1, 2], "flag": True, "anything": "x", "max_steps_per_epoch": None})
+    assert "max_steps_per_epoch=None" in plan
+    bad = {"epoch": 2, "epochs": "two", "seeds": [0, "a"], "flag": 1}
+    for call in (lambda: course.describe_plan("smoke", notebooks_dir=nbs, overrides=bad),
+                 lambda: course.run_course("smoke", tmp_path / "run", notebooks_dir=nbs, overrides=bad)):
+        with pytest.raises(course.CourseError) as err:
+            call()
+        msg = str(err.value)
+        assert "--set epoch: no notebook declares this parameter (did you mean epochs?)" in msg
+        assert '--set epochs="two": epochs takes a whole number (declared `epochs = 1` in 01_a)' in msg
+        assert "seeds takes a list of whole numbers" in msg and "flag takes true or false" in msg
+    assert not (tmp_path / "run" / "notebooks").exists()
+
+
 def test_profiles_have_the_documented_shape() -> None:
     """Every shipped profile loads; gpu-full carries the paper's settings."""
     from geolab.config import PROFILES

@@ -142,7 +142,22 @@ def test_changed_object_is_refetched_and_lost_journal_is_rebuilt(tmp_path):
 
 
 def test_ctrl_c_stops_transfers_and_keeps_parts_for_resume(tmp_path):
-    """Ctrl-C during a download stops it promptly; partial files stay .part and resume later."""
+    """Ctrl-C during a download stops it promptly; partial files stay .part and resume later.
+
+    The test installs Python's default SIGINT handler itself: a pytest started with SIGINT
+    ignored (nohup, a background `make test`, some CI runners) would otherwise never see it."""
+    import signal
+    import threading
+    import time
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_during_download(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_during_download(tmp_path):
     import signal
     import threading
     import time
@@ -250,3 +265,58 @@ def test_fmow_download_end_to_end(tmp_path, capsys):
         # a category that is not there is a clear error, not an empty download
         assert main(argv[:-8] + ["--categories", "zoo", "--no-progress"]) == 2
         assert "No location folders under" in capsys.readouterr().err
+
+
+def test_listing_stops_on_a_repeated_token_and_on_the_page_cap():
+    """A server whose NextContinuationToken repeats, or that never stops paging, ends the listing
+    with a ListingError that says why, instead of listing for ever."""
+    with FakeS3(page_size=2) as server:
+        for k, v in _payloads(6).items():
+            server.put(k, v)
+        server.list_tokens = "repeat"
+        with pytest.raises(s3.ListingError, match="sent the continuation token 'repeat-token' again after 2 pages"):
+            s3.list_objects(_bucket(server), PREFIX, policy=FAST)
+        assert server.list_requests == 2
+        server.list_tokens = "endless"
+        with pytest.raises(s3.ListingError, match="stopped after 5 pages"):
+            s3.list_objects(_bucket(server), PREFIX, policy=FAST, max_pages=5)
+    with pytest.raises(ValueError, match="retries must be >= 0"):
+        s3.RetryPolicy(retries=-1)
+
+
+def test_ctrl_c_stops_listing_threads(monkeypatch):
+    """Ctrl-C while the fmow-mini selection is being listed (here: a listing that never ends)
+    returns at once and leaves no thread sending requests."""
+    import signal
+    import threading
+    import time
+
+    from geolab.sources.fmow import list_fmow_selection
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with FakeS3(page_size=2) as server:
+            for cat in ("airport", "port"):
+                for i in range(3):
+                    server.put(f"fmow/train/{cat}/{cat}_{i}/{cat}_{i}_0_rgb.jpg", b"x")
+            server.list_tokens = "endless"
+
+            def press_ctrl_c() -> None:
+                deadline = time.monotonic() + 10
+                while server.list_requests < 6 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+            threading.Thread(target=press_ctrl_c, daemon=True).start()
+            with pytest.raises(KeyboardInterrupt):
+                list_fmow_selection(_bucket(server), "fmow/", ["airport", "port"], {"train": 2},
+                                    workers=2, policy=FAST)
+            deadline = time.monotonic() + 10  # a request under way may finish; nothing after it
+            while any(t.name.startswith("geolab-list") for t in threading.enumerate()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not [t for t in threading.enumerate() if t.name.startswith("geolab-list")]
+            seen = server.list_requests
+            time.sleep(0.2)
+            assert server.list_requests == seen, "listing requests went on after Ctrl-C"
+    finally:
+        signal.signal(signal.SIGINT, previous)

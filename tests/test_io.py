@@ -35,3 +35,43 @@ def test_free_space_check_says_how_much_is_needed(tmp_path):
     ensure_free_space(tmp_path, 1, "a tiny file")
     with pytest.raises(DiskSpaceError, match="need about .* MiB"):
         ensure_free_space(tmp_path, 1 << 60, "the geoworld cache")
+
+
+def test_disk_full_during_torch_save_is_a_disk_space_error(tmp_path, monkeypatch):
+    """ENOSPC inside torch.save (which wraps it in a RuntimeError from its zip writer) becomes the
+    DiskSpaceError naming the file, and the previous checkpoint is kept."""
+    import errno
+
+    import torch
+
+    from geolab.io import atomic_torch_save
+
+    target = tmp_path / "last.pt"
+    atomic_torch_save({"w": torch.zeros(4)}, target)
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh, self.n = fh, 0
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 1000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(b)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    with pytest.raises(DiskSpaceError, match=r"disk filled up while writing .*last\.pt.*previous file is kept"):
+        atomic_torch_save({"w": torch.zeros(100_000)}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True)["w"].shape == (4,)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -360,3 +360,49 @@ def test_path_spellings_resolve_to_the_same_file(tmp_path: Path, good: Path):
     for spelling in spellings:
         raw.loc[0, "path"] = spelling
         assert validate_manifest(raw, root=good.parent.resolve())["path"].iat[0] == target, spelling
+
+
+def test_repeated_csv_header_and_space_variant_labels_are_refused(tmp_path):
+    """A CSV header naming a column twice (pandas would rename it lat.1) and labels or splits that
+    differ only by surrounding spaces (they would silently be two classes) are ManifestErrors
+    naming the column and row."""
+    import pandas as pd
+
+    from geolab.manifest import ManifestError, load_manifest, validate_manifest
+
+    header = "image_id,location_id,path,timestamp,lat,lon,label,split,lat\n"
+    (tmp_path / "m.csv").write_text(header + "a,l,a.png,2016-01-01T00:00:00Z,1,2,port,train,3\n")
+    with pytest.raises(ManifestError, match=r"column 'lat'.*appears twice in the header \(columns 5 and 9\)"):
+        load_manifest(tmp_path / "m.csv", check_files=False)
+    rows = [dict(image_id=f"i{i}", location_id=f"l{i}", path="x.png", timestamp="2016-01-01T00:00:00Z",
+                 lat=0.0, lon=0.0, label=label, split="train") for i, label in enumerate(["port", "airport", "port "])]
+    with pytest.raises(ManifestError, match=r"row 2, column 'label': label 'port ' differs from label 'port' only"):
+        validate_manifest(pd.DataFrame(rows), check_files=False)
+    rows[2]["label"], rows[2]["split"] = "port", "train "
+    with pytest.raises(ManifestError, match=r"column 'split': split 'train ' differs"):
+        validate_manifest(pd.DataFrame(rows), check_files=False)
+
+
+def test_paths_outside_the_manifest_folder_are_counted_and_refused_on_request(tmp_path):
+    """`data validate` counts image paths outside the manifest's folder; --confine-to-root (for
+    manifests you did not write) refuses them, symbolic links followed."""
+    import os
+
+    from helpers import make_manifest
+
+    from geolab.manifest import ManifestError, load_manifest, paths_outside_root, save_manifest
+
+    path = make_manifest(tmp_path / "data", n_locations=3, revisits=(1, 1))
+    df = load_manifest(path)
+    assert paths_outside_root(df, path.parent) == 0
+    load_manifest(path, confine_to_root=True)
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(Path(df["path"][0]).read_bytes())
+    os.symlink(outside, path.parent / "link.png")
+    df.loc[0, "path"] = "../elsewhere.png"
+    df.loc[1, "path"] = str(path.parent / "link.png")
+    save_manifest(df, path)
+    assert paths_outside_root(load_manifest(path), path.parent) == 1  # the link is not followed here
+    with pytest.raises(ManifestError, match=r"row 0, column 'path': path '\.\./elsewhere\.png' resolves to .*"
+                       r"outside the manifest's folder .*\(1 more rows like it\)"):
+        load_manifest(path, confine_to_root=True)

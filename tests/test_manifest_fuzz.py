@@ -45,8 +45,11 @@ def valid_tables(draw) -> pd.DataFrame:
     locations = draw(st.lists(_TEXT, min_size=n_loc, max_size=n_loc, unique=True))
     rows = []
     ids = iter(draw(st.lists(_TEXT, min_size=40, max_size=40, unique=True)))
+    labels: dict[str, str] = {}  # labels that differ only by surrounding spaces are malformed
     for loc in locations:
-        label, split = draw(_TEXT), draw(st.sampled_from(["train", "val", "test", "holdout"]))
+        label = draw(_TEXT.filter(lambda t: labels.get(t.strip(), t) == t))
+        labels[label.strip()] = label
+        split = draw(st.sampled_from(["train", "val", "test", "holdout"]))
         lat = draw(st.floats(-90, 90, allow_nan=False))
         lon = draw(st.floats(-180, 180, allow_nan=False))
         for _ in range(draw(st.integers(1, 4))):

@@ -4,6 +4,7 @@ settings fail with messages that name the problem."""
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 from collections import namedtuple
@@ -163,6 +164,76 @@ def test_resume_with_other_settings_is_refused(finished_run, tmp_path: Path):
         pretrain(PretrainConfig(**{**cfg.__dict__, "queue_size": 32}))
 
 
+def test_resume_refuses_another_manifest_or_loss_and_optimizer_settings(finished_run, tmp_path: Path):
+    """A resumed run must equal an uninterrupted one: another manifest (path), the same manifest
+    with other content (hash recorded at the start of the run), and other loss or optimizer
+    settings are refused with every difference named; config.json is left as it was."""
+    out = tmp_path / "other"
+    shutil.copytree(finished_run.cfg.out, out)
+    config_before = (out / "config.json").read_text()
+    cfg = PretrainConfig(**{**finished_run.cfg.__dict__, "out": out, "resume": True})
+    assert json.loads(config_before)["manifest"]["sha256"] == load_checkpoint(finished_run.path)["manifest"]["sha256"]
+    changed = dict(temperature=0.5, lr=0.1, momentum=0.8, weight_decay=0.0, alpha=2.0, beta=0.5, ema_momentum=0.9,
+                   cosine=False, strategy="nearest")
+    with pytest.raises(CheckpointError) as err:
+        pretrain(PretrainConfig(**{**cfg.__dict__, **changed}))
+    for name in changed:
+        assert f"{name}: checkpoint" in str(err.value), name
+    with pytest.raises(CheckpointError, match=r"epochs: checkpoint 2, now 3 \(the cosine schedule"):
+        pretrain(PretrainConfig(**{**cfg.__dict__, "epochs": 3}))
+
+    copy = tmp_path / "data" / Path(finished_run.cfg.manifest).name
+    shutil.copytree(Path(finished_run.cfg.manifest).parent, copy.parent)
+    with pytest.raises(CheckpointError, match=r"manifest: checkpoint .*, now .*data/"):
+        pretrain(PretrainConfig(**{**cfg.__dict__, "manifest": copy}))
+    same_path = PretrainConfig(**{**cfg.__dict__, "epochs": 3})
+    original = Path(same_path.manifest).read_bytes()
+    Path(same_path.manifest).write_bytes(original + b"\n")  # content changes, path does not
+    try:
+        with pytest.raises(CheckpointError, match=r"manifest content: .* changed since the run started"):
+            pretrain(same_path)
+    finally:
+        Path(same_path.manifest).write_bytes(original)
+    assert (out / "config.json").read_text() == config_before
+
+
+def test_out_folder_with_other_files_or_a_file_is_refused(manifest: Path, tmp_path: Path, monkeypatch):
+    """--out that holds someone's files (and no checkpoint) or that is a file is refused before
+    anything is written; a run that cannot hold its checkpoint stops before epoch 1."""
+    import geolab.train as train_mod
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"not a geolab run's \(notes\.txt\)"):
+        pretrain(quick_config(manifest, mine))
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        pretrain(quick_config(manifest, afile))
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: Usage(10, 10, 0))
+    monkeypatch.setattr(train_mod, "compute_loss", lambda *a, **k: pytest.fail("trained before checking the disk"))
+    with pytest.raises(DiskSpaceError, match="checkpoints"):
+        pretrain(quick_config(manifest, tmp_path / "full"))
+
+
+def test_temporal_positives_on_singletons_warn(tmp_path: Path):
+    """moco-tp on locations that each have one image is plain MoCo in all but name: a warning
+    gives the singleton share; a manifest with revisits gives none."""
+    single = make_manifest(tmp_path / "single", n_locations=8, revisits=(1,), size=16)
+    with pytest.warns(UserWarning, match=r"100% of the 'train' images are the only image of their location.*plain MoCo-v2"):
+        prepare_data(quick_config(single, tmp_path / "a", "moco-tp", image_size=16))
+    revisited = make_manifest(tmp_path / "revisited", n_locations=8, revisits=(2, 3), size=16)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        prepare_data(quick_config(revisited, tmp_path / "b", "moco-tp", image_size=16))
+
+
 def test_mismatched_weights_name_the_keys():
     """Loading a ResNet-18 state into a ResNet-50 lists missing/unexpected/shape-mismatched keys."""
     small, _ = make_backbone("resnet18")
@@ -190,6 +261,16 @@ def test_newer_geolab_checkpoint_and_garbage_files_are_refused(finished_run, tmp
     broken.write_bytes(finished_run.path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="truncated"):
         load_checkpoint(broken)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty \(0 bytes\)"):
+        load_checkpoint(empty)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": collections.OrderedDict(a=Path("x"))}, pickled)  # a pathlib object: pickled code
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(pickled)
+    assert "pickled Python objects" in str(err.value)
+    assert "weights_only" not in str(err.value) and "earlier checkpoint" not in str(err.value)
 
 
 def test_checkpoint_refused_when_disk_is_full(tmp_path: Path, monkeypatch):

@@ -104,6 +104,18 @@ def test_out_folder_with_another_world_is_refused(tmp_path: Path) -> None:
         load_world(seed=6, size=16, locations=12, out=tmp_path / "w", progress=False)
 
 
+def test_bad_seed_or_out_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A negative seed is refused before the folder is touched (no world.json that would block
+    it later), and an --out that is a file is a WorldError, not a traceback from mkdir."""
+    with pytest.raises(ValueError, match="world seed must be >= 0"):
+        load_world(seed=-1, size=16, locations=10, out=tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(WorldError, match="is a file, not a folder"):
+        load_world(size=16, locations=10, out=tmp_path / "f", progress=False)
+    assert (tmp_path / "f").read_text() == "x"
+
+
 def test_manifest_validates_with_the_contract_columns(small_world: pd.DataFrame) -> None:
     """The manifest passes geolab.manifest validation (files checked) and carries the
     contract's columns, the mask paths and the nuisance values drawn per image."""

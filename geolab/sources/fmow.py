@@ -651,11 +651,13 @@ def list_fmow_selection(
         geolab.sources.s3.ListingError: a category folder with no location at all (a changed
             layout or a wrong prefix), named with its URL.
     """
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from geolab.sources.s3 import ListingError, RetryPolicy, list_objects
 
     policy = policy or RetryPolicy()
+    stop = threading.Event()  # set on Ctrl-C or a failed listing: the other threads stop too
     prefix = prefix if (not prefix or prefix.endswith("/")) else prefix + "/"
     wanted = [(s, c, n) for s, n in locations_per_category.items() if n > 0 for c in categories]
     notes: list[str] = []
@@ -663,7 +665,7 @@ def list_fmow_selection(
     def category_locations(job: tuple[str, str, int]) -> list[str]:
         split, cat, n = job
         cat_prefix = f"{prefix}{split}/{cat}/"
-        listing = list_objects(bucket, cat_prefix, delimiter="/", policy=policy)
+        listing = list_objects(bucket, cat_prefix, delimiter="/", policy=policy, stop=stop)
         locs = sorted(listing.prefixes, key=_location_number)
         if not locs:
             raise ListingError(
@@ -676,13 +678,20 @@ def list_fmow_selection(
         return locs[:n]
 
     def location_objects(loc_prefix: str) -> list[Any]:
-        listing = list_objects(bucket, loc_prefix, policy=policy)
+        listing = list_objects(bucket, loc_prefix, policy=policy, stop=stop)
         return [o for o in listing.objects
                 if o.key.endswith((f"_{image_kind}.jpg", f"_{image_kind}.json"))]
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    # not a `with` block: its exit waits for every running listing, so Ctrl-C would wait too
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geolab-list")
+    try:
         loc_prefixes = [p for locs in pool.map(category_locations, wanted) for p in locs]
         objects = [o for objs in pool.map(location_objects, loc_prefixes) for o in objs]
+    except BaseException:
+        stop.set()  # running listings end before their next request; queued ones never start
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     for lp in loc_prefixes:
         if not any(o.key.startswith(lp) and o.key.endswith(".jpg") for o in objects):
             notes.append(f"{lp}: no {image_kind} image in this location")

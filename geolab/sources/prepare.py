@@ -105,6 +105,8 @@ def prepare_image(src: str, dest: str, short_side: int, quality: int = JPEG_QUAL
     """
     from PIL import Image
 
+    from geolab.images import to_rgb
+
     with Image.open(src) as im:
         target = resized_size(im.width, im.height, short_side)
         if target == im.size and im.format == "JPEG" and im.mode == "RGB":
@@ -116,7 +118,7 @@ def prepare_image(src: str, dest: str, short_side: int, quality: int = JPEG_QUAL
         if target != im.size:
             # decode at the smallest DCT scale still >= target (libjpeg scaling; JPEG only)
             im.draft("RGB", target)
-        rgb = im.convert("RGB")
+        rgb = to_rgb(im, src)  # 16-bit images rescaled, not clipped
         if rgb.size != target:
             rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         with atomic_write(dest, "wb") as fh:

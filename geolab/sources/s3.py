@@ -9,7 +9,11 @@ Guarantees:
 
 * **Listing** goes through ListObjectsV2 (XML, continuation tokens); an answer that is not a
   ``ListBucketResult`` is an error that names the URL, so a moved bucket or layout surfaces
-  instead of yielding an empty download.
+  instead of yielding an empty download. A continuation token that comes back again, or more
+  than :data:`MAX_LIST_PAGES` pages for one prefix, stops the listing with an error instead of
+  listing for ever.
+* **Ctrl-C** stops listings and transfers promptly: every thread checks a stop event between
+  pages, chunks and retries (backoff waits on it rather than sleeping).
 * **Nothing partial looks complete**: bytes go to ``<file>.part``; the file gets its final name
   only after its size and ETag (an MD5 for single-part uploads) check out.
 * **Resume**: a journal (``.geolab-download.jsonl`` in the output folder) records the key, size
@@ -52,6 +56,8 @@ FMOW_RGB_PREFIX = "Hosted-Datasets/fmow/fmow-rgb/"
 JOURNAL_NAME = ".geolab-download.jsonl"
 PART_SUFFIX = ".part"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Most ListObjectsV2 pages read for one prefix: 10,000 pages of 1,000 keys, ten times fMoW-rgb.
+MAX_LIST_PAGES = 10_000
 #: Bytes per write: small enough that a dropped connection keeps most of what arrived (the
 #: chunk being read when it drops is lost), large enough to cost nothing.
 CHUNK = 64 << 10
@@ -149,6 +155,10 @@ class RetryPolicy:
     max_wait: float = 30.0
     timeout: tuple[float, float] = (10.0, 60.0)
 
+    def __post_init__(self) -> None:
+        if int(self.retries) < 0:
+            raise ValueError(f"retries must be >= 0 (attempts after the first one), got {self.retries}.")
+
     def wait(self, attempt: int, rng: random.Random | None = None) -> float:
         base = min(self.max_wait, self.backoff * (2 ** attempt))
         return base * (1.0 + 0.5 * (rng or random).random())
@@ -202,18 +212,27 @@ def _s3_error_text(resp: requests.Response) -> str:
     return text[:200].strip() or resp.reason or ""
 
 
-def _retrying(policy: RetryPolicy, what: str, attempt_fn: Callable[[], object]) -> object:
-    """Run ``attempt_fn`` until it succeeds, retrying :class:`_Retryable` failures."""
+def _retrying(policy: RetryPolicy, what: str, attempt_fn: Callable[[], object],
+              stop: threading.Event | None = None) -> object:
+    """Run ``attempt_fn`` until it succeeds, retrying :class:`_Retryable` failures; a set
+    ``stop`` event ends the waits between attempts at once (:class:`DownloadInterrupted`)."""
     rng = random.Random()
     last: Exception | None = None
     for attempt in range(policy.retries + 1):
+        if stop is not None and stop.is_set():
+            raise DownloadInterrupted(f"{what}: stopped")
         try:
             return attempt_fn()
         except _Retryable as exc:
             last = exc
             if attempt < policy.retries:
-                time.sleep(policy.wait(attempt, rng))
-    raise S3Error(f"{what}: gave up after {policy.retries + 1} attempts; last error: {last}")
+                delay = policy.wait(attempt, rng)
+                if stop is not None:
+                    stop.wait(delay)
+                else:
+                    time.sleep(delay)
+    raise S3Error(f"{what}: gave up after {policy.retries + 1} attempt{'s' if policy.retries else ''}; "
+                  f"last error: {last}")
 
 
 _NETWORK_ERRORS = (
@@ -242,6 +261,8 @@ def list_objects(
     delimiter: str | None = None,
     max_keys: int = 1000,
     policy: RetryPolicy = RetryPolicy(),
+    max_pages: int = MAX_LIST_PAGES,
+    stop: threading.Event | None = None,
 ) -> Listing:
     """List a prefix with ListObjectsV2, following continuation tokens over all pages.
 
@@ -251,16 +272,21 @@ def list_objects(
         delimiter: ``"/"`` to get sub-folders as ``prefixes`` instead of every object below.
         max_keys: keys per page (S3 caps it at 1000).
         policy: retries for 5xx answers and dropped connections.
+        max_pages: stop with an error after this many pages (a listing that never ends).
+        stop: an event that, once set, ends the listing before its next request.
 
     Returns:
         A :class:`Listing`.
 
     Raises:
         S3Error: an error answer (403, 404, ...) or retries exhausted; the URL is named.
-        ListingError: an answer that is not a ListObjectsV2 result.
+        ListingError: an answer that is not a ListObjectsV2 result, a continuation token
+            that comes back again, or more than ``max_pages`` pages.
+        DownloadInterrupted: ``stop`` was set.
     """
     out = Listing()
     token: str | None = None
+    seen_tokens: set[str] = set()
     while True:
         params = {"list-type": "2", "prefix": prefix, "max-keys": str(max_keys),
                   "encoding-type": "url"}
@@ -287,11 +313,23 @@ def list_objects(
                 )
             return body
 
-        body = _retrying(policy, f"Listing {shown}", attempt)
+        body = _retrying(policy, f"Listing {shown}", attempt, stop)
         out.pages += 1
         token = _parse_listing_page(body, shown, out, url_encoded=True)
         if token is None:
             return out
+        if token in seen_tokens:
+            raise ListingError(
+                f"Listing {shown}: the server sent the continuation token {token[:40]!r} again after "
+                f"{out.pages} pages, so the listing would never end; the service is not answering like "
+                "S3's ListObjectsV2 (check --endpoint)."
+            )
+        if out.pages >= max_pages:
+            raise ListingError(
+                f"Listing {shown}: stopped after {out.pages} pages ({len(out.objects) + len(out.prefixes)} "
+                "entries) without reaching the end; check --prefix (a narrower one lists less) and --endpoint."
+            )
+        seen_tokens.add(token)
 
 
 def _parse_listing_page(body: bytes, shown: str, out: Listing, url_encoded: bool) -> str | None:
@@ -430,6 +468,7 @@ def fetch_object(
     policy: RetryPolicy = RetryPolicy(),
     on_bytes: Callable[[int], None] | None = None,
     check_md5: bool = True,
+    stop: threading.Event | None = None,
 ) -> bool:
     """Fetch one object to ``dest`` through ``dest.part``; skip it when already complete.
 
@@ -443,6 +482,7 @@ def fetch_object(
             stops the transfer and leaves the ``.part`` for a later resume.
         check_md5: compare the body's MD5 with an MD5-shaped ETag (turn off only for stores
             whose ETags are not MD5s, e.g. objects encrypted with customer keys).
+        stop: an event that, once set, ends the waits between retries at once.
 
     Returns:
         ``True`` when bytes were fetched, ``False`` when ``dest`` was already complete.
@@ -514,7 +554,7 @@ def fetch_object(
         os.replace(part, dest)
         journal.record(obj)
 
-    _retrying(policy, f"GET {url}", attempt)
+    _retrying(policy, f"GET {url}", attempt, stop)
     return True
 
 
@@ -605,7 +645,7 @@ def download_objects(
         if stop.is_set():
             raise DownloadInterrupted("not started")
         _session(pool=max(4, workers))
-        return fetch_object(bucket, obj, dests[obj.key], journal, policy, on_bytes, check_md5)
+        return fetch_object(bucket, obj, dests[obj.key], journal, policy, on_bytes, check_md5, stop)
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geolab-dl")
     try:

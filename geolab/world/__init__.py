@@ -120,15 +120,20 @@ def load_world(
     cfg = config or WorldConfig()
     over = {k: v for k, v in dict(seed=seed, size=size, locations=locations).items() if v is not None}
     cfg = dataclasses.replace(cfg, **over)
+    if int(cfg.seed) < 0:  # checked before anything is written into the folder
+        raise ValueError(f"the world seed must be >= 0, got {cfg.seed}.")
     key = world_key(cfg)
     folder = world_folder(cfg, out)
     manifest = folder / MANIFEST_NAME
+    if folder.exists() and not folder.is_dir():
+        raise WorldError(f"{folder} is a file, not a folder; choose a folder for the world (--out).")
 
     def check_same() -> None:
         info = gen.read_world_json(folder)
         if info is not None and info.get("key") != key:
             raise WorldError(
-                f"{folder} holds another geoworld (key {info.get('key')}, version "
+                f"{folder} holds {'an unfinished generation of ' if not info.get('complete', True) else ''}"
+                f"another geoworld (key {info.get('key')}, version "
                 f"{info.get('world_version')}) than the one asked for ({gen.describe(cfg)}, key {key}). "
                 "Choose another --out folder or delete that one."
             )
