@@ -78,6 +78,7 @@ PAPER_FMOW_TOP1: dict[str, dict[str, float | None]] = {
 }
 #: How the paper names geolab's methods.
 PAPER_METHOD_NAMES: dict[str, str] = {
+    "random-init": "Random init (untrained)",
     "supervised": "Supervised",
     "geoloc": "Geo-localisation only",
     "moco": "MoCo-v2",
@@ -1037,9 +1038,12 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     that differ only in ``seed`` (and extras) are seeds of one group.
 
     Returns:
-        One dict per group, in first-seen order: the group keys, ``seeds`` (sorted list), and
-        for each metric ``<m>_mean``, ``<m>_std`` (``None`` with one seed), ``<m>_values``.
+        One dict per group, in first-seen order: the group keys, ``seeds`` (sorted list),
+        for each metric ``<m>_mean``, ``<m>_std`` (``None`` with one seed), ``<m>_values``,
+        and ``probe_top1_ci`` (:func:`geolab.experiment.bootstrap_interval`, or ``None``).
     """
+    from geolab.experiment import bootstrap_interval
+
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in records:
         key = tuple(r.get(k, "main" if k == "experiment" else "") for k in _GROUP_KEYS)
@@ -1049,7 +1053,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = dict(zip(_GROUP_KEYS, key))
         row["seeds"] = sorted({r.get("seed") for r in recs})
         row["n"] = len(recs)
-        for m in (*METRIC_KEYS, *DENSE_KEYS, "wall_time_s"):
+        for m in (*METRIC_KEYS, *DENSE_KEYS, "wall_time_s", "train_loss"):
             vals = [float(r[m]) for r in recs if r.get(m) is not None]
             row[f"{m}_values"] = vals
             row[f"{m}_mean"] = sum(vals) / len(vals) if vals else None
@@ -1058,8 +1062,20 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 row[f"{m}_std"] = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
             else:
                 row[f"{m}_std"] = None
+        # a 95% interval that includes the test set's sampling error (bootstrap over test
+        # locations and seeds); None for records without per-location hits
+        ci = bootstrap_interval(list(recs), row["method"], "probe_top1")
+        row["probe_top1_ci"] = list(ci) if ci is not None else None
         rows.append(row)
     return rows
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    return "" if not ci else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}"
+
+
+def _loss(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def _pct(mean: float | None, std: float | None) -> str:
@@ -1163,8 +1179,11 @@ def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str]
         lines += [
             "## Linear probe and kNN",
             "",
-            "| notebook | experiment | method | data | arch | image size | epochs | seeds | probe top-1 | probe F1 | kNN top-1 | paper probe top-1 (fMoW) |",
-            "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+            "Mean ± std over seeds; the interval is a 95% bootstrap over test locations and seeds (it "
+            "includes the test set's sampling error). `random-init` is the untrained backbone.",
+            "",
+            "| notebook | experiment | method | data | arch | image size | epochs | seeds | probe top-1 | 95% interval | probe F1 | kNN top-1 | train loss | paper probe top-1 (fMoW) |",
+            "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in rows:
             if r["probe_top1_mean"] is None and r["miou_mean"] is not None:
@@ -1176,8 +1195,9 @@ def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str]
             lines.append(
                 f"| {_md(r['notebook'])} | {_md(r['experiment'])} | {_md(method)} | {_md(r['data'])} | {_md(r['arch'])} | "
                 f"{r['image_size']} | {r['epochs']} | {', '.join(map(str, r['seeds']))} | "
-                f"{_pct(r['probe_top1_mean'], r['probe_top1_std'])} | {_pct(r['probe_f1_mean'], r['probe_f1_std'])} | "
-                f"{_pct(r['knn_top1_mean'], r['knn_top1_std'])} | {paper} |"
+                f"{_pct(r['probe_top1_mean'], r['probe_top1_std'])} | {_ci(r.get('probe_top1_ci'))} | "
+                f"{_pct(r['probe_f1_mean'], r['probe_f1_std'])} | "
+                f"{_pct(r['knn_top1_mean'], r['knn_top1_std'])} | {_loss(r.get('train_loss_mean'))} | {paper} |"
             )
         lines.append("")
         for (nb, exp), fig in figures.items():

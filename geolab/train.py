@@ -438,7 +438,8 @@ def load_state_dict_checked(module: nn.Module, state: dict[str, Tensor], source:
 #: ``channels_last``, ``compile``, ``dist_timeout_s``, ``on_bad_image``.
 _RESUME_MUST_MATCH = ("method", "arch", "batch_size", "proj_dim", "geo_k", "queue_size", "seed", "image_size",
                       "temperature", "lr", "momentum", "weight_decay", "alpha", "beta", "ema_momentum", "cosine",
-                      "bn_splits", "max_steps_per_epoch", "train_split", "preload")
+                      "bn_splits", "max_steps_per_epoch", "train_split", "preload",
+                      "crop_min_scale", "jitter_strength")
 
 
 def manifest_fingerprint(manifest: str | os.PathLike) -> dict[str, str]:
@@ -577,11 +578,12 @@ def prepare_data(cfg: PretrainConfig):
     images = decode_images(train, cfg.image_size, cfg.on_bad_image, progress=cfg.progress) if cfg.preload else None
     if cfg.is_moco:
         base = TemporalPairDataset(
-            train, strategy=cfg.pair_strategy, transform=None if cfg.preload else moco_v2_view(cfg.image_size),
+            train, strategy=cfg.pair_strategy,
+            transform=None if cfg.preload else moco_v2_view(cfg.image_size, cfg.crop_min_scale, cfg.jitter_strength),
             seed=cfg.seed, on_bad_image=cfg.on_bad_image, classes=classes, images=images,
         )
         ds: torch.utils.data.Dataset = _PairDataset(base)
-        ds.batch_transform = BatchMoCoV2View(cfg.image_size) if cfg.preload else None
+        ds.batch_transform = BatchMoCoV2View(cfg.image_size, cfg.crop_min_scale, cfg.jitter_strength) if cfg.preload else None
         _warn_singletons(cfg, base.singleton_share)
     else:
         base = ImageDataset(

@@ -25,16 +25,18 @@ PAPER_INPUT_SIZE = 224
 Transform = Callable[[Image.Image], "object"]
 
 
-def moco_v2_view(input_size: int = PAPER_INPUT_SIZE) -> Transform:
+def moco_v2_view(input_size: int = PAPER_INPUT_SIZE, min_scale: float = 0.2, cj_strength: float = 1.0) -> Transform:
     """One MoCo-v2 view: PIL image -> normalised float tensor (3, input_size, input_size).
 
     Args:
-        input_size: output side in pixels (paper: 224; geoworld: 64).
+        input_size: output side in pixels (paper: 224; geoworld: 32-64).
+        min_scale: smallest crop area (MoCo-v2: 0.2).
+        cj_strength: multiplies the colour jitter (MoCo-v2: 1).
 
     Returns:
-        lightly's ``MoCoV2Transform(input_size=input_size).transforms[0]``.
+        lightly's ``MoCoV2Transform(input_size, min_scale=..., cj_strength=...).transforms[0]``.
     """
-    return MoCoV2Transform(input_size=input_size).transforms[0]
+    return MoCoV2Transform(input_size=input_size, min_scale=min_scale, cj_strength=cj_strength).transforms[0]
 
 
 def eval_transform(input_size: int = PAPER_INPUT_SIZE) -> Transform:
