@@ -329,14 +329,15 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "description": "`make course`: the whole course on geoworld on a 2-core CPU (target: under 20 min)",
-        # Why these settings (measured on dev worlds 101/102, never on world 0, the course's):
-        # contrastive learning needs on the order of a thousand optimizer steps here; a
-        # ResNet-18 at 1/4 width (resnet18-w16) on 32 px images held in memory (preload) takes
-        # them in about a minute. The queue (512) stays well below the ~2,800 training images
-        # (no image meets its own older keys), the key encoder follows faster (m=0.99) in so
-        # short a run, and the crops and colour jitter are milder than MoCo-v2's (area >= 0.4,
-        # jitter x0.5): at 32 px MoCo-v2's full strength left instance discrimination
-        # unlearnable in this budget (the loss stayed near ln(queue+1)).
+        # Why these settings (searched on development world 101, never on world 0, the
+        # course's; BENCHMARKS.md "SSL recipe"): the queue (512) stays well below the ~2,800
+        # training images (no image meets its own older keys), the key encoder follows faster
+        # (m=0.99) in so short a run, and crops and colour jitter are milder than MoCo-v2's
+        # (area >= 0.4, jitter x0.5): at 32 px MoCo-v2's full strength left the loss near
+        # ln(queue+1) and the features below random init. What showed MoCo-v2 above random
+        # init (1000 steps of resnet18-w32, batch 128) does not fit 20 minutes for 12 runs on
+        # 2 cores: this profile takes ~670 steps of resnet18-w16 at batch 64, held in memory
+        # (preload); `cpu-long` runs the recipe that worked.
         "common": {
             "data": "geoworld",
             "manifest": "",
@@ -345,7 +346,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "world_seed": 0,
             "arch": "resnet18-w16",
             "image_size": 32,
-            "epochs": 22,
+            "epochs": 15,
             "batch_size": 64,
             "queue_size": 512,
             "lr": 0.03,
