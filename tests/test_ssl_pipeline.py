@@ -569,8 +569,7 @@ def test_run_experiment_random_init_records_and_is_reused(data: Path, tmp_path: 
     from geolab.experiment import compare, method_table
 
     results = tmp_path / "run" / "records" / "02_demo.jsonl"
-    run = run_experiment
-    first = run(RANDOM_INIT, data, seed=0, results_path=results, **TINY)
+    first = run_experiment(RANDOM_INIT, data, seed=0, results_path=results, **TINY)
     assert first["method"] == RANDOM_INIT and first["epochs"] == 0 and not first["reused"]
     assert "train_loss" not in first
     sizes = first["test_location_images"]
@@ -579,13 +578,13 @@ def test_run_experiment_random_init_records_and_is_reused(data: Path, tmp_path: 
     assert sum(first["knn_hits"]) / sum(sizes) == pytest.approx(first["knn_top1"])
     assert load_checkpoint(first["checkpoint"])["method"] == RANDOM_INIT
 
-    again = run(RANDOM_INIT, data, seed=0, results_path=results, **{**TINY, "epochs": 5, "lr": 0.5})
+    again = run_experiment(RANDOM_INIT, data, seed=0, results_path=results, **{**TINY, "epochs": 5, "lr": 0.5})
     assert again["reused"] and again["key"] == first["key"] and again["probe_hits"] == first["probe_hits"]
     assert "Reusing random-init (seed 0)" in capsys.readouterr().out
-    wider = run(RANDOM_INIT, data, seed=0, results_path=results, **{**TINY, "arch": "resnet18-w32"})
+    wider = run_experiment(RANDOM_INIT, data, seed=0, results_path=results, **{**TINY, "arch": "resnet18-w32"})
     assert not wider["reused"] and wider["key"] != first["key"]
 
-    trained = run("moco-tp", data, seed=0, results_path=results, **TINY)
+    trained = run_experiment("moco-tp", data, seed=0, results_path=results, **TINY)
     assert trained["steps"] == 2 and math.isfinite(trained["train_loss"]) and trained["epochs"] == 1
     records = [first, trained]
     assert "95% interval" in compare(records, "moco-tp", RANDOM_INIT)
