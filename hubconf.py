@@ -32,8 +32,9 @@ def _entry_point(arch: str):
             )
         backbone = load_backbone(weights, arch=arch)
         if backbone.geolab_meta["arch"] != arch:  # a geolab checkpoint keeps its own arch
+            entry_name = re.sub(r"\W", "_", backbone.geolab_meta["arch"]) + "_gassl"
             raise ValueError(f"{weights} holds a {backbone.geolab_meta['arch']} backbone, not {arch}; "
-                             f"load it with {backbone.geolab_meta['arch']}_gassl.")
+                             f"load it with {entry_name}.")
         return backbone
 
     entry.__name__ = entry.__qualname__ = re.sub(r"\W", "_", f"{arch}_gassl")

@@ -286,6 +286,18 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
+def _checkpoint_header(arch: str, method: str) -> dict[str, Any]:
+    """What every geolab checkpoint starts with (read back by :func:`check_checkpoint`)."""
+    return {
+        "format": "geolab-checkpoint",
+        "format_version": CHECKPOINT_FORMAT,
+        "geolab_version": __version__,
+        "torch_version": str(torch.__version__),
+        "arch": arch,
+        "method": method,
+    }
+
+
 def save_random_init(cfg: PretrainConfig) -> Path:
     """The random-init baseline as a geolab checkpoint (method ``"random-init"``): the backbone
     that ``cfg.arch`` builds after ``seed_everything(cfg.seed)``, i.e. the same weights a
@@ -301,12 +313,7 @@ def save_random_init(cfg: PretrainConfig) -> Path:
     seed_everything(cfg.seed)
     backbone, dim = make_backbone(cfg.arch)
     state = {
-        "format": "geolab-checkpoint",
-        "format_version": CHECKPOINT_FORMAT,
-        "geolab_version": __version__,
-        "torch_version": str(torch.__version__),
-        "arch": cfg.arch,
-        "method": RANDOM_INIT,
+        **_checkpoint_header(cfg.arch, RANDOM_INIT),
         "config": {**cfg.to_dict(), "epochs": 0},
         "epoch": 0,
         "global_step": 0,
@@ -842,12 +849,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
             metrics.write(epoch_record, global_step)
             if ctx.is_main:
                 state = {
-                    "format": "geolab-checkpoint",
-                    "format_version": CHECKPOINT_FORMAT,
-                    "geolab_version": __version__,
-                    "torch_version": str(torch.__version__),
-                    "arch": cfg.arch,
-                    "method": cfg.method,
+                    **_checkpoint_header(cfg.arch, cfg.method),
                     "config": cfg.to_dict(),
                     "manifest": manifest_id,
                     "epoch": epoch + 1,
