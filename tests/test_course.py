@@ -289,7 +289,7 @@ def test_setup_errors_stop_before_anything_runs(tmp_path: Path, monkeypatch: pyt
     nbs = tmp_path / "nbs"
     write_nb(nbs / "01_a.ipynb", "x = 1")
     out = tmp_path / "run"
-    with pytest.raises(course.CourseError, match="choose one of smoke, cpu, gpu-full"):
+    with pytest.raises(course.CourseError, match="choose one of smoke, cpu, cpu-long, gpu, gpu-full"):
         course.run_course("tiny", out, notebooks_dir=nbs)
     with pytest.raises(course.CourseError, match="Unknown data tier 'mnist'"):
         course.run_course("smoke", out, data="mnist", notebooks_dir=nbs)
@@ -334,18 +334,21 @@ def test_set_typos_and_wrong_types_are_errors_in_run_and_plan(tmp_path: Path) ->
 
 
 def test_profiles_have_the_documented_shape() -> None:
-    """Every shipped profile loads; gpu-full carries the paper's settings."""
+    """Every shipped profile loads and names its world seed (geoworld); gpu-full carries the paper's settings."""
     from geolab.config import PROFILES
 
-    assert set(PROFILES) == {"smoke", "cpu", "gpu-full"}
+    assert set(PROFILES) == {"smoke", "cpu", "cpu-long", "gpu", "gpu-full"}
     for name in PROFILES:
         prof = course.load_profile(name)
         assert prof["common"]["data"] in course.DATA_TIERS
+        if prof["common"]["data"] == "geoworld":
+            assert isinstance(prof["common"]["world_seed"], int)
     full = PROFILES["gpu-full"]["common"]
     assert (full["data"], full["arch"], full["image_size"], full["epochs"]) == ("fmow", "resnet50", 224, 200)
     assert (full["batch_size"], full["queue_size"], full["temperature"], full["geo_k"]) == (256, 65536, 0.02, 100)
     merged = course.notebook_parameters(course.load_profile("cpu"), "05_ablations", ["seeds", "epochs", "data"], {"data": "fmow"})
-    assert merged == {"seeds": [0], "epochs": 2, "data": "fmow"}
+    assert merged == {"seeds": [0], "epochs": PROFILES["cpu"]["notebooks"]["05_ablations"]["epochs"], "data": "fmow"}
+    assert full["preload"] is False and full["ema_momentum"] == 0.999
 
 
 def test_dense_transfer_records_get_their_own_report_table() -> None:
