@@ -303,6 +303,24 @@ class DenseConfig:
 # (the runner warns about keys that no notebook declares). ``--data``/``--manifest``/``--set``
 # beat the profile. Names follow :class:`PretrainConfig`; ``seeds`` lists the seeds of a
 # notebook's main comparison (the report shows mean +- std over them).
+#: Settings the geoworld profiles share (cpu, cpu-long, gpu): the SSL recipe searched on
+#: development world 101 (BENCHMARKS.md "SSL recipe"); each profile adds its scale.
+_GEOWORLD_RECIPE: dict[str, Any] = {
+    "data": "geoworld",
+    "manifest": "",
+    "world_seed": 0,
+    "queue_size": 512,
+    "lr": 0.03,
+    "ema_momentum": 0.99,
+    "temperature": MOCO_V2_TEMPERATURE,
+    "crop_min_scale": 0.4,
+    "jitter_strength": 0.5,
+    "seeds": [0, 1, 2],
+    "max_steps_per_epoch": None,
+    "preload": True,
+    "num_workers": 0,
+}
+
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "description": "the tiniest run, for tests: every notebook executes end to end in seconds",
@@ -339,26 +357,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         # 2 cores: this profile takes ~670 steps of resnet18-w16 at batch 64, held in memory
         # (preload); `cpu-long` runs the recipe that worked.
         "common": {
-            "data": "geoworld",
-            "manifest": "",
+            **_GEOWORLD_RECIPE,
             "world_locations": 1000,
             "world_size": 32,
-            "world_seed": 0,
             "arch": "resnet18-w16",
             "image_size": 32,
             "epochs": 15,
             "batch_size": 64,
-            "queue_size": 512,
-            "lr": 0.03,
-            "ema_momentum": 0.99,
-            "temperature": MOCO_V2_TEMPERATURE,
-            "crop_min_scale": 0.4,
-            "jitter_strength": 0.5,
             "geo_k": 20,
-            "seeds": [0, 1, 2],
-            "max_steps_per_epoch": None,
-            "preload": True,
-            "num_workers": 0,
             "device": "cpu",
         },
         # Ablations sweep one setting at a time: one seed, shorter runs, to fit the budget.
@@ -367,26 +373,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu-long": {
         "description": "the converged picture on a 2-core CPU (target: under 2 h): the reference run",
         "common": {
-            "data": "geoworld",
-            "manifest": "",
+            **_GEOWORLD_RECIPE,
             "world_locations": 1000,
             "world_size": 32,
-            "world_seed": 0,
             "arch": "resnet18-w32",
             "image_size": 32,
             "epochs": 45,
             "batch_size": 128,
-            "queue_size": 512,
-            "lr": 0.03,
-            "ema_momentum": 0.99,
-            "temperature": MOCO_V2_TEMPERATURE,
-            "crop_min_scale": 0.4,
-            "jitter_strength": 0.5,
             "geo_k": 20,
-            "seeds": [0, 1, 2],
-            "max_steps_per_epoch": None,
-            "preload": True,
-            "num_workers": 0,
             "device": "cpu",
         },
         "notebooks": {"05_ablations": {"seeds": [0], "epochs": 15}},
@@ -394,26 +388,16 @@ PROFILES: dict[str, dict[str, Any]] = {
     "gpu": {
         "description": "a bigger geoworld on one GPU in minutes (target: under 10 min on one H200)",
         "common": {
-            "data": "geoworld",
-            "manifest": "",
+            **_GEOWORLD_RECIPE,
             "world_locations": 3000,
             "world_size": 64,
-            "world_seed": 0,
             "arch": "resnet18",
             "image_size": 64,
             "epochs": 60,
             "batch_size": 256,
             "queue_size": 4096,
             "lr": 0.06,
-            "ema_momentum": 0.99,
-            "temperature": MOCO_V2_TEMPERATURE,
-            "crop_min_scale": 0.4,
-            "jitter_strength": 0.5,
             "geo_k": 50,
-            "seeds": [0, 1, 2],
-            "max_steps_per_epoch": None,
-            "preload": True,
-            "num_workers": 0,
             "device": "cuda",
         },
         "notebooks": {"05_ablations": {"seeds": [0], "epochs": 20}},
