@@ -19,9 +19,11 @@ from geolab.transforms import _Normalize, BatchMoCoV2View
 from geolab.evaluate import extract_features, linear_probe, knn
 p = argparse.ArgumentParser()
 for k, v in dict(manifest="", arch="resnet18-w16", T=0.2, lr=0.06, steps=300, queue=1024, m=0.99, min_scale=0.2, cj=1.0,
-                 bs=128, opt="sgd", wd=1e-4, tp=0, seed=0, size=32, cos=1, tag="", log="").items():
+                 bs=128, opt="sgd", wd=1e-4, tp=0, seed=0, size=32, cos=1, splits=8, threads=0, tag="", log="").items():
     p.add_argument("--" + k, type=type(v), default=v)
 a = p.parse_args()
+if a.threads:
+    torch.set_num_threads(a.threads)
 if not a.manifest:  # the development world the recipe was tuned on (never the course's world 0)
     from geolab.world import load_world
 
@@ -32,7 +34,7 @@ df = select_split(full, "train")
 imgs = decode_images(df, a.size, progress=False)
 index = LocationIndex(df)
 aug = BatchMoCoV2View(a.size, min_scale=a.min_scale, cj_strength=a.cj)
-model = MoCoModel(a.arch, geo_k=0, bn_splits=8)
+model = MoCoModel(a.arch, geo_k=0, bn_splits=a.splits)
 crit = build_contrastive_loss(a.T, a.queue)
 params = [p for p in model.parameters() if p.requires_grad]
 opt = torch.optim.SGD(params, lr=a.lr, momentum=0.9, weight_decay=a.wd) if a.opt == "sgd" else torch.optim.AdamW(params, lr=a.lr, weight_decay=a.wd)
@@ -53,9 +55,9 @@ tt = time.time() - t0
 bb = model.backbone.eval()
 fx = {s: extract_features(bb, select_split(full, s), a.size, classes=classes, device="cpu", progress=False) for s in ("train", "val")}
 pr = linear_probe(*fx["train"], *fx["val"])["top1"]; kn = knn(*fx["train"], *fx["val"])["top1"]
-csweep = {c: round(linear_probe(*fx["train"], *fx["val"], C=c)["top1"], 4) for c in (0.01, 0.1)}
+csweep = {c: round(linear_probe(*fx["train"], *fx["val"], C=c)["top1"], 4) for c in (0.001, 0.003, 0.01, 0.03, 0.1)}
 L = np.array(losses); ch = [round(float(L[i:i + 25].mean()), 2) for i in range(0, len(L), max(25, len(L) // 8))] if len(L) else []
-out = dict(tag=a.tag, **{k: v for k, v in vars(a).items() if k not in ("manifest", "tag", "log")}, train_s=round(tt), loss=ch, val_probe=round(pr, 4), val_knn=round(kn, 4), csweep=csweep)
+out = dict(tag=a.tag, **{k: v for k, v in vars(a).items() if k not in ("manifest", "tag", "log", "threads")}, train_s=round(tt), loss=ch, val_probe=round(pr, 4), val_knn=round(kn, 4), csweep=csweep)
 print(json.dumps(out), flush=True)
 if a.log:
     with open(a.log, "a") as fh:

@@ -3,4 +3,4 @@
 Ayush et al., "Geography-Aware Self-Supervised Learning", ICCV 2021 (arXiv 2011.09980).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

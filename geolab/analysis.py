@@ -141,16 +141,18 @@ def run_sweep(
     Returns:
         The stored records, each with ``knob``, ``value`` and ``is_baseline`` added.
     """
-    if run is None:
-        from geolab.experiment import run_experiment as run
+    plan = [(step, seed) for step in sweep_plan(baseline, sweeps) for seed in seeds]
+    specs = [dict(method=method, manifest=manifest, data=data, seed=seed, results_path=results_path,
+                  experiment=step["experiment"], variant=step["variant"], **step["config"]) for step, seed in plan]
+    if run is None:  # the missing runs train several at a time
+        from geolab.experiment import run_experiments
+
+        stored = run_experiments(specs)
+    else:
+        stored = [run(spec.pop("method"), spec.pop("manifest"), **spec) for spec in specs]
     records = []
-    for step in sweep_plan(baseline, sweeps):
-        for seed in seeds:
-            rec = run(
-                method, manifest, data=data, seed=seed, results_path=results_path,
-                experiment=step["experiment"], variant=step["variant"], **step["config"],
-            )  # fmt: skip
-            records.append({**rec, "knob": step["knob"], "value": step["value"], "is_baseline": step["is_baseline"]})
+    for (step, _), rec in zip(plan, stored):
+        records.append({**rec, "knob": step["knob"], "value": step["value"], "is_baseline": step["is_baseline"]})
     return records
 
 

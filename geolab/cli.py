@@ -456,7 +456,8 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
         if name == "probe":
             p.add_argument("--backend", choices=("sklearn", "torch"), default="sklearn")
-            p.add_argument("--C", type=positive_float, default=1.0, help="inverse L2 strength (sklearn)")
+            p.add_argument("--C", type=positive_float, default=None,
+                           help="inverse L2 strength of the probe (default: chosen on the val split from 0.001-1)")
         else:
             p.add_argument("--k", type=positive_int, default=20, help="neighbours (default 20)")
         p.set_defaults(func=_engine_evaluate, engine_eval=name)
@@ -529,7 +530,7 @@ def _engine_evaluate(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, manifest=args.manifest, image_size=args.image_size,
         train_split=args.train_split, test_split=args.test_split, batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device,
-        backend=getattr(args, "backend", "sklearn"), C=getattr(args, "C", 1.0), k=getattr(args, "k", 20),
+        backend=getattr(args, "backend", "sklearn"), C=getattr(args, "C", None), k=getattr(args, "k", 20),
         arch=args.arch,
     )
     try:

@@ -361,6 +361,45 @@ def _check_eval_splits(train, test, cfg: ProbeConfig, test_split: str, linear: b
         )
 
 
+def select_probe_C(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    grid: tuple[float, ...] | None = None,
+    *,
+    backend: str = "sklearn",
+    seed: int = 0,
+) -> tuple[float, dict[str, float]]:
+    """The probe's inverse L2 strength with the best top-1 on the val split.
+
+    Fits :func:`linear_probe` on the training features once per ``C`` in ``grid`` (default
+    :data:`geolab.config.PROBE_C_GRID`) and scores val; a tie goes to the stronger
+    regularisation (the smaller C). Returns ``(C, {str(C): val top-1})``."""
+    from geolab.config import PROBE_C_GRID
+
+    scores = {}
+    best_C, best = None, -1.0
+    for C in sorted(grid or PROBE_C_GRID):
+        top1 = linear_probe(train_x, train_y, val_x, val_y, backend=backend, C=C, seed=seed)["top1"]
+        scores[str(C)] = round(float(top1), 4)
+        if top1 > best:
+            best_C, best = C, top1
+    return float(best_C), scores
+
+
+def _probe_C(C, backbone, df, train, test_split, tx, ty, image_size, common, backend, seed):
+    """``(C, val search or None)``: ``C`` when given, else :func:`select_probe_C` on the val
+    split; 1.0 when val is the scored split or absent (nothing else to choose on)."""
+    if C is not None:
+        return C, None
+    val = df[df["split"] == "val"] if test_split != "val" else df.iloc[:0]
+    if not len(val) or not val["label"].isin(train["label"]).all():
+        return 1.0, None
+    sx, sy = extract_features(backbone, val, image_size, **common)
+    return select_probe_C(tx, ty, sx, sy, backend=backend, seed=seed)
+
+
 def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = True, progress: bool = True) -> dict[str, Any]:
     """Linear probe and/or kNN of one checkpoint on one manifest (``geolab probe`` / ``knn``).
 
@@ -418,9 +457,12 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
         return np.bincount(loc_index, weights=(pred == vy).astype(np.float64), minlength=len(locations)).astype(int).tolist()
 
     if linear:
-        scores = linear_probe(tx, ty, vx, vy, backend=cfg.backend, C=cfg.C, seed=cfg.seed, return_predictions=True)
+        C, search = _probe_C(cfg.C, backbone, df, train, test_split, tx, ty, image_size, common, cfg.backend, cfg.seed)
+        scores = linear_probe(tx, ty, vx, vy, backend=cfg.backend, C=C, seed=cfg.seed, return_predictions=True)
         pred = scores.pop("predictions")
-        result["linear_probe"] = {**scores, "backend": cfg.backend, "hits": hits(pred)}
+        result["linear_probe"] = {**scores, "backend": cfg.backend, "C": C, "hits": hits(pred)}
+        if search is not None:
+            result["linear_probe"]["val_top1_by_C"] = search
     if knn_eval:
         scores = knn(tx, ty, vx, vy, k=cfg.k, temperature=cfg.knn_temperature, return_predictions=True)
         pred = scores.pop("predictions")
@@ -478,10 +520,11 @@ def probe_weights(
         meta = backbone.geolab_meta
         tx, ty = extract_features(backbone, train, image_size, **common)
         vx, vy = extract_features(backbone, test, image_size, **common)
-        probe = linear_probe(tx, ty, vx, vy, seed=seed)
+        C, _ = _probe_C(None, backbone, df, train, test_split, tx, ty, image_size, common, "sklearn", seed)
+        probe = linear_probe(tx, ty, vx, vy, C=C, seed=seed)
         rows[name] = {
             "weights": meta.get("source"), "arch": meta.get("arch"), "method": meta.get("method"),
-            "epoch": meta.get("epoch"), "probe_top1": probe["top1"], "probe_f1": probe["f1"],
+            "epoch": meta.get("epoch"), "probe_C": C, "probe_top1": probe["top1"], "probe_f1": probe["f1"],
             "knn_top1": knn(tx, ty, vx, vy, k=k)["top1"], "test_images": len(test),
         }
     return pd.DataFrame.from_dict(rows, orient="index")

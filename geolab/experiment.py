@@ -61,6 +61,7 @@ def run_experiment(
     experiment: str = "main",
     variant: str = "",
     progress: bool = False,
+    _trained_now: bool = False,
     **config: Any,
 ) -> dict[str, Any]:
     """Pre-train ``method`` (or reuse the identical finished run), evaluate it, record it.
@@ -86,50 +87,19 @@ def run_experiment(
         checkpoint, key, reused.
     """
     from geolab.course import record_result
-    from geolab.evaluate import evaluate_checkpoint
-    from geolab.train import pretrain, save_random_init
 
-    untrained = method == RANDOM_INIT
-    cfg = PretrainConfig(method="supervised" if untrained else method, manifest=str(manifest), seed=seed, progress=progress, **config)
-    if untrained:  # only what decides the untrained weights and their evaluation
-        key = _short_hash({"arch": cfg.arch, "seed": seed, "image_size": cfg.image_size, "init": True,
-                           "manifest": _manifest_fingerprint(manifest), "geolab": __version__})
-    else:
-        key = experiment_key(cfg)
-    folder = experiments_dir(results_path) / f"{method}-seed{seed}-{key}"
+    cfg, key, folder = _plan(method, manifest, seed, progress, config, results_path)
     done = folder / "result.json"
-    if done.exists():
-        stored = json.loads(done.read_text())
+    reused = done.exists() and not _trained_now
+    if not done.exists():
+        _train_and_store(method, manifest, seed, results_path, progress, config)
+    stored = json.loads(done.read_text())
+    if reused:
         print(
             f"Reusing {method} (seed {seed}): trained at {stored['finished_at']} by "
             f"{stored['trained_by'] or 'a hand run'} with the same configuration (key {key})."
         )
-        reused = True
-    else:
-        t0 = time.perf_counter()
-        run = dataclasses.replace(cfg, out=str(folder), resume=True)
-        checkpoint = save_random_init(run) if untrained else pretrain(run)
-        evaluation = evaluate_checkpoint(
-            ProbeConfig(
-                checkpoint=str(checkpoint),
-                manifest=str(manifest),
-                image_size=cfg.image_size,
-                num_workers=cfg.num_workers,
-                device=cfg.device,
-                seed=seed,
-            ),
-            progress=progress,
-        )
-        stored = {
-            "checkpoint": str(checkpoint),
-            "evaluation": evaluation,
-            "training": {} if untrained else _training_summary(folder),
-            "wall_time_s": round(time.perf_counter() - t0, 1),
-            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "trained_by": Path(results_path).stem if results_path else "",
-        }
-        atomic_write_json(done, stored)
-        reused = False
+    untrained = method == RANDOM_INIT
     ev = stored["evaluation"]
     record = {
         "experiment": experiment,
@@ -160,6 +130,132 @@ def run_experiment(
         atomic_write_json(done, {**stored, "record": stored_record})
     return stored_record
 
+
+def _plan(method: str, manifest: str | os.PathLike, seed: int, progress: bool, config: dict[str, Any],
+          results_path: str | os.PathLike | None) -> tuple[PretrainConfig, str, Path]:
+    """The run's configuration, its key and its folder under :func:`experiments_dir`."""
+    untrained = method == RANDOM_INIT
+    cfg = PretrainConfig(method="supervised" if untrained else method, manifest=str(manifest), seed=seed, progress=progress, **config)
+    if untrained:  # only what decides the untrained weights and their evaluation
+        key = _short_hash({"arch": cfg.arch, "seed": seed, "image_size": cfg.image_size, "init": True,
+                           "manifest": _manifest_fingerprint(manifest), "geolab": __version__})
+    else:
+        key = experiment_key(cfg)
+    return cfg, key, experiments_dir(results_path) / f"{method}-seed{seed}-{key}"
+
+
+def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, results_path: str | os.PathLike | None,
+                     progress: bool, config: dict[str, Any]) -> float:
+    """Train (or resume) one run, evaluate it and write its ``result.json``; the seconds it took.
+
+    Runs in the notebook's process, or in a worker of :func:`run_experiments`."""
+    from geolab.evaluate import evaluate_checkpoint
+    from geolab.train import pretrain, save_random_init
+
+    cfg, _, folder = _plan(method, manifest, seed, progress, config, results_path)
+    t0 = time.perf_counter()
+    run = dataclasses.replace(cfg, out=str(folder), resume=True)
+    checkpoint = save_random_init(run) if method == RANDOM_INIT else pretrain(run)
+    evaluation = evaluate_checkpoint(
+        ProbeConfig(checkpoint=str(checkpoint), manifest=str(manifest), image_size=cfg.image_size,
+                    num_workers=cfg.num_workers, device=cfg.device, seed=seed),
+        progress=progress,
+    )
+    stored = {
+        "checkpoint": str(checkpoint),
+        "evaluation": evaluation,
+        "training": {} if method == RANDOM_INIT else _training_summary(folder),
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "trained_by": Path(results_path).stem if results_path else "",
+    }
+    atomic_write_json(folder / "result.json", stored)
+    return stored["wall_time_s"]
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def default_workers(device: str = "cpu", pending: int = 1) -> tuple[int, int]:
+    """(parallel runs, threads per run) for ``pending`` runs still to train on ``device``.
+
+    The course's CPU encoders are small: on 2 cores two runs of one thread each train ~1.9x
+    as many steps per minute as one run of two threads (bench/bench_parallel_runs.py), so
+    a CPU trains up to one run per core, at most 4 at once, sharing the cores out. A GPU
+    trains one run at a time. ``$GEOLAB_PARALLEL_RUNS`` overrides the number of runs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env = os.environ.get("GEOLAB_PARALLEL_RUNS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"GEOLAB_PARALLEL_RUNS={env!r}: expected a whole number >= 1 (runs trained at once).")
+        workers = int(env)
+    else:
+        workers = 1 if not str(device).startswith("cpu") else min(cores, 4)
+    workers = max(1, min(workers, pending))
+    return workers, max(1, cores // workers)
+
+
+def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> list[dict[str, Any]]:
+    """:func:`run_experiment` for each spec (a dict of its keyword arguments), training the
+    missing runs several at a time; the records come back in the order of ``specs``.
+
+    Runs already finished are reused, as by :func:`run_experiment`. The others train in
+    worker processes (``workers`` at once; default and threads per run from
+    :func:`default_workers`), each printing one line when it ends. A run that fails stops
+    the rest and raises its error.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    folders, pending = [], {}
+    for spec in specs:
+        config = {k: v for k, v in spec.items() if k not in _RUN_ARGS}
+        seed, results_path = spec.get("seed", 0), spec.get("results_path", "")
+        cfg, _, folder = _plan(spec["method"], spec["manifest"], seed, False, config, results_path)
+        folders.append(folder)
+        if not (folder / "result.json").exists():
+            pending.setdefault(folder, (cfg.device, dict(method=spec["method"], manifest=spec["manifest"], seed=seed,
+                                                         results_path=results_path, progress=False, config=config)))
+    if pending:
+        device = next(iter(pending.values()))[0]
+        n, threads = default_workers(device, len(pending))
+        if workers is not None:
+            n = max(1, min(workers, len(pending)))
+            threads = max(1, default_workers("cpu", 1)[1] // n)
+        jobs = [job for _, job in pending.values()]
+        print(f"Training {len(jobs)} run(s), {n} at a time ({threads} thread(s) each).", flush=True)
+
+        def done(i: int, job: dict[str, Any], secs: float) -> None:
+            print(f"  [{i}/{len(jobs)}] {job['method']} seed {job['seed']} trained and evaluated in {secs:.0f} s", flush=True)
+
+        if n == 1:
+            for i, job in enumerate(jobs, 1):
+                done(i, job, _train_and_store(**job))
+        else:
+            with cf.ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                        initargs=(threads,)) as pool:
+                futures = {pool.submit(_train_and_store, **job): job for job in jobs}
+                try:
+                    for i, fut in enumerate(cf.as_completed(futures), 1):
+                        done(i, futures[fut], fut.result())
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    return [run_experiment(**spec, _trained_now=folder in pending) for spec, folder in zip(specs, folders)]
+
+
+#: run_experiment's own arguments (the rest of a spec is PretrainConfig fields).
+_RUN_ARGS = {"method", "manifest", "seed", "results_path", "progress", "data", "experiment", "variant"}
+
+
+def run_methods(methods: tuple[str, ...] | list[str], seeds: list[int] | tuple[int, ...], manifest: str | os.PathLike,
+                *, workers: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every method with every seed (method-major order), via :func:`run_experiments`."""
+    return run_experiments([dict(method=m, manifest=manifest, seed=s, **kwargs) for m in methods for s in seeds], workers)
 
 def _short_hash(d: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -726,7 +726,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
     per_rank = cfg.batch_size // ctx.world_size
     # split BN guards MoCo against the BN leak; the classifiers use plain BatchNorm
     bn_splits = (cfg.bn_splits or auto_bn_splits(per_rank, ctx.world_size)) if cfg.is_moco else 1
-    if cfg.is_moco and bn_splits == 1 and not ctx.distributed:
+    if cfg.is_moco and bn_splits == 1 and not cfg.bn_splits and not ctx.distributed:  # 1 asked for: no warning
         warnings.warn(
             f"batch {per_rank} is too small to split BatchNorm: MoCo's BN leak is not prevented; "
             "use a batch of 8 or more.",

@@ -77,3 +77,14 @@ def test_steps_per_epoch_divides_the_budget():
     bench = _bench("bench_ssl_budget")
     assert bench.steps_per_epoch(100, 5) == 5 and bench.steps_per_epoch(100, 7) == 5
     assert bench.steps_per_epoch(7, 5) == 1 and bench.steps_per_epoch(4, 10) == 4
+
+
+def test_bench_parallel_runs_quick(manifest: Path, capsys):
+    """bench_parallel_runs --quick trains the same runs one at a time and two at a time with
+    run_experiments and prints both rows, the first as the 1.00x reference."""
+    bench = _bench("bench_parallel_runs")
+    results = bench.main(["--quick", "--manifest", str(manifest)])
+    assert [(r["workers"], r["runs"]) for r in results] == [(1, 2), (2, 2)]
+    assert all(r["wall_s"] > 0 and r["runs_per_min"] > 0 for r in results)
+    out = capsys.readouterr().out
+    assert "| runs at once | threads each |" in out and "| 1.00x |" in out

@@ -186,3 +186,43 @@ def test_cli_probe_knn_and_pretrain_errors(trained, tmp_path: Path, capsys):
     argv = ["pretrain", "--method", "moco-geo", "--manifest", str(manifest), "--out", str(run_dir), "--arch", "resnet18"]
     assert main(argv) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_select_probe_C_picks_the_best_val_score_and_breaks_ties_toward_small_C(monkeypatch):
+    """Every grid value is fitted once and scored on val; the best val top-1 wins, and a tie
+    goes to the stronger regularisation (the smaller C), whatever the grid's order."""
+    from geolab import evaluate
+
+    val_top1 = {0.001: 0.40, 0.01: 0.55, 0.1: 0.55, 1.0: 0.50}
+    fitted = []
+
+    def fake_probe(tx, ty, vx, vy, *, backend, C, seed):
+        fitted.append(C)
+        return {"top1": val_top1[C]}
+
+    monkeypatch.setattr(evaluate, "linear_probe", fake_probe)
+    x, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    C, search = evaluate.select_probe_C(x, y, x, y, grid=(1.0, 0.1, 0.001, 0.01))
+    assert C == 0.01 and sorted(fitted) == sorted(val_top1)
+    assert search == {"0.001": 0.4, "0.01": 0.55, "0.1": 0.55, "1.0": 0.5}
+
+
+def test_the_probe_chooses_C_on_val_and_scores_test(trained):
+    """evaluate_checkpoint with C=None searches the grid on the val split and says which C
+    scored test; a fixed C is used as given, with no search."""
+    from geolab.manifest import save_manifest
+
+    manifest, ckpt = trained
+    df = load_manifest(manifest)
+    val_locations = sorted(df.loc[df.split == "val", "location_id"].astype(str).unique())
+    df.loc[df.location_id.astype(str).isin(val_locations[::2]), "split"] = "test"
+    manifest = save_manifest(df, Path(manifest).with_name("with_test.csv"))
+    chosen = evaluate_checkpoint(ProbeConfig(checkpoint=str(ckpt), manifest=str(manifest), num_workers=0, device="cpu"),
+                                 knn_eval=False, progress=False)["linear_probe"]
+    from geolab.config import PROBE_C_GRID
+
+    assert set(chosen["val_top1_by_C"]) == {str(c) for c in PROBE_C_GRID}
+    assert chosen["val_top1_by_C"][str(chosen["C"])] == max(chosen["val_top1_by_C"].values())
+    fixed = evaluate_checkpoint(ProbeConfig(checkpoint=str(ckpt), manifest=str(manifest), num_workers=0, device="cpu", C=0.5),
+                                knn_eval=False, progress=False)["linear_probe"]
+    assert fixed["C"] == 0.5 and "val_top1_by_C" not in fixed

@@ -78,3 +78,46 @@ def test_method_table_reports_percent_mean_and_std():
     t = method_table([_rec("a", 0, 0.5), _rec("a", 1, 0.7), _rec("b", 0, 0.4)])
     assert t.loc["a", "probe_top1 mean"] == 60.0 and t.loc["a", "seeds"] == 2
     assert round(t.loc["a", "probe_top1 std"], 2) == 14.14
+
+
+def test_run_experiments_trains_the_missing_runs_in_parallel_and_keeps_the_order(tmp_path, capsys, monkeypatch):
+    """Several runs trained by two worker processes come back as records in the order asked,
+    marked as trained now (not reused); a duplicate spec trains once; asking again reuses all
+    and the numbers are the stored ones."""
+    from geolab.experiment import run_experiments, run_methods
+
+    monkeypatch.delenv("GEOLAB_PARALLEL_RUNS", raising=False)
+    manifest = make_manifest(tmp_path / "data", n_locations=12)
+    results = tmp_path / "run" / "records" / "03_demo.jsonl"
+    specs = [dict(method=m, manifest=manifest, seed=s, results_path=results, **TINY)
+             for m, s in (("moco", 1), ("random-init", 0), ("moco", 0), ("moco", 1))]
+    first = run_experiments(specs, workers=2)
+    out = capsys.readouterr().out
+    assert "Training 3 run(s), 2 at a time" in out and out.count("trained and evaluated in") == 3
+    assert [(r["method"], r["seed"]) for r in first] == [("moco", 1), ("random-init", 0), ("moco", 0), ("moco", 1)]
+    assert [r["reused"] for r in first] == [False, False, False, False]
+    assert first[0]["key"] == first[3]["key"] and first[0]["probe_top1"] == first[3]["probe_top1"]
+    again = run_methods(("moco",), [0, 1], manifest, results_path=results, **TINY)
+    assert all(r["reused"] for r in again) and "Training" not in capsys.readouterr().out
+    assert [r["probe_top1"] for r in again] == [first[2]["probe_top1"], first[0]["probe_top1"]]
+
+
+def test_default_workers_one_run_per_core_on_cpu_one_on_gpu(monkeypatch):
+    """On a CPU up to one run per core (at most 4) share the cores; a GPU trains one at a time;
+    $GEOLAB_PARALLEL_RUNS overrides and a bad value is a clear error."""
+    import pytest
+
+    from geolab import experiment
+
+    monkeypatch.delenv("GEOLAB_PARALLEL_RUNS", raising=False)
+    monkeypatch.setattr(experiment.os, "sched_getaffinity", lambda _: set(range(2)), raising=False)
+    assert experiment.default_workers("cpu", 12) == (2, 1)
+    assert experiment.default_workers("cpu", 1) == (1, 2)
+    assert experiment.default_workers("cuda", 12) == (1, 2)
+    monkeypatch.setattr(experiment.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    assert experiment.default_workers("cpu", 12) == (4, 4)
+    monkeypatch.setenv("GEOLAB_PARALLEL_RUNS", "1")
+    assert experiment.default_workers("cpu", 12) == (1, 16)
+    monkeypatch.setenv("GEOLAB_PARALLEL_RUNS", "two")
+    with pytest.raises(ValueError, match="GEOLAB_PARALLEL_RUNS"):
+        experiment.default_workers("cpu", 12)
