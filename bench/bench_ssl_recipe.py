@@ -19,7 +19,7 @@ from geolab.transforms import _Normalize, BatchMoCoV2View
 from geolab.evaluate import extract_features, linear_probe, knn
 p = argparse.ArgumentParser()
 for k, v in dict(manifest="", arch="resnet18-w16", T=0.2, lr=0.06, steps=300, queue=1024, m=0.99, min_scale=0.2, cj=1.0,
-                 bs=128, opt="sgd", wd=1e-4, tp=0, seed=0, size=32, cos=1, splits=8, threads=0, tag="", log="").items():
+                 bs=128, opt="sgd", wd=1e-4, tp=0, seed=0, size=32, cos=1, splits=8, threads=0, crop=0, tag="", log="").items():
     p.add_argument("--" + k, type=type(v), default=v)
 a = p.parse_args()
 if a.threads:
@@ -33,7 +33,7 @@ full = load_manifest(a.manifest); classes = label_names(full)
 df = select_split(full, "train")
 imgs = decode_images(df, a.size, progress=False)
 index = LocationIndex(df)
-aug = BatchMoCoV2View(a.size, min_scale=a.min_scale, cj_strength=a.cj)
+aug = BatchMoCoV2View(a.crop or a.size, min_scale=a.min_scale, cj_strength=a.cj)  # --crop: train on smaller views
 model = MoCoModel(a.arch, geo_k=0, bn_splits=a.splits)
 crit = build_contrastive_loss(a.T, a.queue)
 params = [p for p in model.parameters() if p.requires_grad]

@@ -174,9 +174,13 @@ def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, result
 
 
 def _worker_init(threads: int) -> None:
+    """Each worker keeps to its share of the cores: torch's and the BLAS/OpenMP pools that
+    scikit-learn's probe uses (threadpoolctl), so two workers never oversubscribe them."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
+    _worker_init.limits = threadpool_limits(threads)  # kept alive for the worker's lifetime
 
 
 def default_workers(device: str = "cpu", pending: int = 1) -> tuple[int, int]:

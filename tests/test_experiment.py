@@ -121,3 +121,24 @@ def test_default_workers_one_run_per_core_on_cpu_one_on_gpu(monkeypatch):
     monkeypatch.setenv("GEOLAB_PARALLEL_RUNS", "two")
     with pytest.raises(ValueError, match="GEOLAB_PARALLEL_RUNS"):
         experiment.default_workers("cpu", 12)
+
+
+def test_training_curves_show_every_trained_run_and_skip_random_init(tmp_path):
+    """The curves notebooks 02-04 draw: one loss line per trained run (coloured by method),
+    the kNN monitor where it ran, nothing for the untrained random-init row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from geolab.viz import training_curves, training_history
+
+    manifest = make_manifest(tmp_path / "data", n_locations=12)
+    results = tmp_path / "run" / "records" / "02_demo.jsonl"
+    records = [run_experiment(m, manifest, seed=s, results_path=results, **{**TINY, "epochs": 2, "knn_every": 1})
+               for m, s in (("random-init", 0), ("moco", 0), ("moco", 1))]
+    assert training_history(records[0]).empty
+    hist = training_history(records[1])
+    assert list(hist["epoch"]) == [1.0, 2.0] and hist["loss"].notna().all() and hist["knn_top1"].notna().all()
+    fig = training_curves(records, note="geoworld: simulated")
+    loss_ax, knn_ax = fig.axes
+    assert len(loss_ax.get_lines()) == 2 and len(knn_ax.get_lines()) == 2
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["moco"]
