@@ -1,4 +1,4 @@
-"""The one prepared GPU check: proves geolab's GPU path in under 8 minutes on one GPU.
+"""The one prepared GPU check: proves geolab's GPU path in under 10 minutes on one GPU.
 
 GPU time here is rare and short, so this script is ready before the GPU is and runs in one go
 (``make gpu-check``, or ``python bench/gpu_check.py --out DIR``). Stages run in order, each in
@@ -13,32 +13,38 @@ so a run cut short still reports what it did. Each stage's full output is in
 stage      what it proves (numbers in gpu_check.json)                                    limit
 ========== ============================================================================= =====
 env        torch / CUDA / cuDNN / NCCL versions, GPU name and memory, bf16 support        20 s
-throughput ``bench_gpu_throughput.py``'s modes (eager fp32, bf16 + channels_last, + ``torch 150 s
-           .compile``): MoCo-v2+TP+Geo, ResNet-50, 224 px, batch 256, queue 65536, K=100:
-           pairs/s per mode, against the 3,000 pairs/s target
-amp        bf16 autocast vs fp32 on one batch (ResNet-50, 224 px, batch 64): first-step     40 s
+throughput ``bench_gpu_throughput.py``'s eager fp32 and bf16 + channels_last modes:          90 s
+           MoCo-v2+TP+Geo, ResNet-50, 224 px, batch 256, queue 65536, K=100: pairs/s per
+           mode, against the 3,000 pairs/s target; each number saved as it is measured
+amp        bf16 autocast vs fp32 on one batch (ResNet-50, 224 px, batch 64): first-step     35 s
            loss within 2 %, each part's gradient norm (backbone, projection head, geo
            head) within x1.25 (its direction at random init is chaotic even in fp32, see
            :func:`stage_amp`); then 50 bf16 training steps with finite loss and weights
-torchrun   ``torchrun --nproc_per_node=1 -m geolab.train`` on a 224 px geoworld, SIGKILLed  100 s
+torchrun   ``torchrun --nproc_per_node=1 -m geolab.train`` on a 224 px geoworld, SIGKILLed 120 s
            (torchrun and its worker) in its second and last epoch, then ``--resume``: the
            final weights differ from an uninterrupted run's by at most 10 % of what the
-           last epoch changed them (cuDNN autotuning and bf16 are not bit-reproducible;
-           the CPU dry run demands bit-identical weights); and, in a second torchrun job,
-           one DDP step over NCCL equals the same step without DDP
-course     ``geolab course run --profile gpu --data geoworld`` (the notebooks through       120 s
-           papermill on CUDA; ``--set`` epochs=1, max_steps_per_epoch=5, seeds=[0] to fit
-           the budget): every notebook ok, on CUDA, ``results.json`` valid with records
+           last epoch changed them, or twice what they differ between two uninterrupted
+           runs (cuDNN autotuning and bf16 are not bit-reproducible; the CPU dry run
+           demands bit-identical weights); and, in a second torchrun job, one DDP step
+           over NCCL equals the same step without DDP
+course     ``geolab course run --profile gpu --data geoworld --only 01 02 04`` (notebooks  140 s
+           through papermill on CUDA; ``--set`` epochs=1, max_steps_per_epoch=5,
+           seeds=[0], world_locations=300 to fit the budget): every notebook ok, on CUDA,
+           ``results.json`` valid with records
 dataloader the real input pipeline (``geolab.train.prepare_data``: temporal pairs, MoCo-v2   45 s
            views at 224 px, a DataLoader with max(8, CPUs) workers, copied to the GPU) over
            a prepared cache (short side 256) of fMoW-sized JPEGs: pairs/s against the
            model's best pairs/s from ``throughput``: is the GPU fed?
+compile    bf16 + channels_last + ``torch.compile`` (inductor) of both encoders: pairs/s  140 s
+           and the warm-up that holds the compilation; last, because compiling took over
+           3 minutes on the first H200 run and must not cost the other stages their time
 ========== ============================================================================= =====
 
-The limits add up to 475 s (the geography table of geoworld, built on first use, is in
-``torchrun``'s time). The exit code is 0 only when every stage is ``ok``. A missed
-throughput target or a starved GPU is a finding (in the summary line and the numbers), not a
-failure: the check proves that the path works and measures it.
+The limits add up to 590 s, under the device tool's 10 minutes a command; the first H200 run's
+stages took about 9 + 70 + 23 + 92 + 34 s where they finished (the geography table of geoworld,
+built on first use, is in ``torchrun``'s time). The exit code is 0 only when every stage is
+``ok``. A missed throughput target or a starved GPU is a finding (in the summary line and the
+numbers), not a failure: the check proves that the path works and measures it.
 
 ``--cpu-dry-run`` runs every stage at toy size on the CPU (the smoke profile's architecture
 at 32 px, gloo instead of NCCL, ``torch.compile`` with the ``eager`` backend, the course's
@@ -81,13 +87,23 @@ TARGET_PAIRS_PER_S = 3000
 AMP_LOSS_RTOL = 0.02
 AMP_GRAD_NORM_RATIO = 1.25
 AMP_STEPS = 50
-#: torchrun stage on a GPU: ||w_resumed - w_uninterrupted|| <= this x ||w_uninterrupted - w_epoch1||.
+#: torchrun stage on a GPU: ||w_resumed - w_uninterrupted|| <= this x ||w_uninterrupted - w_epoch1||,
+#: or <= RESUME_NOISE_FACTOR x the same distance between two uninterrupted runs (the run-to-run spread
+#: of cuDNN autotuning and bf16, measured in the stage), whichever is larger. The first H200 run
+#: (2026-12-04) found two runs of the same settings already apart in their first epoch, before any
+#: kill (loss 7.3219 vs 7.3091), and the resumed run 0.22 away: a fixed 0.10 cannot tell a resume
+#: bug from that noise. (The CPU dry run demands bit-identical weights.)
 RESUME_GPU_RTOL = 0.10
+RESUME_NOISE_FACTOR = 2.0
 #: DDP over NCCL (one rank) vs the same step without DDP, fp32 without TF32.
 DDP_LOSS_RTOL = 1e-4
 DDP_GRAD_RTOL = 1e-3
 #: What the course stage changes in the gpu profile to fit its time limit.
-COURSE_GPU_OVERRIDES: dict[str, Any] = {"epochs": 1, "max_steps_per_epoch": 5, "seeds": [0]}
+#: The first H200 run (2026-12-04) spent 89 s of its 200 s in notebook 01 making the profile's
+#: 3000-location world, and ran out of time in 02; a 300-location world proves the same path.
+COURSE_GPU_OVERRIDES: dict[str, Any] = {"epochs": 1, "max_steps_per_epoch": 5, "seeds": [0], "world_locations": 300}
+#: The notebooks of the course stage on a GPU: the data, then the two that train and record results.
+COURSE_GPU_ONLY = ("01", "02", "04")
 #: The course stage of the dry run: the smoke profile on the first notebook that trains and
 #: records results (the whole smoke course is tests/test_course_smoke.py's job).
 COURSE_DRY_ONLY = ("02",)
@@ -222,8 +238,9 @@ def stage_env(ctx: Ctx, rep: Reporter) -> None:
     )
 
 
-def stage_throughput(ctx: Ctx, rep: Reporter) -> None:
-    """bench_gpu_throughput.py's three modes, each number saved as soon as it is measured."""
+def _measure_modes(ctx: Ctx, rep: Reporter, compiled: bool) -> None:
+    """bench_gpu_throughput.py's modes with (``compiled``) or without ``torch.compile``, each
+    number saved as soon as it is measured, so a stage cut short by its limit still reports."""
     import torch
 
     sys.path.insert(0, str(BENCH_DIR))
@@ -240,34 +257,56 @@ def stage_throughput(ctx: Ctx, rep: Reporter) -> None:
         args = argparse.Namespace(arch=_gpu_arch(), image_size=224, batch_size=256, queue_size=65536, steps=20, warmup=5)
         backend = "inductor"
     rep.set(arch=args.arch, image_size=args.image_size, batch_size=args.batch_size, queue_size=args.queue_size,
-            geo_k=100, steps=args.steps, warmup_steps=args.warmup, compile_backend=backend,
-            target_pairs_per_s=TARGET_PAIRS_PER_S, modes={})
+            geo_k=100, steps=args.steps, warmup_steps=args.warmup, target_pairs_per_s=TARGET_PAIRS_PER_S, modes={},
+            **({"compile_backend": backend} if compiled else {}))
     modes: dict[str, dict[str, float]] = {}
     errors = []
     for name, amp, channels_last, compile_ in bgt.MODES:
-        _say(f"throughput: {name} ...")
+        if compile_ != compiled:
+            continue
+        _say(f"{'compile' if compiled else 'throughput'}: {name} ...")
         try:
             modes[name] = bgt.measure_mode(args, device, amp, channels_last, compile_, compile_backend=backend)
-            _say(f"throughput: {name}: {modes[name]['pairs_per_s']:,.1f} pairs/s")
+            _say(f"{'compile' if compiled else 'throughput'}: {name}: {modes[name]['pairs_per_s']:,.1f} pairs/s")
         except Exception as exc:  # noqa: BLE001 - the other modes still run; the stage then fails
             traceback.print_exc()
             errors.append(f"{name}: {type(exc).__name__}: {_first_line(exc)}")
-        rep.set(modes=modes)
+        if modes:
+            best = max(modes, key=lambda m: modes[m]["pairs_per_s"])
+            rate = modes[best]["pairs_per_s"]
+            rep.set(modes=modes, best_mode=best, best_pairs_per_s=rate,
+                    target_met=None if ctx.dry else rate >= TARGET_PAIRS_PER_S)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if not modes:
         raise CheckFailed("; ".join(errors))
     best = max(modes, key=lambda m: modes[m]["pairs_per_s"])
     rate = modes[best]["pairs_per_s"]
-    rep.set(best_mode=best, best_pairs_per_s=rate, target_met=None if ctx.dry else rate >= TARGET_PAIRS_PER_S)
     verdict = "not a measurement (CPU dry run)" if ctx.dry else (
         f"target >= {TARGET_PAIRS_PER_S:,} {'met' if rate >= TARGET_PAIRS_PER_S else 'NOT met'}")
-    rep.summary(
-        ", ".join(f"{n}: {m['pairs_per_s']:,.0f}" for n, m in modes.items())
-        + f" pairs/s ({args.arch}, {args.image_size} px, batch {args.batch_size}); best {best}, {verdict}"
-    )
+    text = ", ".join(f"{n}: {m['pairs_per_s']:,.0f}" for n, m in modes.items())
+    text += f" pairs/s ({args.arch}, {args.image_size} px, batch {args.batch_size})"
+    if compiled:
+        plain = ctx.earlier("throughput").get("best_pairs_per_s")
+        if plain:
+            rep.set(speedup_over_throughput_best=rate / plain)
+            text += f"; x{rate / plain:.2f} the best mode without compile"
+        text += f"; warm-up incl. compilation {modes[best]['warmup_s']:.0f} s"
+    rep.summary(f"{text}; {verdict}")
     if errors:
         raise CheckFailed("; ".join(errors))
+
+
+def stage_throughput(ctx: Ctx, rep: Reporter) -> None:
+    """Eager fp32 and bf16 + channels_last pairs/s (the compiled mode is the ``compile`` stage)."""
+    _measure_modes(ctx, rep, compiled=False)
+
+
+def stage_compile(ctx: Ctx, rep: Reporter) -> None:
+    """bf16 + channels_last + ``torch.compile``: the last stage, since inductor's compilation of
+    ResNet-50's forward and backward took over 3 minutes on the first H200 run (2026-12-04), more
+    than all the other stages' work; a slow compilation now costs no other stage its time."""
+    _measure_modes(ctx, rep, compiled=True)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -503,6 +542,13 @@ def _state_delta(a: dict, b: dict) -> tuple[float, float]:
     return mx, sq ** 0.5
 
 
+def resume_tolerance(noise: float | None) -> float:
+    """How far (relative to the last epoch's change) resumed weights may be from an uninterrupted
+    run's on a GPU: RESUME_GPU_RTOL, or RESUME_NOISE_FACTOR x the measured distance between two
+    uninterrupted runs (``noise``) when that is larger."""
+    return RESUME_GPU_RTOL if noise is None else max(RESUME_GPU_RTOL, RESUME_NOISE_FACTOR * noise)
+
+
 def stage_torchrun(ctx: Ctx, rep: Reporter) -> None:
     """Kill + resume under torchrun against an uninterrupted run; one DDP step over NCCL.
 
@@ -533,6 +579,22 @@ def stage_torchrun(ctx: Ctx, rep: Reporter) -> None:
     ddp_proc = _popen(_torchrun() + [str(Path(__file__).resolve()), "--ddp-worker", str(ddp_result)]
                       + (["--cpu-dry-run"] if ctx.dry else []), ddp_log)
 
+    def cmd(out: Path, resume: bool = False, launcher: list[str] | None = None) -> list[str]:
+        c = (launcher or _torchrun()) + [
+            "-m", "geolab.train", "--method", "moco-tp-geo", "--manifest", str(manifest), "--out", str(out),
+            "--arch", s["arch"], "--image-size", str(s["image_size"]), "--epochs", str(s["epochs"]),
+            "--batch-size", str(s["batch_size"]), "--queue-size", str(s["queue_size"]), "--geo-k", str(s["geo_k"]),
+            "--num-workers", str(s["workers"]), "--knn-every", "0", "--log-every", "1",
+            "--max-steps-per-epoch", str(s["max_steps"]), "--device", s["device"], "--no-progress",
+        ]
+        return c + (["--resume"] if resume else [])
+
+    # 2a. on a GPU, a second uninterrupted run in its own process (beside the reference, so it costs
+    # little wall time): the run-to-run spread that the resumed run is judged against
+    twin_proc = None
+    if not ctx.dry:
+        twin_proc = _popen(cmd(root / "twin", launcher=[sys.executable]), root / "twin.log")
+
     # 2. the uninterrupted run, here (the same code path as torchrun with one rank)
     cfg = PretrainConfig(method="moco-tp-geo", manifest=manifest, out=root / "uninterrupted", arch=s["arch"],
                          image_size=s["image_size"], epochs=s["epochs"], batch_size=s["batch_size"],
@@ -548,15 +610,12 @@ def stage_torchrun(ctx: Ctx, rep: Reporter) -> None:
     rep.set(ddp_s=time.perf_counter() - t_ddp, **{f"ddp_{k}": v for k, v in ddp.items()})
     problems = list(ddp["problems"])
 
-    def cmd(out: Path, resume: bool = False) -> list[str]:
-        c = _torchrun() + [
-            "-m", "geolab.train", "--method", "moco-tp-geo", "--manifest", str(manifest), "--out", str(out),
-            "--arch", s["arch"], "--image-size", str(s["image_size"]), "--epochs", str(s["epochs"]),
-            "--batch-size", str(s["batch_size"]), "--queue-size", str(s["queue_size"]), "--geo-k", str(s["geo_k"]),
-            "--num-workers", str(s["workers"]), "--knn-every", "0", "--log-every", "1",
-            "--max-steps-per-epoch", str(s["max_steps"]), "--device", s["device"], "--no-progress",
-        ]
-        return c + (["--resume"] if resume else [])
+    noise = None
+    if twin_proc is not None:
+        _wait(twin_proc, root / "twin.log", 300, "the second uninterrupted run")
+        twin = load_checkpoint(checkpoint_path(root / "twin"))
+        noise_diff = _state_delta(twin["model"], want["model"])[1]
+        rep.set(twin_s=time.perf_counter() - t0)
 
     # 3. torchrun training, SIGKILLed (torchrun and its worker) at its first step record of epoch 2
     out = root / "resumed"
@@ -602,23 +661,30 @@ def stage_torchrun(ctx: Ctx, rep: Reporter) -> None:
     max_abs, diff = _state_delta(got["model"], want["model"])
     _, change = _state_delta(want["model"], epoch1)
     rel = diff / change if change > 0 else float("inf")
+    if twin_proc is not None:
+        noise = noise_diff / change if change > 0 else float("inf")
+    tol = resume_tolerance(noise)
     bank_rel = _rel_err(got["memory_bank"]["bank"], want["memory_bank"]["bank"])
     same_steps = (got["epoch"], got["global_step"], int(got["memory_bank"]["ptr"])) == (
         want["epoch"], want["global_step"], int(want["memory_bank"]["ptr"]))
     rep.set(weights_max_abs_diff=max_abs, weights_rel_to_change=rel, memory_bank_rel_diff=bank_rel,
-            epochs_steps_ptr_equal=same_steps, global_step=int(got["global_step"]))
-    _say(f"torchrun: resumed vs uninterrupted: max |dw| {max_abs:.3g}, ||dw|| / ||w_final - w_epoch1|| {rel:.3g}")
+            epochs_steps_ptr_equal=same_steps, global_step=int(got["global_step"]),
+            weights_rel_noise=noise, resume_tolerance=None if ctx.dry else tol)
+    _say(f"torchrun: resumed vs uninterrupted: max |dw| {max_abs:.3g}, ||dw|| / ||w_final - w_epoch1|| {rel:.3g}"
+         + ("" if noise is None else f"; two uninterrupted runs: {noise:.3g}"))
     if not same_steps:
         problems.append(f"epoch/step/memory-bank pointer differ: resumed {got['epoch']}/{got['global_step']}/"
                         f"{int(got['memory_bank']['ptr'])}, uninterrupted {want['epoch']}/{want['global_step']}/"
                         f"{int(want['memory_bank']['ptr'])}")
     if ctx.dry and max_abs != 0:
         problems.append(f"resumed weights are not bit-identical to the uninterrupted run's on the CPU (max |dw| {max_abs:.3g})")
-    if not ctx.dry and not rel <= RESUME_GPU_RTOL:
+    if not ctx.dry and not rel <= tol:
         problems.append(f"resumed weights differ from the uninterrupted run's by {rel:.3g} of the last epoch's change "
-                        f"(tolerance {RESUME_GPU_RTOL})")
+                        f"(tolerance {tol:.3g}: the larger of {RESUME_GPU_RTOL} and {RESUME_NOISE_FACTOR:g} x the "
+                        f"{noise if noise is not None else float('nan'):.3g} between two uninterrupted runs)")
+    spread = "" if noise is None else f" (two uninterrupted runs: {noise:.2g})"
     rep.summary(
-        f"killed at step {killed_at}, resumed: {'bit-identical' if max_abs == 0 else f'rel diff {rel:.2g}'} "
+        f"killed at step {killed_at}, resumed: {'bit-identical' if max_abs == 0 else f'rel diff {rel:.2g}'}{spread} "
         f"({s['arch']}, {s['image_size']} px); DDP over {ddp['backend']}: loss rel {ddp['loss_rel_diff']:.1e}, "
         f"gradient rel {ddp['grad_rel_err']:.1e}"
     )
@@ -711,7 +777,7 @@ def stage_course(ctx: Ctx, rep: Reporter) -> None:
             f"geolab.config.PROFILES has no {profile!r} profile (it has {', '.join(PROFILES)}); add it, or pass "
             "--course-profile NAME."
         )
-    only = ctx.course_only if ctx.course_only is not None else (list(COURSE_DRY_ONLY) if ctx.dry else None)
+    only = ctx.course_only if ctx.course_only is not None else list(COURSE_DRY_ONLY if ctx.dry else COURSE_GPU_ONLY)
     overrides = {} if ctx.dry else dict(COURSE_GPU_OVERRIDES)
     out = ctx.work / "course"
     shutil.rmtree(out, ignore_errors=True)
@@ -851,11 +917,12 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("env", 20, 120, stage_env, "versions, GPU name and memory"),
-    Stage("throughput", 150, 300, stage_throughput, "pairs/s: eager fp32, bf16 + channels_last, + torch.compile"),
-    Stage("amp", 40, 300, stage_amp, "bf16 vs fp32 loss and gradients; no NaN in bf16 steps"),
-    Stage("torchrun", 100, 600, stage_torchrun, "torchrun kill + --resume vs uninterrupted; DDP step over NCCL"),
-    Stage("course", 120, 600, stage_course, "geolab course run (papermill) -> results.json"),
+    Stage("throughput", 90, 300, stage_throughput, "pairs/s: eager fp32, bf16 + channels_last"),
+    Stage("amp", 35, 300, stage_amp, "bf16 vs fp32 loss and gradients; no NaN in bf16 steps"),
+    Stage("torchrun", 120, 600, stage_torchrun, "torchrun kill + --resume vs uninterrupted; DDP step over NCCL"),
+    Stage("course", 140, 600, stage_course, "geolab course run (papermill) -> results.json"),
     Stage("dataloader", 45, 300, stage_dataloader, "input pipeline pairs/s vs the model's: is the GPU fed?"),
+    Stage("compile", 140, 300, stage_compile, "pairs/s of bf16 + channels_last + torch.compile"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
