@@ -10,6 +10,7 @@ half-way resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -173,6 +174,16 @@ def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, result
     return stored["wall_time_s"]
 
 
+def _train_logged(**job: Any) -> float:
+    """:func:`_train_and_store` with the training log (a line per epoch, warnings) written to
+    ``<run folder>.log`` beside the run's folder instead of the notebook: with several runs at once their
+    lines interleave into noise, and the notebook plots the same curves from ``metrics.jsonl``."""
+    _, _, folder = _plan(job["method"], job["manifest"], job["seed"], job["progress"], job["config"], job["results_path"])
+    folder.parent.mkdir(parents=True, exist_ok=True)  # beside the run folder, which must hold only the run
+    with open(folder.parent / f"{folder.name}.log", "a") as log, contextlib.redirect_stderr(log):
+        return _train_and_store(**job)
+
+
 def _worker_init(threads: int) -> None:
     """Each worker keeps to its share of the cores: torch's and the BLAS/OpenMP pools that
     scikit-learn's probe uses (threadpoolctl), so two workers never oversubscribe them."""
@@ -235,13 +246,14 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
         def done(i: int, job: dict[str, Any], secs: float) -> None:
             print(f"  [{i}/{len(jobs)}] {job['method']} seed {job['seed']} trained and evaluated in {secs:.0f} s", flush=True)
 
+        print("Each run's training log: <run folder>.log under experiments/.", flush=True)
         if n == 1:
             for i, job in enumerate(jobs, 1):
-                done(i, job, _train_and_store(**job))
+                done(i, job, _train_logged(**job))
         else:
             with cf.ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                         initargs=(threads,)) as pool:
-                futures = {pool.submit(_train_and_store, **job): job for job in jobs}
+                futures = {pool.submit(_train_logged, **job): job for job in jobs}
                 try:
                     for i, fut in enumerate(cf.as_completed(futures), 1):
                         done(i, futures[fut], fut.result())

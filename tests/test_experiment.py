@@ -97,6 +97,10 @@ def test_run_experiments_trains_the_missing_runs_in_parallel_and_keeps_the_order
     assert [(r["method"], r["seed"]) for r in first] == [("moco", 1), ("random-init", 0), ("moco", 0), ("moco", 1)]
     assert [r["reused"] for r in first] == [False, False, False, False]
     assert first[0]["key"] == first[3]["key"] and first[0]["probe_top1"] == first[3]["probe_top1"]
+    # each run's epoch lines go to its own log beside its folder, not into the notebook
+    logs = sorted((tmp_path / "run" / "experiments").glob("*.log"))
+    assert len(logs) == 3 and all(log.with_suffix("").is_dir() for log in logs)
+    assert all("epoch 1/" in log.read_text() for log in logs if not log.name.startswith("random-init"))
     again = run_methods(("moco",), [0, 1], manifest, results_path=results, **TINY)
     assert all(r["reused"] for r in again) and "Training" not in capsys.readouterr().out
     assert [r["probe_top1"] for r in again] == [first[2]["probe_top1"], first[0]["probe_top1"]]
