@@ -1,7 +1,7 @@
 """Prepare executed notebooks for commit: keep outputs only where nbval compares them.
 
-Cells marked ``# NBVAL_CHECK_OUTPUT`` keep their outputs and execution count (nbval's
-``--nbval-lax`` mode compares exactly those); every other cell is cleared, so plots, timings
+Cells tagged ``nbval-check-output`` (in the cell's metadata, out of the student's sight) keep
+their outputs and execution count (nbval's ``--nbval-lax`` mode compares exactly those); every other cell is cleared, so plots, timings
 and machine paths never enter git. Usage: ``python scripts/nb_strip.py notebooks/*.ipynb``.
 """
 
@@ -11,7 +11,8 @@ import sys
 
 import nbformat
 
-MARK = "NBVAL_CHECK_OUTPUT"
+#: The cell tag nbval reads in --nbval-lax mode (a ``# NBVAL_CHECK_OUTPUT`` comment would show in the lesson).
+MARK = "nbval-check-output"
 
 
 def strip(path: str) -> bool:
@@ -23,7 +24,7 @@ def strip(path: str) -> bool:
             continue
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
-        if MARK not in cell.source:
+        if MARK not in cell.metadata.get("tags", []):
             cell.outputs = []
             cell.execution_count = None
     nb.metadata.pop("papermill", None)
