@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from geolab.course import read_records
 from geolab.experiment import experiment_key, run_experiment
 from geolab.config import PretrainConfig
@@ -128,8 +130,11 @@ def test_default_workers_one_run_per_core_on_cpu_one_on_gpu(monkeypatch):
 
 
 def test_training_curves_show_every_trained_run_and_skip_random_init(tmp_path):
-    """The curves notebooks 02-04 draw: one loss line per trained run (coloured by method),
-    the kNN monitor where it ran, nothing for the untrained random-init row."""
+    """The curves notebooks 02-04 draw: one contrastive-loss line per trained run (coloured by
+    method) against the chance level ln(queue + 1), a geo-loss line only for methods with a
+    geo head against ln(K), the kNN monitor where it ran, nothing for the random-init row."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,12 +142,45 @@ def test_training_curves_show_every_trained_run_and_skip_random_init(tmp_path):
 
     manifest = make_manifest(tmp_path / "data", n_locations=12)
     results = tmp_path / "run" / "records" / "02_demo.jsonl"
-    records = [run_experiment(m, manifest, seed=s, results_path=results, **{**TINY, "epochs": 2, "knn_every": 1})
-               for m, s in (("random-init", 0), ("moco", 0), ("moco", 1))]
+    settings = {**TINY, "epochs": 2, "knn_every": 1}
+    records = [run_experiment(m, manifest, seed=s, results_path=results, **settings)
+               for m, s in (("random-init", 0), ("moco", 0), ("moco", 1), ("moco-geo", 0))]
     assert training_history(records[0]).empty
     hist = training_history(records[1])
     assert list(hist["epoch"]) == [1.0, 2.0] and hist["loss"].notna().all() and hist["knn_top1"].notna().all()
+    assert hist["contrastive"].notna().all() and hist["geo"].isna().all()
+    assert training_history(records[3])["geo"].notna().all()
     fig = training_curves(records, note="geoworld: simulated")
-    loss_ax, knn_ax = fig.axes
-    assert len(loss_ax.get_lines()) == 2 and len(knn_ax.get_lines()) == 2
-    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["moco"]
+    contrastive_ax, geo_ax, knn_ax = fig.axes
+    assert len(contrastive_ax.get_lines()) == 3 + 1 and len(knn_ax.get_lines()) == 3  # + the chance line
+    assert len(geo_ax.get_lines()) == 1 + 1
+    chance = [line.get_ydata()[0] for line in contrastive_ax.get_lines() if line.get_linestyle() == ":"]
+    assert chance == [math.log(TINY.get("queue_size", 256) + 1)]
+    assert [t.get_text() for t in contrastive_ax.get_legend().get_texts()] == ["moco", "moco-geo"]
+    assert [t.get_text() for t in geo_ax.get_legend().get_texts()] == ["moco-geo"]
+
+
+def test_method_bars_show_the_mean_and_its_bootstrap_interval(tmp_path):
+    """Each bar is a method's mean over seeds and its error bar spans exactly the 95%
+    interval of bootstrap_interval (test locations and seeds resampled), in records' order."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    from geolab.experiment import bootstrap_interval
+    from geolab.viz import method_bars
+
+    manifest = make_manifest(tmp_path / "data", n_locations=12)
+    results = tmp_path / "run" / "records" / "02_demo.jsonl"
+    records = [run_experiment(m, manifest, seed=s, results_path=results, **TINY)
+               for m, s in (("random-init", 0), ("random-init", 1), ("moco", 0), ("moco", 1))]
+    ax = method_bars(records, title="t", names={"moco": "MoCo-v2"})
+    bars = ax.patches
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["random-init", "MoCo-v2"]
+    for bar, method in zip(bars, ("random-init", "moco")):
+        mean = 100 * np.mean([r["probe_top1"] for r in records if r["method"] == method])
+        assert bar.get_height() == pytest.approx(mean)
+    (caps_low, caps_high) = ax.lines[0].get_ydata(), ax.lines[1].get_ydata()
+    for i, method in enumerate(("random-init", "moco")):
+        low, high = bootstrap_interval(records, method)
+        assert caps_low[i] == pytest.approx(100 * low) and caps_high[i] == pytest.approx(100 * high)

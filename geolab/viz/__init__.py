@@ -5,7 +5,8 @@
   offline pages (Leaflet inlined, land outline instead of tiles); matplotlib fallbacks.
 - :mod:`geolab.viz.widgets`: the revisit viewer, the augmentation explorer (MoCo-v2 views
   against temporal positives) and nearest-neighbour retrieval per method.
-- :mod:`geolab.viz.curves`: training loss and kNN monitor of the runs a notebook compares.
+- :mod:`geolab.viz.curves`: contrastive and geo loss and the kNN monitor of the runs a notebook
+  compares; each method's mean with its 95% interval (``method_bars``).
 - :mod:`geolab.viz.assets`: where Leaflet's JS/CSS come from (a registry package).
 - :mod:`geolab.viz.land`: the land outline traced from the shipped global-land-mask raster.
 
@@ -14,7 +15,7 @@ Heavy imports (folium, ipywidgets, matplotlib) happen inside the functions that 
 
 from __future__ import annotations
 
-from geolab.viz.curves import training_curves, training_history
+from geolab.viz.curves import method_bars, training_curves, training_history
 from geolab.viz.assets import AssetError, LeafletAssets, fetch_assets, leaflet_assets
 from geolab.viz.land import land_outline
 from geolab.viz.maps import (
@@ -59,6 +60,7 @@ __all__ = [
     "RetrievalExplorer",
     "RevisitViewer",
     "SIMULATION_NOTE",
+    "method_bars",
     "training_curves",
     "training_history",
     "augmentation_explorer",

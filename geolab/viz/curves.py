@@ -1,9 +1,11 @@
-"""Training curves of the runs a notebook compares: the loss and the kNN monitor per epoch.
+"""Training curves and result bars of the runs a notebook compares.
 
 A probe number alone cannot tell a run that learned from one that did not: the contrastive
 loss of a run that learns falls well below ln(queue + 1) (its value for random features),
-and the kNN monitor (top-1 on the val split, every ``knn_every`` epochs) rises. Both are in
-each run's ``metrics.jsonl`` (written by :func:`geolab.train.pretrain`).
+the geo loss below ln(K) (guessing among K geo clusters), and the kNN monitor (top-1 on the
+val split, every ``knn_every`` epochs) rises. All three are in each run's ``metrics.jsonl``
+(written by :func:`geolab.train.pretrain`). :func:`method_bars` draws each method's mean
+with its 95% interval over test locations and seeds, never a bare standard deviation.
 """
 
 from __future__ import annotations
@@ -21,10 +23,25 @@ def run_folder(record: Mapping[str, Any]) -> Path | None:
     return Path(ckpt).parent.parent if ckpt else None
 
 
+COLUMNS = ["epoch", "step", "loss", "contrastive", "geo", "knn_top1"]
+
+
+def run_config(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's training settings (``PretrainConfig`` fields: queue size, geo K, ...) from its
+    ``config.json``, or ``{}`` when it has none."""
+    folder = run_folder(record)
+    path = folder / "config.json" if folder else None
+    if path is None or not path.exists():
+        return {}
+    stored = json.loads(path.read_text())
+    return stored.get("config", stored)
+
+
 def training_history(record: Mapping[str, Any]) -> pd.DataFrame:
     """One row per trained epoch of ``record``'s run: ``epoch`` (1-based), ``step``, ``loss``
-    and ``knn_top1`` (NaN on epochs without the monitor). Empty for an untrained backbone
-    (``random-init``) or a run whose ``metrics.jsonl`` is missing."""
+    (what the optimizer minimised), its parts ``contrastive`` and ``geo`` (NaN where a method
+    has none) and ``knn_top1`` (NaN on epochs without the monitor). Empty for an untrained
+    backbone (``random-init``) or a run whose ``metrics.jsonl`` is missing."""
     folder = run_folder(record)
     path = folder / "metrics.jsonl" if folder else None
     rows = []
@@ -33,43 +50,103 @@ def training_history(record: Mapping[str, Any]) -> pd.DataFrame:
             rec = json.loads(line)
             if rec.get("kind") == "epoch":
                 rows.append({"epoch": rec["epoch"] + 1, "step": rec.get("step"), "loss": rec.get("loss"),
+                             "contrastive": rec.get("contrastive"), "geo": rec.get("geo"),
                              "knn_top1": rec.get("knn_top1")})
-    return pd.DataFrame(rows, columns=["epoch", "step", "loss", "knn_top1"]).astype(float)
+    return pd.DataFrame(rows, columns=COLUMNS).astype(float)
 
 
 def training_curves(records: Sequence[Mapping[str, Any]], *, note: str | None = None, ax=None):
-    """Plot the loss (left) and the kNN monitor (right) of every trained run in ``records``,
-    one line per run, one colour per method; untrained rows (random init) are skipped.
+    """Plot, for every trained run in ``records`` (one line per run, one colour per method;
+    untrained rows such as random init are skipped): the contrastive loss against its
+    chance level ln(queue + 1), the geo loss against ln(K) (methods with a geo head), and the
+    kNN monitor. A supervised run has neither loss; its kNN line is drawn.
 
     Args:
         records: result records (from :func:`geolab.experiment.run_experiment`).
         note: a line under the title (e.g. :data:`geolab.viz.SIMULATION_NOTE`).
-        ax: two matplotlib axes to draw on (default: a new figure).
+        ax: three matplotlib axes to draw on (default: a new figure).
 
     Returns:
         The matplotlib figure.
     """
     import matplotlib.pyplot as plt
+    import numpy as np
 
     if ax is None:
-        fig, ax = plt.subplots(1, 2, figsize=(11, 3.4))
+        fig, ax = plt.subplots(1, 3, figsize=(14, 3.4))
     fig = ax[0].figure
     colours: dict[str, Any] = {}
+    chance: dict[int, set[float]] = {0: set(), 1: set()}
     for rec in records:
         hist = training_history(rec)
         if hist.empty:
             continue
         method = rec["method"]
+        new = method not in colours
         colour = colours.setdefault(method, f"C{len(colours)}")
-        label = method if method not in [line.get_label() for line in ax[0].get_lines()] else None
-        ax[0].plot(hist["step"], hist["loss"], color=colour, alpha=0.8, label=label)
+        cfg = run_config(rec)
+        for i, part, size in ((0, "contrastive", cfg.get("queue_size")), (1, "geo", cfg.get("geo_k"))):
+            if hist[part].notna().any():
+                ax[i].plot(hist["step"], hist[part], color=colour, alpha=0.8, label=method if new else None)
+                if size:
+                    chance[i].add(float(np.log(size + 1 if part == "contrastive" else size)))
         knn = hist.dropna(subset=["knn_top1"])
-        ax[1].plot(knn["step"], 100 * knn["knn_top1"], "o-", color=colour, alpha=0.8)
-    ax[0].set(xlabel="optimizer step", ylabel="training loss", title="loss per epoch (each line a seed)")
-    ax[1].set(xlabel="optimizer step", ylabel="kNN top-1 on val (%)", title="kNN monitor")
-    if colours:
-        ax[0].legend(fontsize=8)
+        ax[2].plot(knn["step"], 100 * knn["knn_top1"], "o-", color=colour, alpha=0.8, label=method if new else None)
+    for i, what in ((0, "ln(queue + 1)"), (1, "ln(K)")):
+        for level in sorted(chance[i]):
+            ax[i].axhline(level, color="grey", ls=":", lw=1)
+            ax[i].annotate(f"{what} = {level:.2f}: chance", (0.99, level), xycoords=("axes fraction", "data"),
+                           ha="right", va="top", fontsize=7, color="grey")
+    ax[0].set(xlabel="optimizer step", ylabel="InfoNCE loss", title="contrastive loss (each line a seed)")
+    ax[1].set(xlabel="optimizer step", ylabel="cross-entropy", title="geo loss (methods with a geo head)")
+    ax[2].set(xlabel="optimizer step", ylabel="kNN top-1 on val (%)", title="kNN monitor")
+    for a in ax:
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
     if note:
         fig.suptitle(note, fontsize=9, y=1.02)
     fig.tight_layout()
     return fig
+
+
+def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1", *, title: str = "",
+                note: str | None = None, names: Mapping[str, str] | None = None, ax=None):
+    """One bar per method, or per variant where records have one (in the order they first
+    appear): the mean of ``metric`` over its seeds, with the 95% interval of :func:`geolab.experiment.bootstrap_interval` (test
+    locations and seeds resampled) as the error bar; no bar without an interval.
+
+    Args:
+        records: result records of the methods (or variants) compared, one experiment.
+        metric: ``probe_top1`` or ``knn_top1``.
+        title: the plot's title.
+        note: a line under the title (e.g. :data:`geolab.viz.SIMULATION_NOTE`).
+        names: display names per method (e.g. the paper's, ``course.PAPER_METHOD_NAMES``).
+        ax: the matplotlib axes to draw on (default: a new figure).
+
+    Returns:
+        The matplotlib axes.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from geolab.experiment import bootstrap_interval
+
+    groups = list(dict.fromkeys((r["method"], r.get("variant")) for r in records))
+    means, err = [], [[], []]
+    for m, variant in groups:
+        mean = 100 * float(np.mean([r[metric] for r in records if (r["method"], r.get("variant")) == (m, variant)]))
+        ci = bootstrap_interval(list(records), m, metric, variant=variant)
+        low, high = (mean, mean) if ci is None else (100 * ci[0], 100 * ci[1])
+        means.append(mean)
+        err[0].append(mean - low)
+        err[1].append(high - mean)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(5, 1.2 * len(groups)), 3.6))
+    ax.bar(range(len(groups)), means, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(groups))])
+    labels = [variant or (names or {}).get(m, m) for m, variant in groups]
+    ax.set_xticks(range(len(groups)), labels, rotation=20, ha="right")
+    label = {"probe_top1": "linear probe top-1 (%)", "knn_top1": "kNN top-1 (%)"}.get(metric, metric)
+    ax.set(ylabel=label + ", 95% interval", title=title)
+    if note:
+        ax.figure.suptitle(note, fontsize=9, y=1.02)
+    return ax
