@@ -83,3 +83,23 @@ def test_solutions_are_tagged(nb):
         first = c.source.lstrip("# *").lower()
         if first.startswith("solution"):
             assert "solution" in c.metadata.get("tags", []), c.source[:60]
+
+
+def test_solution_code_is_collapsed_in_the_lab(nb):
+    """A student reading the lab sees each exercise, not its solution: solution code cells are
+    collapsed (``jupyter.source_hidden``) and still run under nbval."""
+    for c in nb.cells:
+        if c.cell_type == "code" and "solution" in c.metadata.get("tags", []):
+            assert c.metadata.get("jupyter", {}).get("source_hidden") is True, c.source[:60]
+
+
+@pytest.mark.parametrize("name", ["02_supervised_gap", "03_temporal_positives", "04_geo_pretext"])
+def test_method_notebooks_have_an_implementation_exercise_checked_against_geolab(name):
+    """02, 03 and 04 each ask the student to write part of the method (InfoNCE with a queue,
+    a temporal-positive strategy, spherical K-means' assignment) and their solution asserts
+    that it equals geolab's own code, so the lesson and the library cannot drift apart."""
+    nb = nbformat.read(NOTEBOOKS[0].parent / f"{name}.ipynb", as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "(implementation)" in text
+    solutions = [c.source for c in nb.cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", [])]
+    assert any("written out" in s and "assert" in s for s in solutions), "the solution checks itself against geolab"
