@@ -362,6 +362,72 @@ def neighbour_table(
     return out
 
 
+def revisit_retrieval(features: Mapping[str, np.ndarray], df: pd.DataFrame, k: int = 5,
+                      split: str | None = "test") -> pd.DataFrame:
+    """Retrieval across time, measured on every query instead of shown on one: for each image
+    of ``split`` whose location has other images, is one of its ``k`` nearest neighbours (cosine
+    similarity, among all other rows) a revisit of its own location?
+
+    Args:
+        features: method -> (n, d) features aligned with ``df``.
+        df: the rows the features were extracted from.
+        k: neighbours looked at.
+        split: the queries' split (None: every row).
+
+    Returns:
+        One row per method: ``queries``, ``revisit in top-k`` (share of queries) and
+        ``chance`` (the share expected if neighbours were drawn at random among the other rows).
+    """
+    loc = df["location_id"].to_numpy()
+    counts = pd.Series(loc).map(pd.Series(loc).value_counts()).to_numpy()
+    queries = np.flatnonzero((counts > 1) & ((df["split"].to_numpy() == split) if split is not None else True))
+    n = len(df)
+    # chance: 1 - P(none of k random other rows is one of the c - 1 revisits), per query
+    others = counts[queries] - 1
+    chance = 1 - np.exp(sum(np.log1p(-others / (n - 1 - j)) for j in range(k))) if len(queries) else np.nan
+    rows = {}
+    for method, x in features.items():
+        x = _unit(_check_features(x, df, f"features[{method!r}]"))
+        hits = []
+        for start in range(0, len(queries), 512):  # blocks bound the similarity matrix's memory
+            q = queries[start:start + 512]
+            sims = x[q] @ x.T
+            sims[np.arange(len(q)), q] = -np.inf  # not the query itself
+            top = np.argpartition(-sims, k, axis=1)[:, :k]
+            hits.append((loc[top] == loc[q][:, None]).any(axis=1))
+        hit = np.concatenate(hits) if hits else np.array([], dtype=bool)
+        rows[method] = {"queries": len(queries), f"revisit in top-{k}": float(hit.mean()) if len(hit) else np.nan,
+                        "chance": float(np.mean(chance)) if len(queries) else np.nan}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def invariance_verdict(table: pd.DataFrame, base: str, other: str) -> list[str]:
+    """Sentences that read :func:`invariance_table` against what temporal positives are meant
+    to do: ``other`` (e.g. MoCo-v2+TP) should make each nuisance *less* readable than ``base``
+    (MoCo-v2), keep the category at least as readable, and widen the revisit gap.
+
+    One seed, no interval: each sentence says which way the number moved and whether that is
+    the expected way, never that an effect is established.
+
+    Returns:
+        One sentence per measure, then a count of the measures that moved the expected way.
+    """
+    out, expected = [], 0
+    measures = [i for i in table.index if i.startswith("readable:") or i.startswith("revisit gap")]
+    for measure in measures:
+        a, b = float(table.loc[measure, base]), float(table.loc[measure, other])
+        want_lower = measure.endswith("(nuisance)")
+        moved = "lower" if b < a else "higher" if b > a else "unchanged"
+        ok = (b < a) if want_lower else (b > a) if measure.startswith("revisit gap") else (b >= a)
+        expected += ok
+        wish = "lower" if want_lower else "higher" if measure.startswith("revisit gap") else "as high or higher"
+        out.append(f"{measure}: {other} {b:.3f} vs {base} {a:.3f}, {moved} ({'as expected' if ok else 'NOT as expected'}:"
+                   f" {wish})")
+    out.append(f"{expected} of {len(measures)} measures moved the way temporal positives should move them "
+               "(one seed, no interval: a direction, not an established effect).")
+    return out
+
+
 def sample_locations(df: pd.DataFrame, max_locations: int | None, seed: int = 0) -> pd.DataFrame:
     """All rows of a seeded sample of ``max_locations`` locations (every revisit of each), for
     analyses that do not need the whole data set (maps, neighbours, probes of nuisances).

@@ -278,3 +278,37 @@ def test_sample_locations_keeps_whole_locations():
     assert len(analysis.sample_locations(df, None)) == len(analysis.sample_locations(df, 100)) == 60
     with pytest.raises(ValueError, match="max_locations"):
         analysis.sample_locations(df, 0)
+
+
+def test_revisit_retrieval_counts_queries_whose_neighbours_hold_a_revisit():
+    """Features that put each place's images together find a revisit for every query (far
+    above chance); random features are near the chance the function reports."""
+    from geolab.analysis import revisit_retrieval
+
+    rng = np.random.default_rng(0)
+    locations = np.repeat(np.arange(60), 3)
+    df = pd.DataFrame({"location_id": locations.astype(str), "split": np.where(locations < 40, "train", "test")})
+    place = rng.normal(size=(60, 16))
+    together = place[locations] + 0.01 * rng.normal(size=(len(df), 16))
+    random = rng.normal(size=(len(df), 16))
+    out = revisit_retrieval({"together": together, "random": random}, df, k=5, split="test")
+    assert out.loc["together", "queries"] == 60 and out.loc["together", "revisit in top-5"] == 1.0
+    chance = out.loc["random", "chance"]
+    assert chance == pytest.approx(1 - np.prod([1 - 2 / (len(df) - 1 - j) for j in range(5)]))
+    assert out.loc["random", "revisit in top-5"] < 0.3
+
+
+def test_invariance_verdict_reads_each_measure_against_what_temporal_positives_should_do():
+    """A nuisance that became less readable, a kept label and a wider revisit gap count as
+    expected; a nuisance that became more readable does not; the last line counts them and
+    says one seed gives a direction only."""
+    from geolab.analysis import invariance_verdict
+
+    table = pd.DataFrame({"moco": [0.05, 0.5, 0.1, 0.4], "moco-tp": [0.09, 0.2, 0.3, 0.5]},
+                         index=["revisit gap (revisits - same category)", "readable: season (nuisance)",
+                                "readable: snow (nuisance)", "readable: label (kept)"])
+    lines = invariance_verdict(table, "moco", "moco-tp")
+    assert "season (nuisance): moco-tp 0.200 vs moco 0.500, lower (as expected" in lines[1]
+    assert "snow (nuisance)" in lines[2] and "NOT as expected" in lines[2]
+    assert "(as expected" in lines[0] and "(as expected" in lines[3]
+    assert lines[-1].startswith("3 of 4 measures") and "not an established effect" in lines[-1]
