@@ -166,12 +166,16 @@ def ablation_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[str] 
 
     Returns:
         DataFrame indexed by (knob title, setting) in sweep order with ``seeds``,
-        ``<metric> (%)``, ``<metric> std`` (NaN with one seed), ``Δ <metric> (points)`` against
-        the knob's baseline row, and ``baseline`` (bool).
+        ``<metric> (%)``, ``<metric> std`` (NaN with one seed), ``<metric> ci low`` / ``ci high``
+        (the 95% interval over test locations and seeds, :func:`geolab.experiment.bootstrap_interval`;
+        NaN without per-location hits), ``Δ <metric> (points)`` against the knob's baseline
+        row, and ``baseline`` (bool).
 
     Raises:
         ValueError: no records, or records without ``knob``/``value`` (not from :func:`run_sweep`).
     """
+    from geolab.experiment import bootstrap_interval
+
     if not records:
         raise ValueError("no records: run the sweep first (analysis.run_sweep).")
     df = pd.DataFrame(list(records))
@@ -182,10 +186,13 @@ def ablation_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[str] 
     rows = []
     for (knob, setting), g in df.groupby(["knob", "setting"], sort=False):
         row: dict[str, Any] = {"knob": KNOB_TITLES.get(knob, knob), "setting": setting, "seeds": len(g)}
+        group = g.to_dict("records")  # this setting's records only, so no variant filter is needed
         for m in metrics:
             vals = 100 * g[m].astype(float)
             row[f"{m} (%)"] = round(vals.mean(), 2)
             row[f"{m} std"] = round(vals.std(ddof=1), 2) if len(vals) > 1 else np.nan
+            ci = bootstrap_interval(group, g["method"].iloc[0], m) if "method" in g else None
+            row[f"{m} ci low"], row[f"{m} ci high"] = (np.nan, np.nan) if ci is None else (round(100 * ci[0], 1), round(100 * ci[1], 1))
         row["baseline"] = bool(g["is_baseline"].iloc[0])
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -196,7 +203,8 @@ def ablation_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[str] 
 
 
 def plot_ablation(table: pd.DataFrame, metric: str = "probe_top1", note: str | None = None, ylabel: str | None = None) -> Any:
-    """One panel per knob: the metric of each setting, the baseline's bar highlighted.
+    """One panel per knob: the metric of each setting with its 95% interval, the baseline's
+    bar highlighted.
 
     Args:
         table: :func:`ablation_table`'s output.
@@ -214,10 +222,11 @@ def plot_ablation(table: pd.DataFrame, metric: str = "probe_top1", note: str | N
     col = f"{metric} (%)"
     for ax, knob in zip(axes[0], knobs):
         part = table.loc[knob]
-        std = part[f"{metric} std"] if f"{metric} std" in part else None
-        std = None if std is None or std.isna().all() else std.fillna(0)  # no error bars with one seed
+        err = None  # the 95% interval (test locations and seeds), where the records allow one
+        if f"{metric} ci low" in part and part[f"{metric} ci low"].notna().all():
+            err = [part[col] - part[f"{metric} ci low"], part[f"{metric} ci high"] - part[col]]
         colours = ["#C44E52" if b else "#4C72B0" for b in part["baseline"]]
-        ax.bar(range(len(part)), part[col], yerr=std, color=colours, capsize=3)
+        ax.bar(range(len(part)), part[col], yerr=err, color=colours, capsize=3)
         ax.set_xticks(range(len(part)), part.index, rotation=30 if len(part) > 3 else 0, fontsize=8)
         ax.set_title(knob, fontsize=9)
         ax.grid(axis="y", alpha=0.3)

@@ -312,3 +312,33 @@ def test_invariance_verdict_reads_each_measure_against_what_temporal_positives_s
     assert "snow (nuisance)" in lines[2] and "NOT as expected" in lines[2]
     assert "(as expected" in lines[0] and "(as expected" in lines[3]
     assert lines[-1].startswith("3 of 4 measures") and "not an established effect" in lines[-1]
+
+
+def test_ablation_table_and_plot_carry_the_95_percent_interval_of_each_setting():
+    """Records with per-location hits give each setting its bootstrap interval (test locations
+    and seeds resampled), equal to geolab.experiment.bootstrap_interval on that setting's
+    records; the ablation plot draws it as the error bar."""
+    from geolab.experiment import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+
+    def run_with_hits(method, manifest, *, data, seed, results_path, experiment, variant, **config):
+        hits = rng.integers(0, 3, size=20)  # 20 test locations of 2 images each
+        return {"method": method, "seed": seed, "experiment": experiment, "variant": variant,
+                "probe_top1": hits.sum() / 40, "knn_top1": hits.sum() / 40, "probe_hits": hits.tolist(),
+                "knn_hits": hits.tolist(), "test_location_images": [2] * 20}
+
+    recs = analysis.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4]}, seeds=[0, 1], run=run_with_hits)
+    table = analysis.ablation_table(recs)
+    for (knob, setting), row in table.iterrows():
+        mine = [r for r in recs if r["variant"] == f"K={setting}"]
+        low, high = bootstrap_interval(mine, "moco-tp-geo")
+        assert (row["probe_top1 ci low"], row["probe_top1 ci high"]) == (round(100 * low, 1), round(100 * high, 1))
+        assert row["probe_top1 ci low"] <= row["probe_top1 (%)"] <= row["probe_top1 ci high"]
+    from matplotlib.container import ErrorbarContainer
+
+    fig = analysis.plot_ablation(table)
+    assert any(isinstance(c, ErrorbarContainer) for c in fig.axes[0].containers)  # the interval is drawn
+    # records without hits: no interval, and no error bar rather than a made-up one
+    plain = analysis.ablation_table(analysis.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4]}, run=fake_run([])))
+    assert plain["probe_top1 ci low"].isna().all()
