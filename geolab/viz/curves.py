@@ -113,7 +113,8 @@ def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1"
                 note: str | None = None, names: Mapping[str, str] | None = None, ax=None):
     """One bar per method, or per variant where records have one (in the order they first
     appear): the mean of ``metric`` over its seeds, with the 95% interval of :func:`geolab.experiment.bootstrap_interval` (test
-    locations and seeds resampled) as the error bar; no bar without an interval.
+    locations and seeds resampled) as the error bar; none where records carry no per-location
+    hits.
 
     Args:
         records: result records of the methods (or variants) compared, one experiment.
