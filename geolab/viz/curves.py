@@ -112,9 +112,9 @@ def training_curves(records: Sequence[Mapping[str, Any]], *, note: str | None = 
 def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1", *, title: str = "",
                 note: str | None = None, names: Mapping[str, str] | None = None, ax=None):
     """One bar per method, or per variant where records have one (in the order they first
-    appear): the mean of ``metric`` over its seeds, with the 95% interval of :func:`geolab.experiment.bootstrap_interval` (test
-    locations and seeds resampled) as the error bar; none where records carry no per-location
-    hits.
+    appear): the mean of ``metric`` over its seeds, with the 95% interval of
+    :func:`geolab.experiment.bootstrap_interval` (test locations and seeds resampled) as the
+    error bar; none where records carry no per-location hits.
 
     Args:
         records: result records of the methods (or variants) compared, one experiment.
