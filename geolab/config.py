@@ -379,10 +379,11 @@ PROFILES: dict[str, dict[str, Any]] = {
             "geo_k": 20,
             "device": "cpu",
         },
-        # Ablations sweep one setting at a time: one seed, 8-epoch runs and two knobs (K and the
-        # temporal strategy; the beta sweep is an exercise), to fit the 20-minute budget
-        # (cpu-long sweeps more). Their numbers show directions, not effects.
-        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 8, "geo_k_values": [8], "temperature_values": []}},
+        # Ablations sweep one setting at a time: one seed, 12-epoch runs and two knobs (K and
+        # the temporal strategy; the beta sweep is an exercise), to fit the 20-minute budget
+        # (cpu-long sweeps more). Their numbers show directions, not effects. At 8 epochs
+        # several settings probed below random init (2026-12-04), too short to rank anything.
+        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 12, "geo_k_values": [8], "temperature_values": []}},
     },
     "cpu-long": {
         "description": "the converged picture on a 2-core CPU (target: under 2 h): the reference run",
