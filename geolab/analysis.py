@@ -393,7 +393,7 @@ def revisit_retrieval(features: Mapping[str, np.ndarray], df: pd.DataFrame, k: i
     n = len(df)
     # chance: 1 - P(none of k random other rows is one of the c - 1 revisits), per query
     others = counts[queries] - 1
-    chance = 1 - np.exp(sum(np.log1p(-others / (n - 1 - j)) for j in range(k))) if len(queries) else np.nan
+    chance = float(np.mean(1 - np.exp(sum(np.log1p(-others / (n - 1 - j)) for j in range(k))))) if len(queries) else np.nan
     rows = {}
     for method, x in features.items():
         x = _unit(_check_features(x, df, f"features[{method!r}]"))
@@ -406,7 +406,7 @@ def revisit_retrieval(features: Mapping[str, np.ndarray], df: pd.DataFrame, k: i
             hits.append((loc[top] == loc[q][:, None]).any(axis=1))
         hit = np.concatenate(hits) if hits else np.array([], dtype=bool)
         rows[method] = {"queries": len(queries), f"revisit in top-{k}": float(hit.mean()) if len(hit) else np.nan,
-                        "chance": float(np.mean(chance)) if len(queries) else np.nan}
+                        "chance": chance}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -425,11 +425,14 @@ def invariance_verdict(table: pd.DataFrame, base: str, other: str) -> list[str]:
     measures = [i for i in table.index if i.startswith("readable:") or i.startswith("revisit gap")]
     for measure in measures:
         a, b = float(table.loc[measure, base]), float(table.loc[measure, other])
-        want_lower = measure.endswith("(nuisance)")
-        moved = "lower" if b < a else "higher" if b > a else "unchanged"
-        ok = (b < a) if want_lower else (b > a) if measure.startswith("revisit gap") else (b >= a)
+        if measure.endswith("(nuisance)"):
+            wish, ok = "lower", b < a
+        elif measure.startswith("revisit gap"):
+            wish, ok = "higher", b > a
+        else:  # the category: kept
+            wish, ok = "as high or higher", b >= a
         expected += ok
-        wish = "lower" if want_lower else "higher" if measure.startswith("revisit gap") else "as high or higher"
+        moved = "lower" if b < a else "higher" if b > a else "unchanged"
         out.append(f"{measure}: {other} {b:.3f} vs {base} {a:.3f}, {moved} ({'as expected' if ok else 'NOT as expected'}:"
                    f" {wish})")
     out.append(f"{expected} of {len(measures)} measures moved the way temporal positives should move them "

@@ -174,11 +174,11 @@ def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, result
     return stored["wall_time_s"]
 
 
-def _train_logged(**job: Any) -> float:
+def _train_logged(folder: Path, **job: Any) -> float:
     """:func:`_train_and_store` with the training log (a line per epoch, warnings) written to
-    ``<run folder>.log`` beside the run's folder instead of the notebook: with several runs at once their
-    lines interleave into noise, and the notebook plots the same curves from ``metrics.jsonl``."""
-    _, _, folder = _plan(job["method"], job["manifest"], job["seed"], job["progress"], job["config"], job["results_path"])
+    ``<folder>.log`` beside the run's ``folder`` instead of the notebook: with several runs at
+    once their lines interleave into noise, and the notebook plots the same curves from
+    ``metrics.jsonl``."""
     folder.parent.mkdir(parents=True, exist_ok=True)  # beside the run folder, which must hold only the run
     with open(folder.parent / f"{folder.name}.log", "a") as log, contextlib.redirect_stderr(log):
         return _train_and_store(**job)
@@ -240,7 +240,7 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
         if workers is not None:
             n = max(1, min(workers, len(pending)))
             threads = max(1, default_workers("cpu", 1)[1] // n)
-        jobs = [job for _, job in pending.values()]
+        jobs = [dict(job, folder=folder) for folder, (_, job) in pending.items()]
         print(f"Training {len(jobs)} run(s), {n} at a time ({threads} thread(s) each).", flush=True)
 
         def done(i: int, job: dict[str, Any], secs: float) -> None:
