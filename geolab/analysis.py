@@ -710,9 +710,9 @@ def transfer_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     Returns:
         DataFrame indexed by initialisation: ``mIoU (%)``, ``pixel acc (%)`` measured here, and
         the paper's ``xView AP50`` and ``SpaceNet mIoU`` (NaN where the paper has no row, or where
-        :data:`geolab.dense.PAPER_TRANSFER` could not verify it).
+        :data:`geolab.paper.PAPER_TRANSFER` could not verify it).
     """
-    from geolab.dense import paper_transfer_table
+    from geolab.paper import paper_transfer_table
 
     paper = paper_transfer_table()
     rows = []

@@ -49,6 +49,7 @@ from typing import Any
 
 from geolab import paths
 from geolab.io import atomic_write_json, atomic_write_text
+from geolab.paper import PAPER_FMOW_TOP1, PAPER_METHOD_NAMES
 from geolab.tiers import TIERS as DATA_TIERS
 from geolab.tiers import is_simulated
 
@@ -65,27 +66,6 @@ RESULTS_SCHEMA_VERSION = 1
 METRIC_KEYS: tuple[str, ...] = ("probe_top1", "probe_f1", "knn_top1", "finetune_top1")
 #: Dense transfer metrics (notebook 07's records), fractions in [0, 1]; reported in their own table.
 DENSE_KEYS: tuple[str, ...] = ("miou", "pixel_acc")
-
-#: The paper's fMoW-rgb top-1 accuracies in percent (Ayush et al., ICCV 2021, arXiv 2011.09980;
-#: ResNet-50, 224 px, 200 epochs of pre-training): linear probe on frozen features and
-#: fine-tuned. Supervised learning has one number (end-to-end training on fMoW labels).
-PAPER_FMOW_TOP1: dict[str, dict[str, float | None]] = {
-    "moco": {"linear_probe": 60.69, "fine_tuned": 64.34},
-    "moco-geo": {"linear_probe": 64.07, "fine_tuned": 69.04},
-    "moco-tp": {"linear_probe": 68.32, "fine_tuned": 71.55},
-    "moco-tp-geo": {"linear_probe": 66.33, "fine_tuned": 70.60},
-    "supervised": {"linear_probe": None, "fine_tuned": 69.05},
-}
-#: How the paper names geolab's methods.
-PAPER_METHOD_NAMES: dict[str, str] = {
-    "random-init": "Random init (untrained)",
-    "supervised": "Supervised",
-    "geoloc": "Geo-localisation only",
-    "moco": "MoCo-v2",
-    "moco-geo": "MoCo-v2+Geo",
-    "moco-tp": "MoCo-v2+TP",
-    "moco-tp-geo": "MoCo-v2+Geo+TP",
-}
 
 SIMULATION_BANNER = (
     "**Simulation.** Results on `geoworld` come from a procedurally generated simulation of an "

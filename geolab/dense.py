@@ -3,7 +3,7 @@ initialisation of the encoder (Ayush et al. 2021, Sec. 5.2).
 
 The paper transfers its fMoW pre-trainings to two dense tasks: object detection on xView
 (RetinaNet, AP50) and building segmentation on SpaceNet (PSANet, mIoU); their numbers are in
-:data:`PAPER_TRANSFER`. Neither data set is available offline, so the course's dense task is
+:data:`geolab.paper.PAPER_TRANSFER`. Neither data set is available offline, so the course's dense task is
 geoworld's: next to each image, geoworld writes a PNG mask of class ids (0 background,
 1 building, 2 water, 3 road) whose path is in the manifest column ``mask_path``. geoworld is a
 simulation; numbers measured here show the trend of the comparison, not the paper's values.
@@ -50,114 +50,6 @@ GEOWORLD_MASK_CLASSES: tuple[str, ...] = ("background", "building", "water", "ro
 #: ``IMAGENET_NORMALIZE``), so that a pre-trained encoder sees inputs as in pre-training.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-
-# ----------------------------------------------------------------------------- the paper
-#: The paper's transfer results (Ayush et al., ICCV 2021, arXiv 2011.09980, Sec. 5.2), as data.
-#: Keys of ``results`` are geolab's method names (:data:`geolab.config.METHODS`) plus
-#: ``"random"`` (random initialisation) and ``"supervised-imagenet"`` (supervised fMoW training
-#: started from ImageNet weights); ``"supervised"`` is supervised fMoW training from scratch.
-#:
-#: Where the numbers come from (checked with the project's search tool, Nov 2026):
-#:
-#: * xView (Table 3, AP50, all seven rows): the paper's text as reproduced on a public
-#:   remote-sensing paper corpus (Hugging Face dataset viewer, "gremlin97/RemoteSensingCorpus"),
-#:   with the implementation details quoted in ``model``.
-#: * SpaceNet (Table 4, mIoU): the paper's own PDF table could not be read with the tool. Five
-#:   rows are taken from the results that Papers with Code lists for the paper on "SpaceNet 1"
-#:   (mirrored by sotaverified.org): "PSANet w/ ResNet50 backbone" 74.93 (random init),
-#:   "... ImageNet pretrained" 75.23, "... FMoW pretrained" 75.57 (supervised on fMoW),
-#:   "... MoCo-V2" 78.05, "... MoCo-V2 + Temporal Positives" 78.48. Scale-MAE (Reed et al.,
-#:   ICCV 2023, Table 4) quotes the same table rounded: Sup. (Scratch) 75.6, GASSL 78.5.
-#:   Papers with Code's short labels are mapped to the paper's row names by analogy with
-#:   Table 3 (an inference): "ImageNet pretrained" -> ``supervised-imagenet`` (Sup. Learning,
-#:   IN wts. init.), "FMoW pretrained" -> ``supervised`` (Sup. Learning, Scratch).
-#:   The rows MoCo-V2-Geo and MoCo-V2-Geo+TP could NOT be verified and are left out on
-#:   purpose (listed under ``not_verified``) rather than filled in from memory.
-PAPER_TRANSFER: dict[str, Any] = {
-    "source": "Ayush, Uzkent, Meng, Tanmay, Burke, Lobell, Ermon. Geography-Aware Self-Supervised "
-    "Learning. ICCV 2021, arXiv:2011.09980, Sec. 5.2 (Tables 3 and 4).",
-    "statement": "The paper evaluates its fMoW pre-trainings (ResNet-50) by transfer to object "
-    "detection on xView and semantic segmentation of buildings on SpaceNet, fine-tuning the whole "
-    "network; its abstract states that the method closes the gap between contrastive and "
-    "supervised learning on image classification, object detection and semantic segmentation "
-    "for remote sensing (project page: about +2% AP on detection and +1% mIoU on segmentation "
-    "over MoCo-v2).",
-    "tasks": {
-        "xview_detection": {
-            "dataset": "xView (846 large images, 60 object classes; 700 train / 146 test images, "
-            "cut into 416x416 crops)",
-            "task": "object detection",
-            "metric": "AP50",
-            "model": "RetinaNet with a pre-trained ResNet-50, full network fine-tuned "
-            "(Adam, lr 1e-5, batch 4)",
-            "table": "Table 3",
-            "results": {
-                "random": 10.75,
-                "supervised-imagenet": 14.44,
-                "supervised": 14.42,
-                "moco": 15.45,
-                "moco-geo": 15.63,
-                "moco-tp": 17.65,
-                "moco-tp-geo": 17.74,
-            },
-            "verified_from": "the paper's text (Table 3) on a public paper corpus",
-            "not_verified": [],
-        },
-        "spacenet_segmentation": {
-            "dataset": "SpaceNet (v1) building segmentation",
-            "task": "semantic segmentation",
-            "metric": "mIoU",
-            "model": "PSANet with a pre-trained ResNet-50 (hszhao/semseg implementation)",
-            "table": "Table 4",
-            "results": {
-                "random": 74.93,
-                "supervised-imagenet": 75.23,
-                "supervised": 75.57,
-                "moco": 78.05,
-                "moco-tp": 78.48,
-            },
-            "verified_from": "Papers with Code's results for the paper (SpaceNet 1); rounded "
-            "values also in Scale-MAE (Reed et al. 2023) Table 4",
-            "not_verified": ["moco-geo", "moco-tp-geo"],
-        },
-    },
-}
-
-#: Display names of the rows of :data:`PAPER_TRANSFER` (the paper's own row labels).
-PAPER_ROW_NAMES: dict[str, str] = {
-    "random": "Random Init.",
-    "supervised-imagenet": "Sup. Learning (IN wts. init.)",
-    "supervised": "Sup. Learning (Scratch)",
-    "moco": "MoCo-V2",
-    "moco-geo": "MoCo-V2-Geo",
-    "moco-tp": "MoCo-V2-TP",
-    "moco-tp-geo": "MoCo-V2-Geo+TP",
-}
-
-
-def paper_transfer_table() -> pd.DataFrame:
-    """The paper's transfer results as a table: one row per pre-training, one column per task.
-
-    Returns:
-        A DataFrame indexed by method (geolab's names), with the paper's row label and the
-        columns ``xView AP50`` and ``SpaceNet mIoU``; cells the paper has but we could not
-        verify are NaN (see :data:`PAPER_TRANSFER`).
-    """
-    tasks = PAPER_TRANSFER["tasks"]
-    det = tasks["xview_detection"]["results"]
-    seg = tasks["spacenet_segmentation"]["results"]
-    rows = []
-    for method, label in PAPER_ROW_NAMES.items():
-        rows.append(
-            {
-                "method": method,
-                "paper row": label,
-                "xView AP50": det.get(method, np.nan),
-                "SpaceNet mIoU": seg.get(method, np.nan),
-            }
-        )
-    return pd.DataFrame(rows).set_index("method")
-
 
 # ----------------------------------------------------------------------------- data
 def _split_rows(df: pd.DataFrame, split: str | None) -> pd.DataFrame:
@@ -831,8 +723,6 @@ def train_dense(
 
 __all__ = [
     "GEOWORLD_MASK_CLASSES",
-    "PAPER_ROW_NAMES",
-    "PAPER_TRANSFER",
     "FCNDecoder",
     "FPNLiteDecoder",
     "ResNetEncoder",
@@ -841,7 +731,6 @@ __all__ = [
     "confusion_matrix",
     "evaluate_dense",
     "fit_dense",
-    "paper_transfer_table",
     "predict_masks",
     "scores_from_confusion",
     "segmentation_scores",

@@ -20,17 +20,16 @@ from PIL import Image
 from geolab.config import DenseConfig
 from geolab.dense import (
     GEOWORLD_MASK_CLASSES,
-    PAPER_TRANSFER,
     SegmentationDataset,
     SegmentationModel,
     confusion_matrix,
     evaluate_dense,
     fit_dense,
-    paper_transfer_table,
     scores_from_confusion,
     segmentation_scores,
     train_dense,
 )
+from geolab.paper import PAPER_TRANSFER, paper_transfer_table
 from geolab.manifest import ManifestError, load_manifest, save_manifest
 from geolab.models import make_backbone
 

@@ -121,7 +121,7 @@ def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1"
         metric: ``probe_top1`` or ``knn_top1``.
         title: the plot's title.
         note: a line under the title (e.g. :data:`geolab.viz.SIMULATION_NOTE`).
-        names: display names per method (e.g. the paper's, ``course.PAPER_METHOD_NAMES``).
+        names: display names per method (e.g. the paper's, ``geolab.paper.PAPER_METHOD_NAMES``).
         ax: the matplotlib axes to draw on (default: a new figure).
 
     Returns:
