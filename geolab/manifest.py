@@ -513,6 +513,26 @@ def select_split(df: pd.DataFrame, split: str | Sequence[str]) -> pd.DataFrame:
     return out
 
 
+def scoring_split(df: pd.DataFrame, wanted: str | None = "test") -> str:
+    """The split an evaluation scores: ``wanted`` when ``df`` has rows of it, else ``"val"`` when it has those.
+
+    Every evaluation (linear probe, kNN, dense transfer, nuisance probes) scores the test split and
+    falls back to val on a manifest without one (geoworld's quick tiers, fMoW subsets); this is that rule,
+    once.
+
+    Args:
+        df: a loaded manifest (its ``split`` column).
+        wanted: the split asked for; ``None`` means ``"test"``.
+
+    Returns:
+        ``wanted``, or ``"val"`` when ``wanted`` has no rows and val has; otherwise ``wanted`` unchanged (the
+        caller's own check then reports the empty split).
+    """
+    wanted = wanted or "test"
+    splits = set(df["split"].astype(str)) if "split" in df.columns else set()
+    return "val" if wanted not in splits and "val" in splits else wanted
+
+
 # ----------------------------------------------------------------------------- load / save
 def load_manifest(
     path: str | os.PathLike,

@@ -406,3 +406,14 @@ def test_paths_outside_the_manifest_folder_are_counted_and_refused_on_request(tm
     with pytest.raises(ManifestError, match=r"row 0, column 'path': path '\.\./elsewhere\.png' resolves to .*"
                        r"outside the manifest's folder .*\(1 more rows like it\)"):
         load_manifest(path, confine_to_root=True)
+
+
+def test_scoring_split_prefers_the_asked_split_and_falls_back_to_val():
+    """Every evaluation scores test, or val on a manifest without test rows (one rule, geolab.manifest)."""
+    from geolab.manifest import scoring_split
+
+    assert scoring_split(pd.DataFrame({"split": ["train", "val", "test"]})) == "test"
+    assert scoring_split(pd.DataFrame({"split": ["train", "val"]})) == "val"
+    assert scoring_split(pd.DataFrame({"split": ["train", "val"]}), None) == "val"
+    assert scoring_split(pd.DataFrame({"split": ["train", "val", "holdout"]}), "holdout") == "holdout"
+    assert scoring_split(pd.DataFrame({"split": ["train"]})) == "test"  # nothing to fall back to: the caller reports it
