@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geolab.config import ProbeConfig
+from geolab.distributed import resolve_device
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -63,14 +64,6 @@ def load_backbone(checkpoint: str | os.PathLike, arch: str | None = None) -> nn.
     from geolab.weights import load_weights
 
     return load_weights(checkpoint, arch)
-
-
-def _device(name: str | torch.device | None) -> torch.device:
-    if isinstance(name, torch.device):
-        return name
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.no_grad()
@@ -106,7 +99,7 @@ def extract_features(
     from geolab.datasets import ImageDataset, label_names
     from geolab.transforms import eval_transform
 
-    dev = _device(device)
+    dev = resolve_device(device, local_rank=None)
     classes = classes if classes is not None else label_names(df)
     ds = ImageDataset(df.reset_index(drop=True), transform=eval_transform(image_size), classes=classes)
     loader = torch.utils.data.DataLoader(
@@ -186,7 +179,7 @@ def linear_probe(
         clf.fit(train_x, train_y)
         pred = clf.predict(test_x)
     elif backend == "torch":
-        pred = _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, _device(device))
+        pred = _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, resolve_device(device, local_rank=None))
     else:
         raise ValueError(f"unknown linear probe backend {backend!r}; use 'sklearn' or 'torch'.")
     out: dict[str, Any] = _scores(test_y, pred)
@@ -311,7 +304,7 @@ def fine_tune(
     from geolab.datasets import ImageDataset, label_names
     from geolab.transforms import supervised_transform
 
-    dev = _device(device)
+    dev = resolve_device(device, local_rank=None)
     classes = classes or label_names(pd.concat([train_df, test_df]))
     torch.manual_seed(seed)
     net = nn.Sequential(copy.deepcopy(backbone), nn.Linear(int(backbone.feature_dim), len(classes))).to(dev)

@@ -50,6 +50,17 @@ from torch import Tensor, nn
 
 from geolab import __version__
 from geolab.config import PretrainConfig, add_pretrain_arguments, config_from_args  # noqa: F401 - re-exported
+from geolab.distributed import (  # noqa: F401 - DistributedError, resolve_device re-exported until callers move
+    DistContext,
+    DistributedError,
+    ddp_guard,
+    epoch_seed,
+    init_distributed,
+    resolve_device,
+    rng_states,
+    seed_everything,
+    set_rng_states,
+)
 from geolab.io import atomic_torch_save, atomic_write_json, check_run_folder, ensure_free_space
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
@@ -61,10 +72,6 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used here (other architecture, newer geolab, wrong file)."""
 
 
-class DistributedError(RuntimeError):
-    """A DDP collective failed: another rank died or hung."""
-
-
 # ----------------------------------------------------------------------------- small helpers
 def _version_tuple(v: str) -> tuple[int, ...]:
     out = []
@@ -72,56 +79,6 @@ def _version_tuple(v: str) -> tuple[int, ...]:
         digits = "".join(ch for ch in part if ch.isdigit())
         out.append(int(digits) if digits else 0)
     return tuple(out)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """The seed of one epoch on one rank (sampling, positives, augmentations, shuffles)."""
-    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**31 - 1)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def rng_states() -> dict[str, Any]:
-    """RNG states as plain tensors/lists (loadable with ``weights_only=True``)."""
-    np_state = np.random.get_state(legacy=False)
-    py_version, py_state, py_gauss = random.getstate()
-    out: dict[str, Any] = {
-        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-        "numpy": {
-            "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def set_rng_states(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_states`."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
-    n = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": "MT19937",
-            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-            "has_gauss": n["has_gauss"],
-            "gauss": n["gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(Exception):
-            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def lr_at(step: int, total_steps: int, cfg: PretrainConfig) -> float:
@@ -141,83 +98,6 @@ def auto_bn_splits(per_rank_batch: int, world_size: int) -> int:
         if per_rank_batch % s == 0 and per_rank_batch // s >= 4:
             return s
     return 1
-
-
-# ----------------------------------------------------------------------------- distributed
-class DistContext:
-    """Rank, world size and device of this process (``world_size == 1`` without torchrun)."""
-
-    def __init__(self, rank: int, world_size: int, local_rank: int, device: torch.device, owns_group: bool):
-        self.rank = rank
-        self.world_size = world_size
-        self.local_rank = local_rank
-        self.device = device
-        self.owns_group = owns_group
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> CUDA (this rank's GPU) when available, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device='cuda' asked for but no CUDA GPU is available; use --device cpu.")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-def init_distributed(cfg: PretrainConfig) -> DistContext:
-    """Join the process group that ``torchrun`` describes (env ``WORLD_SIZE``/``RANK``), or
-    use one already initialised; NCCL on GPUs, gloo on CPUs; collectives time out after
-    ``cfg.dist_timeout_s`` so that a dead rank ends the job instead of hanging it."""
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        return DistContext(rank, world, local, resolve_device(cfg.device, local), owns_group=False)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistContext(0, 1, 0, resolve_device(cfg.device), owns_group=False)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(cfg.device, local)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=cfg.dist_timeout_s))
-    return DistContext(dist.get_rank(), dist.get_world_size(), local, device, owns_group=True)
-
-
-_COLLECTIVE_WORDS = ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "socket", "broken pipe")
-
-
-def _is_collective_failure(exc: BaseException) -> bool:
-    dist_error = getattr(dist, "DistError", None)
-    if dist_error is not None and isinstance(exc, dist_error):
-        return True
-    text = str(exc).lower()
-    return any(w in text for w in _COLLECTIVE_WORDS)
-
-
-@contextlib.contextmanager
-def ddp_guard(ctx: DistContext, what: str) -> Iterator[None]:
-    """Turn a failed collective into a :class:`DistributedError` that says what happened."""
-    try:
-        yield
-    except RuntimeError as exc:
-        if not ctx.distributed or isinstance(exc, DistributedError) or not _is_collective_failure(exc):
-            raise
-        raise DistributedError(
-            f"rank {ctx.rank} of {ctx.world_size}: a collective operation failed during {what}: "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Another rank has most "
-            "likely died or hung (see its own error above); the job stops here instead of hanging."
-        ) from exc
 
 
 # ----------------------------------------------------------------------------- the loss
