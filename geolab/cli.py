@@ -155,7 +155,7 @@ def _real_data_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, S3Error, DownloadError, UnsafeKeyError, PrepareError)
 
 
-def _report_build(report) -> int:  # noqa: ANN001 - a geolab.sources.fmow.BuildReport
+def _report_build(report) -> int:  # noqa: ANN001 - a geolab.sources.build.BuildReport
     print(report.summary())
     return 0
 
@@ -194,7 +194,7 @@ def _data_geoimagenet_manifest(args: argparse.Namespace) -> int:
 
 
 def _data_fmow_download(args: argparse.Namespace) -> int:
-    from geolab.sources.fmow import download_fmow_subset, load_selection
+    from geolab.sources.fmow_mini import download_fmow_subset, load_selection
 
     try:
         sel = load_selection(args.selection)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from geolab.io import DiskSpaceError
-from geolab.sources import s3
+from geolab.sources import download, s3
 from s3_server import FakeS3
 
 FAST = s3.RetryPolicy(retries=3, backoff=0.01, max_wait=0.05, timeout=(5.0, 5.0))
@@ -75,7 +75,7 @@ def test_parallel_download_survives_faults(tmp_path):
         server.faults[keys[2]] = ["truncate"]
         server.faults[keys[3]] = ["corrupt"]
         objects = s3.list_objects(_bucket(server), PREFIX, policy=FAST).objects
-        report = s3.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=6,
+        report = download.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=6,
                                      policy=FAST, progress=False)
         assert sorted(report.fetched) == keys and not report.failed
         assert server.max_in_flight >= 4
@@ -98,17 +98,17 @@ def test_interrupted_download_resumes_without_refetching(tmp_path):
         server.faults[keys[5]] = ["drop"]  # the connection dies mid-file: the run is interrupted
         objects = s3.list_objects(_bucket(server), PREFIX, policy=FAST).objects
         with pytest.raises(s3.DownloadError, match="2 of 6 files failed.*run the same command again") as info:
-            s3.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4,
+            download.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4,
                                 policy=no_retry, progress=False)
         assert set(info.value.failed) == {keys[4], keys[5]}
         dest4, dest5 = (tmp_path / keys[i][len(PREFIX):] for i in (4, 5))
         assert not dest4.exists() and not dest5.exists()  # nothing partial under a final name
         assert 0 < dest5.with_name(dest5.name + ".part").stat().st_size < len(payloads[keys[5]])
-        journal = s3.Journal(tmp_path / s3.JOURNAL_NAME)
+        journal = download.Journal(tmp_path / download.JOURNAL_NAME)
         assert set(journal.done) == set(keys[:4])
 
         server.reset_counts()
-        report = s3.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4,
+        report = download.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4,
                                      policy=FAST, progress=False)
         assert sorted(report.fetched) == keys[4:] and sorted(report.skipped) == keys[:4]
         assert all(server.gets[k] == 0 for k in keys[:4])  # completed files: no request at all
@@ -125,19 +125,19 @@ def test_changed_object_is_refetched_and_lost_journal_is_rebuilt(tmp_path):
         for k, v in payloads.items():
             server.put(k, v)
         bucket = _bucket(server)
-        s3.download_objects(bucket, s3.list_objects(bucket, PREFIX, policy=FAST).objects, tmp_path,
+        download.download_objects(bucket, s3.list_objects(bucket, PREFIX, policy=FAST).objects, tmp_path,
                             prefix=PREFIX, policy=FAST, progress=False)
         payloads[keys[0]] = b"a new version of the image" * 100
         server.put(keys[0], payloads[keys[0]])
         server.reset_counts()
         objects = s3.list_objects(bucket, PREFIX, policy=FAST).objects
-        report = s3.download_objects(bucket, objects, tmp_path, prefix=PREFIX, policy=FAST, progress=False)
+        report = download.download_objects(bucket, objects, tmp_path, prefix=PREFIX, policy=FAST, progress=False)
         assert report.fetched == [keys[0]] and dict(server.gets) == {keys[0]: 1}
         _files_ok(tmp_path, payloads)
 
-        (tmp_path / s3.JOURNAL_NAME).unlink()
+        (tmp_path / download.JOURNAL_NAME).unlink()
         server.reset_counts()
-        report = s3.download_objects(bucket, objects, tmp_path, prefix=PREFIX, policy=FAST, progress=False)
+        report = download.download_objects(bucket, objects, tmp_path, prefix=PREFIX, policy=FAST, progress=False)
         assert report.fetched == [] and sum(server.gets.values()) == 0
 
 
@@ -177,7 +177,7 @@ def _ctrl_c_during_download(tmp_path):
 
         threading.Thread(target=press_ctrl_c, daemon=True).start()
         with pytest.raises(KeyboardInterrupt):
-            s3.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4,
+            download.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4,
                                 policy=FAST, progress=False)
         assert sum(server.gets.values()) == 4  # the queued 8 never started
         finals = [p for p in tmp_path.rglob("*.bin")]
@@ -185,7 +185,7 @@ def _ctrl_c_during_download(tmp_path):
         assert finals == [] and len(parts) == 4  # nothing partial under a final name
         server.gate = 0
         server.reset_counts()
-        s3.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4, policy=FAST,
+        download.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, workers=4, policy=FAST,
                             progress=False)
         assert sum(server.range_gets.values()) == 4 and sum(server.gets.values()) == len(keys)
     _files_ok(tmp_path, payloads)
@@ -202,7 +202,7 @@ def test_keys_that_escape_the_output_folder_are_refused(tmp_path, key):
         objects = [s3.RemoteObject(PREFIX + "ok.bin", 4, hashlib.md5(b"fine").hexdigest()),
                    s3.RemoteObject(key, 1, hashlib.md5(b"x").hexdigest())]
         with pytest.raises(s3.UnsafeKeyError, match="Refusing|not under the listed prefix"):
-            s3.download_objects(_bucket(server), objects, out, prefix=PREFIX, policy=FAST, progress=False)
+            download.download_objects(_bucket(server), objects, out, prefix=PREFIX, policy=FAST, progress=False)
         assert sum(server.gets.values()) == 0  # refused before anything is fetched
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
@@ -220,7 +220,7 @@ def test_free_space_is_checked_before_fetching(tmp_path, monkeypatch):
         monkeypatch.setattr("geolab.io.shutil.disk_usage",
                             lambda p: real(p)._replace(free=1000))
         with pytest.raises(DiskSpaceError, match=r"3 files, 1.0 MiB still to fetch.*need about \d+ MiB"):
-            s3.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, policy=FAST, progress=False)
+            download.download_objects(_bucket(server), objects, tmp_path, prefix=PREFIX, policy=FAST, progress=False)
         assert sum(server.gets.values()) == 0
 
 
@@ -230,7 +230,7 @@ def test_fmow_download_end_to_end(tmp_path, capsys):
 
     from geolab.cli import main
     from geolab.manifest import load_manifest
-    from geolab.sources.fmow import download_fmow_subset
+    from geolab.sources.fmow_mini import download_fmow_subset
 
     tree = make_fmow_tree(tmp_path / "source")
     prefix = "Hosted/fmow/fmow-rgb/"
@@ -291,7 +291,7 @@ def test_ctrl_c_stops_listing_threads(monkeypatch):
     import threading
     import time
 
-    from geolab.sources.fmow import list_fmow_selection
+    from geolab.sources.fmow_mini import list_fmow_selection
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:

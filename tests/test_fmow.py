@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from geolab.manifest import load_manifest
-from geolab.sources import fmow
+from geolab.sources import build, fmow
 
 # (category, n) -> (centre lat, centre lon, revisits); near the equator, the antimeridian, a pole
 LOCATIONS = {
@@ -147,7 +147,7 @@ def test_bad_metadata_is_reported_not_dropped(tmp_path):
     assert len(report.skipped) == 6 and report.n_images == 12 - 4
     assert report.skipped_by_reason() == {"metadata without image": 1, "no metadata": 1,
                                           "unexpected place in the layout": 1, "unparsable metadata": 3}
-    listed = pd.read_csv(fmow.skipped_report_path(tmp_path / "m.csv"))
+    listed = pd.read_csv(build.skipped_report_path(tmp_path / "m.csv"))
     assert len(listed) == 6 and set(listed.columns) == {"path", "reason"}
     text = report.summary()
     assert "skipped 6 files" in text and "airport_0_0_rgb.jpg" in text

@@ -1,4 +1,4 @@
-"""fMoW-rgb as distributed: read a raw tree into a manifest, and fetch a real subset (fmow-mini).
+"""fMoW-rgb as distributed: read a raw tree (images + per-image JSON metadata) into a manifest.
 
 The raw layout (Christie et al., *Functional Map of the World*, CVPR 2018) is::
 
@@ -20,26 +20,26 @@ The released test and seq splits hide the category in the path
 (``test/0011978/0011978_0_rgb.jpg``); there the label comes from ``bounding_boxes``.
 
 Nothing is dropped silently: an image without metadata, with unparsable metadata or in an
-unexpected place is listed (path and reason) in the build report and in
-``<manifest>.skipped.csv`` beside the manifest.
+unexpected place is listed (path and reason) in the build report
+(:class:`geolab.sources.build.BuildReport`) and in ``<manifest>.skipped.csv`` beside the manifest.
+Fetching a real subset from fMoW's public bucket is :mod:`geolab.sources.fmow_mini`'s job.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
-from geolab.io import atomic_write_text
+from geolab.sources.build import BuildReport, Skipped, drop_label_conflicts, save_build
 
 #: fMoW's split folders, in the order geolab lists them.
 FMOW_SPLITS: tuple[str, ...] = ("train", "val", "test", "seq")
@@ -66,109 +66,6 @@ IMAGE_KINDS: tuple[str, ...] = ("rgb", "msrgb")
 
 class FmowMetadataError(ValueError):
     """One image's metadata JSON is missing a field or holds a value geolab cannot read."""
-
-
-# ----------------------------------------------------------------------------- reports
-@dataclass(frozen=True)
-class Skipped:
-    """One file a builder did not put in the manifest, and why."""
-
-    path: str
-    reason: str
-
-
-@dataclass
-class BuildReport:
-    """What a manifest builder did: the rows it kept and every file it left out.
-
-    Attributes:
-        manifest: the manifest table (before saving; paths absolute).
-        skipped: files left out, each with its reason.
-        source: what was read (a folder or a CSV), for messages.
-        manifest_path: where the manifest was written (``None`` until saved).
-    """
-
-    manifest: pd.DataFrame
-    skipped: list[Skipped] = field(default_factory=list)
-    source: str = ""
-    manifest_path: Path | None = None
-
-    @property
-    def n_images(self) -> int:
-        return len(self.manifest)
-
-    @property
-    def n_locations(self) -> int:
-        return int(self.manifest["location_id"].nunique()) if len(self.manifest) else 0
-
-    def skipped_by_reason(self) -> dict[str, int]:
-        """Counts of skipped files per reason kind (the text before the first colon)."""
-        counts: dict[str, int] = {}
-        for s in self.skipped:
-            kind = s.reason.split(":", 1)[0]
-            counts[kind] = counts.get(kind, 0) + 1
-        return dict(sorted(counts.items()))
-
-    def summary(self, max_listed: int = 10) -> str:
-        """A few lines for people: counts, and the first skipped files with their reasons."""
-        lines = [
-            f"{self.source}: {self.n_images} images, {self.n_locations} locations"
-            + (f" -> {self.manifest_path}" if self.manifest_path else "")
-        ]
-        if len(self.manifest):
-            per_split = self.manifest["split"].value_counts().sort_index()
-            lines.append("  per split: " + ", ".join(f"{k} {v}" for k, v in per_split.items()))
-        if self.skipped:
-            kinds = ", ".join(f"{k} {v}" for k, v in self.skipped_by_reason().items())
-            lines.append(f"  skipped {len(self.skipped)} files ({kinds}):")
-            for s in self.skipped[:max_listed]:
-                lines.append(f"    {s.path}: {s.reason}")
-            if len(self.skipped) > max_listed:
-                lines.append(f"    ... and {len(self.skipped) - max_listed} more")
-            if self.manifest_path is not None:
-                lines.append(f"  the full list is in {skipped_report_path(self.manifest_path)}")
-        return "\n".join(lines)
-
-
-def skipped_report_path(manifest_path: str | os.PathLike) -> Path:
-    """Where a builder writes the list of skipped files for ``manifest_path``."""
-    p = Path(manifest_path)
-    return p.with_name(p.name + ".skipped.csv")
-
-
-def save_build(report: BuildReport, out: str | os.PathLike) -> BuildReport:
-    """Validate and save ``report.manifest`` to ``out`` and the skipped list beside it.
-
-    Args:
-        report: what a builder returned.
-        out: the manifest file (``.parquet`` or ``.csv``).
-
-    Returns:
-        The same report with ``manifest_path`` set.
-
-    Raises:
-        ValueError: when nothing was kept (the message names the first skipped files).
-        geolab.manifest.ManifestError: when the table breaks the manifest contract.
-    """
-    from geolab.manifest import save_manifest, validate_manifest
-
-    out = Path(out)
-    if len(report.manifest) == 0:
-        first = "; ".join(f"{s.path}: {s.reason}" for s in report.skipped[:3])
-        raise ValueError(
-            f"No usable images found in {report.source}; nothing written to {out}."
-            + (f" First problems: {first}" if first else "")
-        )
-    df = validate_manifest(report.manifest, source=report.source, check_files=False)
-    save_manifest(df, out)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["path", "reason"])
-    for s in report.skipped:
-        writer.writerow([s.path, s.reason])
-    atomic_write_text(skipped_report_path(out), buf.getvalue())
-    report.manifest_path = out
-    return report
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -399,8 +296,6 @@ def scan_fmow_tree(
         FileNotFoundError: when ``root`` holds no split folder.
         ValueError: for an unknown ``image_kind``.
     """
-    from tqdm.auto import tqdm
-
     if image_kind not in IMAGE_KINDS:
         raise ValueError(f"image_kind must be one of {IMAGE_KINDS}, not {image_kind!r}")
     root = Path(root).expanduser().resolve()
@@ -482,7 +377,7 @@ def scan_fmow_tree(
             "img_height": meta["img_height"],
         })
     df = _frame(rows)
-    df, more = _drop_label_conflicts(df)
+    df, more = drop_label_conflicts(df)
     return BuildReport(manifest=df, skipped=skipped + more, source=str(root))
 
 
@@ -497,20 +392,6 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         df[c] = df[c].astype("float64")
     return df.sort_values(["split", "location_id", "timestamp", "image_id"], kind="stable",
                           ignore_index=True)
-
-
-def _drop_label_conflicts(df: pd.DataFrame) -> tuple[pd.DataFrame, list[Skipped]]:
-    """Leave out every image of a location whose images disagree on the label."""
-    if df.empty:
-        return df, []
-    n_labels = df.groupby("location_id")["label"].transform("nunique")
-    bad = df[n_labels > 1]
-    skipped = [
-        Skipped(p, f"label disagreement: location {loc} has images labelled "
-                   f"{sorted(df.loc[df['location_id'] == loc, 'label'].unique())}")
-        for p, loc in zip(bad["path"], bad["location_id"])
-    ]
-    return df[n_labels <= 1].reset_index(drop=True), skipped
 
 
 def build_fmow_manifest(
@@ -542,261 +423,3 @@ def build_fmow_manifest(
     report = scan_fmow_tree(root, splits=splits, image_kind=image_kind,
                             categories=categories, progress=progress)
     return save_build(report, out)
-
-
-# ----------------------------------------------------------------------------- fmow-mini
-@dataclass(frozen=True)
-class Selection:
-    """A chosen fMoW subset: categories, locations per split, where to fetch it, cache size."""
-
-    categories: tuple[str, ...]
-    locations: dict[str, int]
-    endpoint: str
-    bucket: str
-    prefix: str
-    short_side: int
-    estimate: dict[str, Any] = field(default_factory=dict)
-
-
-def default_selection_path() -> Path:
-    """``data_manifests/fmow-mini.json``: the default fmow-mini selection that ships."""
-    from geolab import paths
-
-    return paths.manifests_dir() / "fmow-mini.json"
-
-
-def load_selection(path: str | os.PathLike | None = None) -> Selection:
-    """Read a selection file (default: ``data_manifests/fmow-mini.json``).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a missing field or an unknown category.
-    """
-    path = Path(path) if path is not None else default_selection_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"Selection file {path} not found.")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        sel = Selection(
-            categories=tuple(raw["categories"]),
-            locations={str(k): int(v) for k, v in raw["locations_per_category"].items()},
-            endpoint=str(raw["endpoint"]),
-            bucket=str(raw["bucket"]),
-            prefix=str(raw["prefix"]),
-            short_side=int(raw.get("short_side", 256)),
-            estimate=dict(raw.get("expected_download", {})),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a valid selection file ({type(exc).__name__}: {exc}); it needs "
-                         "categories, locations_per_category, endpoint, bucket and prefix.") from None
-    unknown = [c for c in sel.categories if c not in FMOW_CATEGORIES]
-    if unknown:
-        raise ValueError(f"{path}: unknown fMoW categories {unknown}; known: {', '.join(FMOW_CATEGORIES)}")
-    return sel
-
-
-@dataclass
-class FmowMiniResult:
-    """What :func:`download_fmow_subset` produced."""
-
-    out: Path
-    objects: int
-    total_bytes: int
-    locations: int
-    manifest: Path | None = None
-    raw_manifest: Path | None = None
-    download: Any = None
-    build: BuildReport | None = None
-    prepare: Any = None
-
-    def summary(self) -> str:
-        lines = [f"fmow-mini in {self.out}: {self.locations} locations, {self.objects} files, "
-                 f"{self.total_bytes / 2**20:.1f} MiB"]
-        if self.download is not None:
-            lines.append("  " + self.download.summary())
-        if self.build is not None:
-            lines.append("  " + self.build.summary().replace("\n", "\n  "))
-        if self.prepare is not None:
-            lines.append("  " + self.prepare.summary())
-        if self.manifest is not None:
-            lines.append(f"  training manifest (prepared cache): {self.manifest}")
-        return "\n".join(lines)
-
-
-def _location_number(prefix: str) -> tuple[int, str]:
-    name = prefix.rstrip("/").rsplit("/", 1)[-1]
-    tail = name.rsplit("_", 1)[-1]
-    return (int(tail) if tail.isdigit() else 1 << 62, name)
-
-
-def list_fmow_selection(
-    bucket: "Any",
-    prefix: str,
-    categories: Sequence[str],
-    locations_per_category: dict[str, int],
-    workers: int = 8,
-    policy: Any = None,
-    image_kind: str = "rgb",
-) -> tuple[list[Any], list[str], list[str]]:
-    """List the chosen locations and all their revisits (images and JSON) in the bucket.
-
-    For each split and category the location folders are listed with a ``/`` delimiter and the
-    first ``N`` by number are taken (deterministic); then each location is listed in full.
-
-    Returns:
-        ``(objects, location_prefixes, notes)``; ``notes`` says where fewer locations existed
-        than asked.
-
-    Raises:
-        geolab.sources.s3.ListingError: a category folder with no location at all (a changed
-            layout or a wrong prefix), named with its URL.
-    """
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from geolab.sources.s3 import ListingError, RetryPolicy, list_objects
-
-    policy = policy or RetryPolicy()
-    stop = threading.Event()  # set on Ctrl-C or a failed listing: the other threads stop too
-    prefix = prefix if (not prefix or prefix.endswith("/")) else prefix + "/"
-    wanted = [(s, c, n) for s, n in locations_per_category.items() if n > 0 for c in categories]
-    notes: list[str] = []
-
-    def category_locations(job: tuple[str, str, int]) -> list[str]:
-        split, cat, n = job
-        cat_prefix = f"{prefix}{split}/{cat}/"
-        listing = list_objects(bucket, cat_prefix, delimiter="/", policy=policy, stop=stop)
-        locs = sorted(listing.prefixes, key=_location_number)
-        if not locs:
-            raise ListingError(
-                f"No location folders under {bucket.base_url}/{cat_prefix} (got {len(listing.objects)} "
-                f"loose objects). The fMoW layout <split>/<category>/<category>_<n>/ was expected: "
-                "check --prefix/--bucket, or the bucket's layout changed."
-            )
-        if len(locs) < n:
-            notes.append(f"{split}/{cat}: only {len(locs)} locations, not {n}")
-        return locs[:n]
-
-    def location_objects(loc_prefix: str) -> list[Any]:
-        listing = list_objects(bucket, loc_prefix, policy=policy, stop=stop)
-        return [o for o in listing.objects
-                if o.key.endswith((f"_{image_kind}.jpg", f"_{image_kind}.json"))]
-
-    # not a `with` block: its exit waits for every running listing, so Ctrl-C would wait too
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geolab-list")
-    try:
-        loc_prefixes = [p for locs in pool.map(category_locations, wanted) for p in locs]
-        objects = [o for objs in pool.map(location_objects, loc_prefixes) for o in objs]
-    except BaseException:
-        stop.set()  # running listings end before their next request; queued ones never start
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    for lp in loc_prefixes:
-        if not any(o.key.startswith(lp) and o.key.endswith(".jpg") for o in objects):
-            notes.append(f"{lp}: no {image_kind} image in this location")
-    return objects, loc_prefixes, notes
-
-
-def download_fmow_subset(
-    out: str | os.PathLike | None = None,
-    categories: Sequence[str] | None = None,
-    locations_per_category: dict[str, int] | None = None,
-    endpoint: str | None = None,
-    bucket: str | None = None,
-    prefix: str | None = None,
-    path_style: bool = False,
-    workers: int = 8,
-    retries: int = 5,
-    short_side: int | None = None,
-    dry_run: bool = False,
-    progress: bool = True,
-    prepare_workers: int | None = None,
-    log: Any = None,
-    check_md5: bool = True,
-) -> FmowMiniResult:
-    """Download fmow-mini: chosen categories, N locations each, all revisits; then manifest + cache.
-
-    Steps: list (ListObjectsV2) -> check free space -> fetch in parallel (resumable, checked)
-    into ``out/raw/`` -> ``out/raw-manifest.parquet`` (original images) -> prepared cache in
-    ``out/cache-<short_side>/`` with the training manifest ``out/manifest.parquet``. Run it
-    again after an interruption: completed files are not fetched again.
-
-    Args:
-        out: folder (default ``<GEOLAB_CACHE>/downloads/fmow-mini``, where the ``fmow-mini``
-            data tier looks).
-        categories: fMoW categories (default: the shipped selection's).
-        locations_per_category: ``{"train": N, "val": M}`` (default: the selection's).
-        endpoint, bucket, prefix: where fMoW-rgb lives (default: fMoW's public bucket over HTTPS).
-        path_style: ``<endpoint>/<bucket>/<key>`` URLs instead of virtual-hosted ones.
-        workers: transfers (and listings) in flight.
-        retries: retries per request, with exponential backoff.
-        short_side: prepared cache short side (default: the selection's, 256).
-        dry_run: list and report the size, fetch nothing.
-        progress: progress bars.
-        prepare_workers: processes for the cache (default: all cores).
-        log: a ``print``-like function for progress messages (default: silent).
-        check_md5: verify MD5-shaped ETags against the bodies (off only for mirrors whose
-            ETags are not MD5s).
-
-    Returns:
-        A :class:`FmowMiniResult`.
-
-    Raises:
-        geolab.sources.s3.S3Error / ListingError: the store answered errors or an unexpected
-            layout.
-        geolab.sources.s3.UnsafeKeyError: a listed key would escape ``out``.
-        geolab.io.DiskSpaceError: not enough free space (the message says how much is needed).
-        geolab.sources.s3.DownloadError: some files failed after retries (rerun to resume).
-    """
-    from geolab import paths
-    from geolab.io import atomic_write_json
-    from geolab.sources.prepare import prepare_cache
-    from geolab.sources.s3 import RetryPolicy, S3Bucket, download_objects
-
-    say = log or (lambda *a, **k: None)
-    sel = load_selection()
-    categories = list(categories or sel.categories)
-    unknown = [c for c in categories if c not in FMOW_CATEGORIES]
-    if unknown:
-        raise ValueError(f"Unknown fMoW categories {unknown}; known: {', '.join(FMOW_CATEGORIES)}")
-    locs = dict(locations_per_category or sel.locations)
-    if any(v < 0 for v in locs.values()) or not any(locs.values()):
-        raise ValueError(f"locations per category must be >= 0 and not all 0, got {locs}")
-    out = Path(out).expanduser() if out is not None else paths.download_dir() / "fmow-mini"
-    store = S3Bucket(endpoint=endpoint or sel.endpoint, bucket=bucket or sel.bucket,
-                     addressing="path" if path_style else "virtual")
-    prefix = sel.prefix if prefix is None else prefix
-    prefix = prefix if (not prefix or prefix.endswith("/")) else prefix + "/"
-    policy = RetryPolicy(retries=retries)
-    short_side = short_side or sel.short_side
-
-    say(f"listing {len(categories)} categories x {locs} locations in {store.base_url}/{prefix} ...")
-    objects, loc_prefixes, notes = list_fmow_selection(store, prefix, categories, locs,
-                                                       workers=workers, policy=policy)
-    for note in notes:
-        say(f"  note: {note}")
-    total = sum(o.size for o in objects)
-    n_images = sum(o.key.endswith(".jpg") for o in objects)
-    say(f"selected {len(loc_prefixes)} locations, {n_images} images, {len(objects)} files, "
-        f"{total / 2**20:.1f} MiB")
-    result = FmowMiniResult(out=out, objects=len(objects), total_bytes=total,
-                            locations=len(loc_prefixes))
-    if dry_run:
-        return result
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "selection.json", {
-        "endpoint": store.endpoint, "bucket": store.bucket, "prefix": prefix,
-        "categories": categories, "locations_per_category": locs, "locations": loc_prefixes,
-        "files": [{"key": o.key, "size": o.size, "etag": o.etag} for o in objects],
-    })
-    result.download = download_objects(store, objects, out / "raw", prefix=prefix, workers=workers,
-                                       policy=policy, progress=progress, check_md5=check_md5)
-    say("download: " + result.download.summary())
-    result.raw_manifest = out / "raw-manifest.parquet"
-    result.build = build_fmow_manifest(out / "raw", result.raw_manifest, progress=progress)
-    result.prepare = prepare_cache(result.raw_manifest, out / f"cache-{short_side}",
-                                   short_side=short_side, workers=prepare_workers, progress=progress,
-                                   manifest_out=out / "manifest.parquet")
-    result.manifest = out / "manifest.parquet"
-    return result

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
-from geolab.sources.fmow import BuildReport, Skipped, save_build
+from geolab.sources.build import BuildReport, Skipped, save_build
 
 #: Placeholder time for data without acquisition times (see the module docstring).
 NO_TIME = pd.Timestamp("1970-01-01T00:00:00Z")
@@ -94,7 +95,7 @@ def scan_geoimagenet(root: str | os.PathLike, val_fraction: float = 0.1,
         progress: show a progress bar.
 
     Returns:
-        A :class:`~geolab.sources.fmow.BuildReport`: one row per geotagged image
+        A :class:`~geolab.sources.build.BuildReport`: one row per geotagged image
         (``image_id = location_id = "<class>/<photo id>"``, label = class folder, placeholder
         timestamp, ``timestamp_known = False``, plus ``country``, ``region``, ``locality``);
         images without a usable geotag and metadata rows without an image are in ``skipped``.
@@ -103,8 +104,6 @@ def scan_geoimagenet(root: str | os.PathLike, val_fraction: float = 0.1,
         FileNotFoundError: ``root`` is not a downloader output folder.
         ValueError: ``val_fraction`` outside [0, 1).
     """
-    from tqdm.auto import tqdm
-
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     root = Path(root).expanduser().resolve()
@@ -170,6 +169,6 @@ def build_geoimagenet_manifest(root: str | os.PathLike, out: str | os.PathLike,
         progress: show a progress bar.
 
     Returns:
-        The :class:`~geolab.sources.fmow.BuildReport` with ``manifest_path`` set.
+        The :class:`~geolab.sources.build.BuildReport` with ``manifest_path`` set.
     """
     return save_build(scan_geoimagenet(root, val_fraction=val_fraction, progress=progress), out)

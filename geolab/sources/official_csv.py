@@ -30,23 +30,22 @@ Accepted here:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
+from geolab.sources.build import BuildReport, Skipped, drop_label_conflicts, save_build
 from geolab.sources.fmow import (
     FMOW_CATEGORIES,
     FMOW_SPLITS,
-    BuildReport,
     FmowMetadataError,
-    Skipped,
-    _drop_label_conflicts,
     parse_timestamp,
     polygon_centroid,
     read_fmow_metadata,
-    save_build,
 )
 
 LABEL_COLUMNS = ("category", "label", "class")
@@ -134,15 +133,13 @@ def read_official_csv(
         progress: show a progress bar while reading the JSON metadata.
 
     Returns:
-        A :class:`~geolab.sources.fmow.BuildReport`; rows that cannot be used (image missing,
+        A :class:`~geolab.sources.build.BuildReport`; rows that cannot be used (image missing,
         no metadata, no split, label disagreement) are listed in ``skipped``.
 
     Raises:
         FileNotFoundError: the CSV does not exist.
         ValueError: the CSV has no usable label/path columns, or is a geo-cluster CSV.
     """
-    from tqdm.auto import tqdm
-
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
         raise FileNotFoundError(f"CSV {csv_path} not found.")
@@ -198,7 +195,7 @@ def read_official_csv(
         for p in df.loc[dup, "path"]:
             skipped.append(Skipped(p, "duplicate image: the same image_id appears earlier in the CSV"))
         df = df[~dup].reset_index(drop=True)
-        df, more = _drop_label_conflicts(df)
+        df, more = drop_label_conflicts(df)
         skipped += more
         for geo in geo_csvs:
             df = _join_geo(df, Path(geo).expanduser(), rebase, skipped)
@@ -288,7 +285,7 @@ def build_from_official_csv(
         progress: show a progress bar.
 
     Returns:
-        The :class:`~geolab.sources.fmow.BuildReport` with ``manifest_path`` set.
+        The :class:`~geolab.sources.build.BuildReport` with ``manifest_path`` set.
     """
     report = read_official_csv(csv_path, geo_csvs=geo_csvs, split=split, rebase=rebase,
                                progress=progress)

@@ -20,6 +20,7 @@ parameters is refused rather than mixing sizes.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -28,9 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+from tqdm.auto import tqdm
 
+from geolab.images import to_rgb
 from geolab.io import atomic_write, atomic_write_json, atomic_write_text, ensure_free_space
-from geolab.sources.fmow import Skipped
+from geolab.manifest import load_manifest, save_manifest
+from geolab.sources.build import Skipped
 
 CACHE_VERSION = 1
 #: Paper-scale default: 224-pixel crops (RandomResizedCrop) are cut from images of short side 256.
@@ -53,6 +58,7 @@ class PrepareReport:
     failed: list[Skipped] = field(default_factory=list)
 
     def summary(self) -> str:
+        """A few lines for people: images written, reused and unreadable (the first five named)."""
         text = (f"prepared cache -> {self.manifest_path}: {self.written} images written, "
                 f"{self.reused} already there")
         if self.failed:
@@ -103,10 +109,6 @@ def prepare_image(src: str, dest: str, short_side: int, quality: int = JPEG_QUAL
     Raises:
         OSError: unreadable or truncated image (PIL's errors are OSError subclasses).
     """
-    from PIL import Image
-
-    from geolab.images import to_rgb
-
     with Image.open(src) as im:
         target = resized_size(im.width, im.height, short_side)
         if target == im.size and im.format == "JPEG" and im.mode == "RGB":
@@ -135,8 +137,6 @@ def _work(job: tuple[int, str, str, int, int]) -> tuple[int, Any]:
 
 
 def _check_params(out_dir: Path, short_side: int, quality: int) -> None:
-    import json
-
     params = {"version": CACHE_VERSION, "short_side": short_side, "quality": quality}
     p = out_dir / "prepare.json"
     if p.exists():
@@ -185,10 +185,6 @@ def prepare_cache(
         geolab.io.DiskSpaceError: not enough room for the cache (estimate).
         geolab.manifest.ManifestError: the source manifest is invalid.
     """
-    from tqdm.auto import tqdm
-
-    from geolab.manifest import load_manifest, save_manifest
-
     if short_side < 8:
         raise ValueError(f"short_side must be at least 8 pixels, got {short_side}")
     df = load_manifest(manifest, check_files=False)
@@ -224,8 +220,6 @@ def prepare_cache(
 
     reused = [i for i in range(len(df)) if i not in sizes and i not in failed]
     if reused:
-        from PIL import Image
-
         for i in reused:  # header read only: cheap
             with Image.open(dests[i]) as im:
                 sizes[i] = im.size
