@@ -30,15 +30,18 @@ $(STAMP): pyproject.toml
 course: $(STAMP)
 	$(VENV)/bin/geolab course run --profile $(PROFILE) --out $(RUN)
 
-# Unit and integration tests, then nbval over every notebook in its quick default parameters.
+# ruff first (fails fast with its findings; configuration in pyproject.toml), then unit and
+# integration tests, then nbval over every notebook in its quick default parameters.
 # pytest exits 5 when it collected nothing: that is a failure here, never a silent pass.
 test: $(STAMP)
+	$(VENV)/bin/ruff check geolab
 	@$(PY) -m pytest tests notebooks $(NBVAL_FLAGS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5); treating as a failure" >&2; exit 1; fi; \
 	exit $$rc
 
-# The tests without the notebooks (quicker while editing the library).
+# ruff, then the tests without the notebooks (quicker while editing the library).
 test-fast: $(STAMP)
+	$(VENV)/bin/ruff check geolab
 	@$(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || { echo "no tests collected" >&2; exit 1; }; exit $$rc
 
 # JupyterLab on notebooks/ with the geolab kernel. As root (containers) Jupyter refuses to start

@@ -1,14 +1,23 @@
-"""Argument types shared by every ``geolab`` command (and ``python -m geolab.train``).
+"""How ``geolab`` commands read their options: argument types, and options derived from config dataclasses.
 
 A bad number or name is refused by argparse itself, with the option named and exit status 2,
-before anything heavy is imported or any file is touched.
+before anything heavy is imported or any file is touched. The options of a config dataclass
+(:class:`geolab.config.PretrainConfig`, :class:`geolab.config.ProbeConfig`) are derived from its
+fields (:func:`add_dataclass_arguments`, :func:`dataclass_from_args`), so every field can be set
+from the command line and a new field brings its option with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def positive_int(text: str) -> int:
@@ -32,7 +41,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def int_between(low: int, high: int):
+def int_between(low: int, high: int) -> Callable[[str], int]:
     """A type for integers in ``[low, high]`` (``--quality``)."""
 
     def parse(text: str) -> int:
@@ -64,7 +73,7 @@ class LazyChoices:
     argument a ``metavar`` so that usage lines do not import it either.
     """
 
-    def __init__(self, module: str, name: str):
+    def __init__(self, module: str, name: str) -> None:
         self.module, self.name = module, name
 
     def _names(self) -> list[str]:
@@ -82,7 +91,111 @@ class LazyChoices:
 
 #: Backbone names: the keys of :data:`geolab.models.ARCHS`.
 ARCH_CHOICES = LazyChoices("geolab.models", "ARCHS")
-#: Temporal positive strategies: :data:`geolab.datasets.STRATEGIES`.
-STRATEGY_CHOICES = LazyChoices("geolab.datasets", "STRATEGIES")
+#: Temporal positive strategies: :data:`geolab.positives.STRATEGIES`.
+STRATEGY_CHOICES = LazyChoices("geolab.positives", "STRATEGIES")
+#: What to do with an unreadable image: :data:`geolab.datasets.BAD_IMAGE_POLICIES`.
+BAD_IMAGE_CHOICES = LazyChoices("geolab.datasets", "BAD_IMAGE_POLICIES")
 #: Devices every command accepts.
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+# ----------------------------------------------------------------------------- options of config dataclasses
+#: Key of a dataclass field's metadata that holds its command-line option (see :func:`option`).
+OPTION_KEY = "geolab.option"
+
+
+def option(default: Any, help_text: str | None = None, **argparse_kwargs: Any) -> Any:
+    """A dataclass field with what :func:`add_dataclass_arguments` needs beyond its name, type and default.
+
+    Args:
+        default: the field's default, which is also the option's.
+        help_text: the option's help. A ``bool`` field that defaults to ``True`` is set off with
+            ``--no-<name>``, which gets this help; a ``bool | None`` field gets ``--<name>`` (with
+            this help) and ``--no-<name>``.
+        **argparse_kwargs: keywords of ``ArgumentParser.add_argument`` (``type``, ``choices``,
+            ``metavar``, ``required``), and ``flag``: the option's name where it is not
+            ``--<field-name>`` with dashes for underscores.
+
+    Returns:
+        A ``dataclasses.field`` carrying the option in its metadata.
+    """
+    return dataclasses.field(default=default, metadata={OPTION_KEY: {"help": help_text, **argparse_kwargs}})
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, exclude: Collection[str] = ()) -> None:
+    """One option per field of the dataclass ``cls`` (in field order), except the fields in ``exclude``.
+
+    Each option stores into ``dest=<field name>`` with the field's default. Its type is the
+    ``type`` of the field's :func:`option`, else read from the type hint (``int``, ``float``,
+    ``str``; ``Path`` when the hint names it; ``X | None`` as ``X``). A ``bool`` field is a flag:
+    ``--<name>`` when it defaults to ``False``, ``--no-<name>`` when it defaults to ``True``, both
+    for ``bool | None`` (neither given: ``None``).
+
+    Args:
+        parser: the parser (or sub-command parser) to add the options to.
+        cls: a dataclass, e.g. :class:`geolab.config.PretrainConfig`.
+        exclude: names of fields that get no option (they keep their default).
+
+    Raises:
+        TypeError: a field's type has no option type (give it one with :func:`option`, or exclude it).
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        spec = dict(f.metadata.get(OPTION_KEY, {}))
+        flag = spec.pop("flag", None)
+        if flag is None:
+            flag = "--" + f.name.replace("_", "-")
+        elif "choices" not in spec:
+            spec.setdefault("metavar", flag.removeprefix("--").replace("-", "_").upper())  # as argparse names it
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        members = [t for t in (typing.get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None)]
+        if members == [bool]:
+            _add_switch(parser, flag, f.name, default, spec.get("help"))
+            continue
+        if "type" not in spec:
+            spec["type"] = _option_type(cls, f.name, members)
+        if not spec.get("required"):
+            spec["default"] = default
+        parser.add_argument(flag, dest=f.name, **spec)
+
+
+def _add_switch(
+    parser: argparse.ArgumentParser, flag: str, dest: str, default: bool | None, help_text: str | None
+) -> None:
+    """The flag(s) of a ``bool`` or ``bool | None`` field (see :func:`add_dataclass_arguments`)."""
+    negative = "--no-" + flag.removeprefix("--")
+    if default is None:  # --name, --no-name, or neither (None: decided later, e.g. from the device)
+        parser.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text)
+        parser.add_argument(negative, dest=dest, action="store_false")
+    elif default:
+        parser.add_argument(negative, dest=dest, action="store_false", default=True, help=help_text)
+    else:
+        parser.add_argument(flag, dest=dest, action="store_true", default=False, help=help_text)
+
+
+def _option_type(cls: type, name: str, members: list[Any]) -> Callable[[str], Any] | None:
+    """The argparse ``type`` for a field whose hint, ``None`` left out, is ``members``."""
+    if Path in members:
+        return Path
+    if members in ([int], [float]):
+        return members[0]
+    if members == [str]:
+        return None  # argparse's default: the text itself
+    raise TypeError(f"{cls.__name__}.{name}: no command-line type for {members}; "
+                    "give the field a type with geolab.argtypes.option(..., type=...) or exclude it")
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """The dataclass ``cls`` from a namespace parsed with :func:`add_dataclass_arguments`.
+
+    Args:
+        cls: the dataclass whose options were added.
+        args: the parsed arguments; a field without an option (excluded) keeps its default.
+
+    Returns:
+        ``cls(**values)``, so the dataclass's own checks (``__post_init__``) run as usual.
+    """
+    names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})

@@ -1,5 +1,4 @@
-"""The ``geolab`` command. Each sub-command is a thin wrapper over the library function that
-the notebooks call too.
+"""The ``geolab`` command: parses the arguments and dispatches to the library functions the notebooks call too.
 
 Exit status: 0 done; 1 the work ran but failed or found problems (a course notebook failed,
 ``doctor`` found problems); 2 a user error: a bad option (argparse), a bad manifest, checkpoint,
@@ -7,18 +6,38 @@ setting or path; 130 interrupted (Ctrl-C). Every user error passes through one h
 (:func:`main`) that prints ``geolab: error: <one line>`` on stderr, without a traceback; set
 ``GEOLAB_DEBUG=1`` to see the traceback as well.
 
-Layout: one ``_add_<group>`` function per group registers its sub-commands; each handler
-imports its module lazily so that ``geolab --help`` stays fast.
+Layout: one ``_add_<group>`` function per group registers its sub-commands. A handler calls
+the library and lets its errors through to that one handler. Handlers import the modules that
+need pandas, torch or papermill when they run, so that ``geolab --help`` stays fast. The options
+of ``pretrain``, ``probe`` and ``knn`` are derived from :class:`geolab.config.PretrainConfig`
+and :class:`geolab.config.ProbeConfig` (:func:`geolab.argtypes.add_dataclass_arguments`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from geolab.argtypes import DEVICE_CHOICES, int_between, non_negative_int, positive_float, positive_int
+from geolab import __version__
+from geolab.argtypes import (
+    add_dataclass_arguments,
+    dataclass_from_args,
+    int_between,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from geolab.config import ProbeConfig, add_pretrain_arguments, config_from_args
+from geolab.envcheck import environment_report, problems
+from geolab.io import atomic_write_json, check_run_folder
+from geolab.paths import RUN_FILES
+
+if TYPE_CHECKING:
+    from geolab.sources.build import BuildReport
 
 
 class UserError(Exception):
@@ -52,7 +71,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _data_validate(args: argparse.Namespace) -> int:
-    from geolab.manifest import load_manifest, paths_outside_root
+    from geolab.manifest import load_manifest, paths_outside_root  # noqa: PLC0415 - start-up: pandas
 
     df = load_manifest(args.manifest, check_files=not args.no_check_files, confine_to_root=args.confine_to_root)
     splits = ", ".join(f"{k} {v}" for k, v in df["split"].value_counts().sort_index().items())
@@ -68,21 +87,17 @@ def _data_validate(args: argparse.Namespace) -> int:
 
 
 def _data_stats(args: argparse.Namespace) -> int:
-    from geolab.manifest import format_stats, load_manifest
+    from geolab.manifest import format_stats, load_manifest  # noqa: PLC0415 - start-up: pandas
 
     print(format_stats(load_manifest(args.manifest, check_files=False)))
     return 0
 
 
 def _data_world(args: argparse.Namespace) -> int:
-    from geolab.world import WorldError, load_world
+    from geolab.world import load_world  # noqa: PLC0415 - start-up: scipy
 
     kwargs = {k: v for k, v in dict(size=args.size, locations=args.locations).items() if v is not None}
-    try:
-        path = load_world(seed=args.seed, out=args.out, **kwargs)
-    except (WorldError, ValueError) as exc:  # another world in --out; a knob out of range
-        raise UserError(str(exc)) from exc
-    print(path)
+    print(load_world(seed=args.seed, out=args.out, **kwargs))  # WorldError: another world in --out; ValueError: a knob
     return 0
 
 
@@ -148,90 +163,66 @@ def _add_real_data(dsub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_data_prepare)
 
 
-def _real_data_errors() -> tuple[type[BaseException], ...]:
-    from geolab.sources.prepare import PrepareError
-    from geolab.sources.s3 import DownloadError, S3Error, UnsafeKeyError
-
-    return (ValueError, S3Error, DownloadError, UnsafeKeyError, PrepareError)
-
-
-def _report_build(report) -> int:  # noqa: ANN001 - a geolab.sources.build.BuildReport
+# The sources' errors (ValueError, S3Error, DownloadError, PrepareError) are user errors (see main).
+def _report_build(report: BuildReport) -> int:
     print(report.summary())
     return 0
 
 
 def _data_fmow_manifest(args: argparse.Namespace) -> int:
-    from geolab.sources.fmow import build_fmow_manifest
+    from geolab.sources.fmow import build_fmow_manifest  # noqa: PLC0415 - start-up: pandas
 
-    try:
-        report = build_fmow_manifest(args.root, args.out, splits=args.splits, image_kind=args.image_kind,
-                                     categories=args.categories, progress=not args.no_progress)
-    except _real_data_errors() as exc:
-        raise UserError(str(exc)) from exc
-    return _report_build(report)
+    return _report_build(build_fmow_manifest(args.root, args.out, splits=args.splits, image_kind=args.image_kind,
+                                             categories=args.categories, progress=not args.no_progress))
 
 
 def _data_from_official_csv(args: argparse.Namespace) -> int:
-    from geolab.sources.official_csv import build_from_official_csv, parse_rebase
+    from geolab.sources.official_csv import build_from_official_csv, parse_rebase  # noqa: PLC0415 - start-up: pandas
 
-    try:
-        report = build_from_official_csv(args.csv, args.out, geo_csvs=args.geo_csv, split=args.split,
-                                         rebase=parse_rebase(args.rebase), progress=not args.no_progress)
-    except _real_data_errors() as exc:
-        raise UserError(str(exc)) from exc
-    return _report_build(report)
+    return _report_build(build_from_official_csv(args.csv, args.out, geo_csvs=args.geo_csv, split=args.split,
+                                                 rebase=parse_rebase(args.rebase), progress=not args.no_progress))
 
 
 def _data_geoimagenet_manifest(args: argparse.Namespace) -> int:
-    from geolab.sources.geoimagenet import build_geoimagenet_manifest
+    from geolab.sources.geoimagenet import build_geoimagenet_manifest  # noqa: PLC0415 - start-up: pandas
 
-    try:
-        report = build_geoimagenet_manifest(args.root, args.out, val_fraction=args.val_fraction,
-                                            progress=not args.no_progress)
-    except _real_data_errors() as exc:
-        raise UserError(str(exc)) from exc
-    return _report_build(report)
+    return _report_build(build_geoimagenet_manifest(args.root, args.out, val_fraction=args.val_fraction,
+                                                    progress=not args.no_progress))
 
 
 def _data_fmow_download(args: argparse.Namespace) -> int:
-    from geolab.sources.fmow_mini import download_fmow_subset, load_selection
+    from geolab.sources.fmow_mini import download_fmow_subset, load_selection  # noqa: PLC0415 - start-up: pandas
 
-    try:
-        sel = load_selection(args.selection)
-        result = download_fmow_subset(
-            out=args.out,
-            categories=args.categories or sel.categories,
-            locations_per_category={
-                "train": sel.locations["train"] if args.locations_per_category is None else args.locations_per_category,
-                "val": sel.locations["val"] if args.val_locations_per_category is None else args.val_locations_per_category,
-            },
-            endpoint=args.endpoint or sel.endpoint,
-            bucket=args.bucket or sel.bucket,
-            prefix=args.prefix if args.prefix is not None else sel.prefix,
-            path_style=args.path_style,
-            workers=args.workers,
-            retries=args.retries,
-            short_side=args.short_side or sel.short_side,
-            dry_run=args.dry_run,
-            progress=not args.no_progress,
-            log=print,
-            check_md5=not args.no_md5_check,
-        )
-    except _real_data_errors() as exc:
-        raise UserError(str(exc)) from exc
+    sel = load_selection(args.selection)
+    trains, vals = args.locations_per_category, args.val_locations_per_category
+    result = download_fmow_subset(
+        out=args.out,
+        categories=args.categories or sel.categories,
+        locations_per_category={
+            "train": sel.locations["train"] if trains is None else trains,
+            "val": sel.locations["val"] if vals is None else vals,
+        },
+        endpoint=args.endpoint or sel.endpoint,
+        bucket=args.bucket or sel.bucket,
+        prefix=args.prefix if args.prefix is not None else sel.prefix,
+        path_style=args.path_style,
+        workers=args.workers,
+        retries=args.retries,
+        short_side=args.short_side or sel.short_side,
+        dry_run=args.dry_run,
+        progress=not args.no_progress,
+        log=print,
+        check_md5=not args.no_md5_check,
+    )
     print(result.summary())
     return 0
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
-    from geolab.sources.prepare import prepare_cache
+    from geolab.sources.prepare import prepare_cache  # noqa: PLC0415 - start-up: pandas
 
-    try:
-        report = prepare_cache(args.manifest, args.out, short_side=args.short_side, quality=args.quality,
-                               workers=args.workers, progress=not args.no_progress)
-    except _real_data_errors() as exc:
-        raise UserError(str(exc)) from exc
-    print(report.summary())
+    print(prepare_cache(args.manifest, args.out, short_side=args.short_side, quality=args.quality,
+                        workers=args.workers, progress=not args.no_progress).summary())
     return 0
 
 
@@ -242,8 +233,6 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from geolab.envcheck import environment_report, problems
-
     report = environment_report()
     for key, value in report.items():
         print(f"{key:>15}: {value}")
@@ -255,7 +244,8 @@ def _doctor(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- course
 def _add_course(sub: argparse._SubParsersAction) -> None:
-    course = sub.add_parser("course", help="run the course notebooks in batch (papermill): results.json and a report")
+    course = sub.add_parser("course",
+                            help="run the course notebooks in batch (papermill): results.json and a report")
     csub = course.add_subparsers(dest="course_cmd", required=True)
 
     p = csub.add_parser(
@@ -266,11 +256,15 @@ def _add_course(sub: argparse._SubParsersAction) -> None:
         "Rerunning into the same --out skips notebooks that already succeeded with the same source "
         "and parameters, and continues from a failed one.",
     )
-    p.add_argument("--profile", default="cpu", help="smoke (tests), cpu (make course), gpu-full (fMoW, paper settings)")
-    p.add_argument("--data", default=None, help="data tier: geoworld | fmow-mini | fmow | geoimagenet (default: the profile's)")
-    p.add_argument("--manifest", type=Path, default=None, help="manifest of the real data (needed for fmow, geoimagenet)")
+    p.add_argument("--profile", default="cpu",
+                   help="smoke (tests), cpu (make course), gpu-full (fMoW, paper settings)")
+    p.add_argument("--data", default=None,
+                   help="data tier: geoworld | fmow-mini | fmow | geoimagenet (default: the profile's)")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="manifest of the real data (needed for fmow, geoimagenet)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<profile>-<data>)")
-    p.add_argument("--only", nargs="+", metavar="NB", default=None, help="run only these notebooks (name or number, e.g. 03)")
+    p.add_argument("--only", nargs="+", metavar="NB", default=None,
+                   help="run only these notebooks (name or number, e.g. 03)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a parameter (VALUE read as JSON, else as text), e.g. --set epochs=2",
@@ -278,7 +272,8 @@ def _add_course(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", default="geolab", help="Jupyter kernel (default: geolab, installed by make setup)")
     p.add_argument("--notebooks-dir", type=Path, default=None, help="folder of the notebooks (default: notebooks/)")
     p.add_argument("--force", action="store_true", help="rerun notebooks that would be skipped")
-    p.add_argument("--cell-timeout", type=positive_float, default=None, help="seconds one cell may run (default: no limit)")
+    p.add_argument("--cell-timeout", type=positive_float, default=None,
+                   help="seconds one cell may run (default: no limit)")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     p.set_defaults(func=_course_run)
 
@@ -296,8 +291,6 @@ def _add_course(sub: argparse._SubParsersAction) -> None:
 
 
 def _parse_overrides(items: list[str]) -> dict:
-    import json
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -310,53 +303,38 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
+# CourseError and ResultsValidationError are user errors (see main).
 def _course_run(args: argparse.Namespace) -> int:
-    from geolab import course
+    from geolab import course  # noqa: PLC0415 - start-up: pandas, papermill
 
-    try:
-        run = course.run_course(
-            args.profile,
-            args.out,
-            data=args.data,
-            manifest=args.manifest,
-            only=args.only,
-            overrides=_parse_overrides(args.overrides),
-            notebooks_dir=args.notebooks_dir,
-            kernel_name=args.kernel,
-            force=args.force,
-            cell_timeout=args.cell_timeout,
-            progress_bar=not args.no_progress and sys.stderr.isatty(),
-        )
-    except (course.CourseError, course.ResultsValidationError) as exc:
-        raise UserError(str(exc)) from exc
+    run = course.run_course(
+        args.profile,
+        args.out,
+        data=args.data,
+        manifest=args.manifest,
+        only=args.only,
+        overrides=_parse_overrides(args.overrides),
+        notebooks_dir=args.notebooks_dir,
+        kernel_name=args.kernel,
+        force=args.force,
+        cell_timeout=args.cell_timeout,
+        progress_bar=not args.no_progress and sys.stderr.isatty(),
+    )
     return 0 if run.ok else 1
 
 
 def _course_plan(args: argparse.Namespace) -> int:
-    from geolab import course
+    from geolab import course  # noqa: PLC0415 - start-up: pandas, papermill
 
-    try:
-        print(
-            course.describe_plan(
-                args.profile,
-                data=args.data,
-                only=args.only,
-                notebooks_dir=args.notebooks_dir,
-                overrides=_parse_overrides(args.overrides),
-            )
-        )
-    except course.CourseError as exc:
-        raise UserError(str(exc)) from exc
+    print(course.describe_plan(args.profile, data=args.data, only=args.only, notebooks_dir=args.notebooks_dir,
+                               overrides=_parse_overrides(args.overrides)))
     return 0
 
 
 def _course_report(args: argparse.Namespace) -> int:
-    from geolab import course
+    from geolab import course  # noqa: PLC0415 - start-up: pandas, papermill
 
-    try:
-        md, html = course.rebuild_report(args.out)
-    except (course.CourseError, course.ResultsValidationError) as exc:
-        raise UserError(str(exc)) from exc
+    md, html = course.rebuild_report(args.out)
     print(f"{md}\n{html}")
     return 0
 
@@ -385,35 +363,30 @@ def _add_viz(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_viz_map)
 
 
+# AssetError is a user error (see main).
 def _viz_assets(args: argparse.Namespace) -> int:
-    from geolab.viz.assets import AssetError, leaflet_assets
+    from geolab.viz.assets import leaflet_assets  # noqa: PLC0415 - start-up: pandas
 
-    try:
-        a = leaflet_assets()
-    except AssetError as exc:
-        raise UserError(str(exc)) from exc
+    a = leaflet_assets()
     print(f"Leaflet {a.version} from {a.source}: {a.folder}")
     return 0
 
 
 def _viz_fetch_assets(args: argparse.Namespace) -> int:
-    from geolab.viz.assets import AssetError, fetch_assets
+    from geolab.viz.assets import fetch_assets  # noqa: PLC0415 - start-up: pandas
 
-    try:
-        a = fetch_assets(args.source)
-    except AssetError as exc:
-        raise UserError(str(exc)) from exc
+    a = fetch_assets(args.source)
     print(f"Leaflet {a.version} from {a.source}: {a.folder}")
     return 0
 
 
 def _viz_map(args: argparse.Namespace) -> int:
-    from geolab.manifest import load_manifest
-    from geolab.viz import location_map, save_figure, save_map, static_map
+    from geolab.manifest import load_manifest  # noqa: PLC0415 - start-up: pandas
+    from geolab.viz import location_map, save_figure, save_map, static_map  # noqa: PLC0415 - start-up: matplotlib
 
     df = load_manifest(args.manifest, check_files=False)
     if args.k is not None:
-        from geolab.geo import add_geo_clusters
+        from geolab.geo import add_geo_clusters  # noqa: PLC0415 - start-up: scikit-learn, only with --k
 
         df = add_geo_clusters(df, k=args.k, seed=args.seed)
     elif args.color_by == "geo_cluster":
@@ -427,10 +400,7 @@ def _viz_map(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- engine
 def _add_engine(sub: argparse._SubParsersAction) -> None:
-    """``pretrain``, ``probe``, ``knn`` and ``export``: thin wrappers over geolab.train /
-    geolab.evaluate / geolab.weights."""
-    from geolab.config import add_pretrain_arguments
-
+    """``pretrain``, ``probe``, ``knn`` and ``export``: geolab.train, geolab.evaluate and geolab.weights."""
     p = sub.add_parser(
         "pretrain",
         help="train supervised | geoloc | moco | moco-geo | moco-tp | moco-tp-geo (CPU, GPU; torchrun for DDP)",
@@ -440,26 +410,14 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
     add_pretrain_arguments(p)
     p.set_defaults(func=_engine_pretrain)
 
-    for name, what in (("probe", "linear probe on frozen features (top-1, macro-F1)"),
-                       ("knn", "weighted kNN on frozen features (cosine, k=20)")):
+    # one option per ProbeConfig field, less those the other evaluation does not read
+    for name, what, exclude in (
+        ("probe", "linear probe on frozen features (top-1, macro-F1)", ("k", "knn_temperature")),
+        ("knn", "weighted kNN on frozen features (cosine, k=20)", ("backend", "C", "seed")),
+    ):
         p = sub.add_parser(name, help=what)
-        p.add_argument("--checkpoint", required=True, type=Path,
-                       help="geolab checkpoint, official GASSL .pth.tar, or ResNet state dict (torchgeo, geolab export)")
-        p.add_argument("--manifest", required=True, type=Path)
-        p.add_argument("--arch", default=None, help="architecture of an official file or state dict (default: inferred)")
-        p.add_argument("--image-size", type=positive_int, default=None, help="default: the checkpoint's training size")
-        p.add_argument("--train-split", default="train")
-        p.add_argument("--test-split", default="test", help="scored split (val when there is no test split)")
-        p.add_argument("--batch-size", type=positive_int, default=128)
-        p.add_argument("--num-workers", type=non_negative_int, default=2)
-        p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+        add_dataclass_arguments(p, ProbeConfig, exclude=exclude)
         p.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
-        if name == "probe":
-            p.add_argument("--backend", choices=("sklearn", "torch"), default="sklearn")
-            p.add_argument("--C", type=positive_float, default=None,
-                           help="inverse L2 strength of the probe (default: chosen on the val split from 0.001-1)")
-        else:
-            p.add_argument("--k", type=positive_int, default=20, help="neighbours (default 20)")
         p.set_defaults(func=_engine_evaluate, engine_eval=name)
 
     p = sub.add_parser(
@@ -471,14 +429,15 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", type=Path, help="geolab checkpoint (or official GASSL .pth.tar / state dict)")
     p.add_argument("--out", required=True, type=Path, help="backbone file to write, e.g. backbone.pth")
-    p.add_argument("--arch", default=None, help="architecture of an official file or state dict (default: inferred)")
+    p.add_argument("--arch", default=None,
+                   help="architecture of an official file or state dict (default: inferred)")
     p.set_defaults(func=_engine_export)
 
 
 def _check_device(name: str) -> None:
     """``--device cuda`` on a machine without CUDA is a user error, said before any work."""
     if name == "cuda":
-        import torch
+        import torch  # noqa: PLC0415 - start-up: torch
 
         if not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); "
@@ -499,44 +458,27 @@ def _check_output_file(path: Path | None, option: str) -> None:
 
 
 def _engine_pretrain(args: argparse.Namespace) -> int:
-    from geolab.io import check_run_folder
-    from geolab.paths import RUN_FILES
-
     # the checks that need no torch first, so that a wrong --out is said in a moment (the
-    # marker is geolab.train.checkpoint_path, spelled out to keep torch unimported here)
+    # marker is geolab.checkpoints.checkpoint_path, spelled out to keep torch unimported here)
     check_run_folder(args.out, set(RUN_FILES), args.out / "checkpoints" / "last.pt")
     _check_device(args.device)
-    from geolab.train import config_from_args, pretrain
+    from geolab.train import pretrain  # noqa: PLC0415 - start-up: torch
 
     print(pretrain(config_from_args(args)))
     return 0
 
 
 def _engine_evaluate(args: argparse.Namespace) -> int:
-    import json
-
     # the checks that need no torch first
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
     _check_output_file(args.json, "--json")
     _check_device(args.device)
-    from geolab.config import ProbeConfig
-    from geolab.evaluate import evaluate_checkpoint
-    from geolab.io import atomic_write_json
-    from geolab.sources.official import OfficialCheckpointError
-    from geolab.train import CheckpointError
+    from geolab.evaluate import evaluate_checkpoint  # noqa: PLC0415 - start-up: torch
 
-    cfg = ProbeConfig(
-        checkpoint=args.checkpoint, manifest=args.manifest, image_size=args.image_size,
-        train_split=args.train_split, test_split=args.test_split, batch_size=args.batch_size,
-        num_workers=args.num_workers, device=args.device,
-        backend=getattr(args, "backend", "sklearn"), C=getattr(args, "C", None), k=getattr(args, "k", 20),
-        arch=args.arch,
-    )
-    try:
-        result = evaluate_checkpoint(cfg, linear=args.engine_eval == "probe", knn_eval=args.engine_eval == "knn")
-    except (CheckpointError, OfficialCheckpointError) as exc:
-        raise UserError(str(exc)) from exc
+    # CheckpointError and OfficialCheckpointError are ValueErrors: user errors (see main)
+    cfg = dataclass_from_args(ProbeConfig, args)
+    result = evaluate_checkpoint(cfg, linear=args.engine_eval == "probe", knn_eval=args.engine_eval == "knn")
     if args.json is not None:
         atomic_write_json(args.json, result)
     print(json.dumps(result, indent=2, sort_keys=True))
@@ -544,14 +486,9 @@ def _engine_evaluate(args: argparse.Namespace) -> int:
 
 
 def _engine_export(args: argparse.Namespace) -> int:
-    from geolab.sources.official import OfficialCheckpointError
-    from geolab.train import CheckpointError
-    from geolab.weights import export_backbone
+    from geolab.weights import export_backbone  # noqa: PLC0415 - start-up: torch
 
-    try:
-        weights, sidecar = export_backbone(args.checkpoint, args.out, arch=args.arch)
-    except (CheckpointError, OfficialCheckpointError) as exc:
-        raise UserError(str(exc)) from exc
+    weights, sidecar = export_backbone(args.checkpoint, args.out, arch=args.arch)  # errors: as _engine_evaluate's
     size = weights.stat().st_size / 2**20
     print(f"{weights} ({size:.1f} MiB, backbone only) and {sidecar}")
     return 0
@@ -559,8 +496,9 @@ def _engine_export(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    """The ``geolab`` parser with every sub-command; each sets ``func``, its handler."""
     parser = argparse.ArgumentParser(prog="geolab", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=f"geolab {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_data(sub)
     _add_doctor(sub)
@@ -568,12 +506,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_viz(sub)
     _add_engine(sub)
     return parser
-
-
-def _version() -> str:
-    from geolab import __version__
-
-    return f"geolab {__version__}"
 
 
 #: The exception types meant for users, as (module, name). Only modules already imported are
@@ -596,7 +528,7 @@ _USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("geolab.sources.prepare", "PrepareError"),
     ("geolab.sources.official", "OfficialCheckpointError"),
     ("geolab.viz.assets", "AssetError"),
-    ("geolab.train", "DistributedError"),
+    ("geolab.distributed", "DistributedError"),
 )
 
 
@@ -617,13 +549,14 @@ def one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``geolab`` with ``argv`` (default: the command line); returns the exit status (module docstring)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("geolab: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - only user errors are caught; the rest is re-raised
+    except Exception as exc:  # only user errors are caught; the rest is re-raised
         if not isinstance(exc, _user_errors()) or os.environ.get("GEOLAB_DEBUG"):
             raise
         print(f"geolab: error: {one_line(exc)}", file=sys.stderr)

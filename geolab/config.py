@@ -8,9 +8,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geolab.argtypes import (
+    ARCH_CHOICES,
+    BAD_IMAGE_CHOICES,
+    DEVICE_CHOICES,
+    STRATEGY_CHOICES,
+    add_dataclass_arguments,
+    dataclass_from_args,
+    non_negative_int,
+    option,
+    positive_float,
+    positive_int,
+)
+
 # --------------------------------------------------------------------------- engine
 #: Training methods of the paper, one loop for all (see :mod:`geolab.train`).
 METHODS: tuple[str, ...] = ("supervised", "geoloc", "moco", "moco-geo", "moco-tp", "moco-tp-geo")
+
+
+@dataclass(frozen=True)
+class MethodParts:
+    """What one training method is made of (the one place that reads a method's name).
+
+    Attributes:
+        contrastive: MoCo-v2: query and key encoders, the memory-bank InfoNCE loss.
+        temporal: the positive key is another image of the same location (temporal positive),
+            not another augmentation of the same image.
+        geo: a geo head predicts the geo cluster of the image's lat/lon (cross-entropy loss).
+        labels: a classifier on the category labels (the supervised baseline).
+    """
+
+    contrastive: bool
+    temporal: bool
+    geo: bool
+    labels: bool
+
+
+#: Each method of :data:`METHODS` as its parts.
+METHOD_PARTS: dict[str, MethodParts] = {
+    "supervised": MethodParts(contrastive=False, temporal=False, geo=False, labels=True),
+    "geoloc": MethodParts(contrastive=False, temporal=False, geo=True, labels=False),
+    "moco": MethodParts(contrastive=True, temporal=False, geo=False, labels=False),
+    "moco-geo": MethodParts(contrastive=True, temporal=False, geo=True, labels=False),
+    "moco-tp": MethodParts(contrastive=True, temporal=True, geo=False, labels=False),
+    "moco-tp-geo": MethodParts(contrastive=True, temporal=True, geo=True, labels=False),
+}
 
 #: The untrained baseline of every comparison: the backbone with its random initialisation
 #: (seeded), probed like the pre-trained ones. Not a training method; a result record's method.
@@ -82,47 +124,52 @@ class PretrainConfig:
             sets such as geoworld; off reads and augments each image in the DataLoader.
     """
 
-    method: str = "moco"
-    manifest: str | Path = ""
-    out: str | Path = "runs/pretrain"
-    arch: str = "resnet50"
-    image_size: int = 224
-    epochs: int = 200
-    batch_size: int = 256
+    # Each field is an option of ``geolab pretrain`` (geolab.argtypes.add_dataclass_arguments):
+    # option() adds its help text, type and choices where the name, type hint and default do not say it all.
+    method: str = option("moco", required=True, choices=METHODS)
+    manifest: str | Path = option("", "manifest (Parquet or CSV)", required=True)
+    out: str | Path = option("runs/pretrain", "run folder (checkpoints, metrics.jsonl)", required=True)
+    arch: str = option("resnet50", "a key of geolab.models.ARCHS (default %(default)s)", choices=ARCH_CHOICES,
+                       metavar="ARCH")
+    image_size: int = option(224, type=positive_int)
+    epochs: int = option(200, type=positive_int)
+    batch_size: int = option(256, "global batch (split over DDP ranks)", type=positive_int)
     lr: float = 0.03
-    momentum: float = 0.9
+    momentum: float = option(0.9, "SGD momentum (0.9)")
     weight_decay: float = 1e-4
-    cosine: bool = True
-    temperature: float = MOCO_V2_TEMPERATURE
-    queue_size: int = 65536
-    proj_dim: int = 128
-    ema_momentum: float = 0.999
-    geo_k: int = 100
-    alpha: float = 1.0
-    beta: float = 1.0
-    strategy: str | None = None
-    seed: int = 0
-    num_workers: int = 4
-    device: str = "auto"
-    amp: bool | None = None
+    cosine: bool = option(True, "constant learning rate")
+    temperature: float = option(MOCO_V2_TEMPERATURE, "0.2 MoCo-v2 (default); 0.02 official GASSL", type=positive_float)
+    queue_size: int = option(65536, "memory bank size (paper 65536)", type=positive_int)
+    proj_dim: int = option(128, "output size of the MoCo projection head (128)", type=positive_int)
+    ema_momentum: float = option(0.999, "key encoder momentum (0.999)")
+    geo_k: int = option(100, "geo clusters (paper 100)", type=positive_int)
+    alpha: float = option(1.0, "weight of the contrastive loss")
+    beta: float = option(1.0, "weight of the geo loss")
+    strategy: str | None = option(None, "temporal positive strategy, one of geolab.datasets.STRATEGIES "
+                                  "(default any-other for -tp)", choices=STRATEGY_CHOICES, metavar="STRATEGY")
+    seed: int = option(0, type=non_negative_int)
+    num_workers: int = option(4, type=non_negative_int)
+    device: str = option("auto", choices=DEVICE_CHOICES)
+    amp: bool | None = option(None, "bf16 autocast (default on GPU)")
     channels_last: bool | None = None
-    compile: bool = False
-    bn_splits: int = 0
-    knn_every: int = 10
-    knn_k: int = 20
-    knn_max_images: int = 5000
-    log_every: int = 10
-    max_steps_per_epoch: int | None = None
-    train_split: str = "train"
-    val_split: str = "val"
-    resume: bool = False
+    compile: bool = option(False, "torch.compile the encoders")
+    bn_splits: int = option(0, "split BN on one device (0 = auto)", type=non_negative_int)
+    knn_every: int = option(10, "kNN monitor every N epochs (0 = off)", type=non_negative_int)
+    knn_k: int = option(20, "neighbours of the kNN monitor (20)", type=positive_int)
+    knn_max_images: int = option(5000, "at most this many images per split in the kNN monitor", type=positive_int)
+    log_every: int = option(10, type=non_negative_int)
+    max_steps_per_epoch: int | None = option(None, type=positive_int)
+    train_split: str = option("train", "split used for training")
+    val_split: str = option("val", "split the kNN monitor queries (the train split is its bank)")
+    resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
     progress: bool = True
-    tensorboard: bool = True
-    dist_timeout_s: float = 1800.0
-    on_bad_image: str = "skip"
-    crop_min_scale: float = 0.2
-    jitter_strength: float = 1.0
-    preload: bool = False
+    tensorboard: bool = option(True, "metrics.jsonl only, no TensorBoard events")
+    dist_timeout_s: float = option(1800.0, "seconds before a stuck DDP job fails", flag="--dist-timeout")
+    on_bad_image: str = option("skip", "an unreadable image: skip it (the next readable one is used) or fail",
+                               choices=BAD_IMAGE_CHOICES, metavar="POLICY")
+    crop_min_scale: float = option(0.2, "random resized crop's smallest area (0.2)")
+    jitter_strength: float = option(1.0, "multiplies MoCo-v2's colour jitter (1)")
+    preload: bool = option(False, "decode images once into memory, augment batches of tensors")
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -203,20 +250,23 @@ class ProbeConfig:
         arch: the weights' architecture (``None``: the file's, else inferred; :mod:`geolab.weights`).
     """
 
-    checkpoint: str | Path = ""
-    manifest: str | Path = ""
-    image_size: int | None = None
+    # Each field is an option of ``geolab probe`` / ``geolab knn`` (see PretrainConfig).
+    checkpoint: str | Path = option("", "geolab checkpoint, official GASSL .pth.tar, or ResNet state dict "
+                                    "(torchgeo, geolab export)", required=True)
+    manifest: str | Path = option("", required=True)
+    image_size: int | None = option(None, "default: the checkpoint's training size", type=positive_int)
     train_split: str = "train"
-    test_split: str = "test"
-    batch_size: int = 128
-    num_workers: int = 2
-    device: str = "auto"
-    backend: str = "sklearn"
-    C: float | None = None
-    k: int = 20
-    knn_temperature: float = 0.07
-    seed: int = 0
-    arch: str | None = None
+    test_split: str = option("test", "scored split (val when there is no test split)")
+    batch_size: int = option(128, type=positive_int)
+    num_workers: int = option(2, type=non_negative_int)
+    device: str = option("auto", choices=DEVICE_CHOICES)
+    backend: str = option("sklearn", choices=("sklearn", "torch"))
+    C: float | None = option(None, "inverse L2 strength of the probe (default: chosen on the val split from 0.001-1)",
+                             type=positive_float)
+    k: int = option(20, "neighbours (default 20)", type=positive_int)
+    knn_temperature: float = option(0.07, "weight exp(similarity / T) of each neighbour (0.07)", type=positive_float)
+    seed: int = option(0, "seeds the probe", type=non_negative_int)
+    arch: str | None = option(None, "architecture of an official file or state dict (default: inferred)")
 
 
 #: Decoders of the dense transfer task (see :mod:`geolab.dense`).
@@ -225,8 +275,7 @@ DENSE_DECODERS: tuple[str, ...] = ("fpn", "fcn")
 
 @dataclass
 class DenseConfig:
-    """Dense transfer: semantic segmentation of geoworld masks with a pre-trained backbone as
-    initialisation (:func:`geolab.dense.train_dense`).
+    """Dense transfer: geoworld masks segmented from a pre-trained backbone (:func:`geolab.dense.train_dense`).
 
     The paper fine-tunes a ResNet-50 inside PSANet on SpaceNet buildings (and RetinaNet on
     xView); that schedule is not published in full and does not fit a CPU, so the defaults
@@ -295,7 +344,9 @@ class DenseConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"DenseConfig.{name} must be >= 1, got {getattr(self, name)}.")
         if self.num_classes is not None and self.num_classes < 2:
-            raise ValueError(f"DenseConfig.num_classes must be >= 2 (or None to read it from the masks), got {self.num_classes}.")
+            raise ValueError(
+                f"DenseConfig.num_classes must be >= 2 (or None to read it from the masks), got {self.num_classes}."
+            )
         if self.class_names is not None:
             self.class_names = tuple(self.class_names)
 
@@ -495,7 +546,9 @@ class WorldConfig:
         if self.locations < 10:
             raise ValueError(f"WorldConfig.locations must be >= 10 (one per category), got {self.locations}.")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6 or min(self.split_fractions) < 0:
-            raise ValueError(f"WorldConfig.split_fractions must be three shares summing to 1, got {self.split_fractions}.")
+            raise ValueError(
+                f"WorldConfig.split_fractions must be three shares summing to 1, got {self.split_fractions}."
+            )
         if not self.revisit_weights or min(self.revisit_weights) < 0 or sum(self.revisit_weights) <= 0:
             raise ValueError("WorldConfig.revisit_weights must be non-negative with a positive sum.")
         if self.years[0] > self.years[1]:
@@ -511,59 +564,10 @@ class WorldConfig:
 
 # --------------------------------------------------------------------------- engine command line
 def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``geolab pretrain`` and ``python -m geolab.train`` (one definition)."""
-    from geolab.argtypes import ARCH_CHOICES, DEVICE_CHOICES, STRATEGY_CHOICES, non_negative_int, positive_float, positive_int
-
-    d = PretrainConfig()
-    p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--manifest", required=True, type=Path, help="manifest (Parquet or CSV)")
-    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, metrics.jsonl)")
-    p.add_argument("--arch", default=d.arch, choices=ARCH_CHOICES, metavar="ARCH",
-                   help=f"a key of geolab.models.ARCHS (default {d.arch})")
-    p.add_argument("--image-size", type=positive_int, default=d.image_size)
-    p.add_argument("--epochs", type=positive_int, default=d.epochs)
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="global batch (split over DDP ranks)")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--no-cosine", action="store_true", help="constant learning rate")
-    p.add_argument("--temperature", type=positive_float, default=d.temperature, help="0.2 MoCo-v2 (default); 0.02 official GASSL")
-    p.add_argument("--queue-size", type=positive_int, default=d.queue_size, help="memory bank size (paper 65536)")
-    p.add_argument("--ema-momentum", type=float, default=d.ema_momentum, help="key encoder momentum (0.999)")
-    p.add_argument("--geo-k", type=positive_int, default=d.geo_k, help="geo clusters (paper 100)")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="weight of the contrastive loss")
-    p.add_argument("--beta", type=float, default=d.beta, help="weight of the geo loss")
-    p.add_argument("--strategy", default=None, choices=STRATEGY_CHOICES, metavar="STRATEGY",
-                   help="temporal positive strategy, one of geolab.datasets.STRATEGIES (default any-other for -tp)")
-    p.add_argument("--seed", type=non_negative_int, default=d.seed)
-    p.add_argument("--num-workers", type=non_negative_int, default=d.num_workers)
-    p.add_argument("--device", default=d.device, choices=DEVICE_CHOICES)
-    p.add_argument("--bn-splits", type=non_negative_int, default=d.bn_splits, help="split BN on one device (0 = auto)")
-    p.add_argument("--amp", dest="amp", action="store_true", default=None, help="bf16 autocast (default on GPU)")
-    p.add_argument("--no-amp", dest="amp", action="store_false")
-    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoders")
-    p.add_argument("--knn-every", type=non_negative_int, default=d.knn_every, help="kNN monitor every N epochs (0 = off)")
-    p.add_argument("--log-every", type=non_negative_int, default=d.log_every)
-    p.add_argument("--max-steps-per-epoch", type=positive_int, default=None)
-    p.add_argument("--dist-timeout", type=float, default=d.dist_timeout_s, help="seconds before a stuck DDP job fails")
-    p.add_argument("--crop-min-scale", type=float, default=d.crop_min_scale, help="random resized crop's smallest area (0.2)")
-    p.add_argument("--jitter-strength", type=float, default=d.jitter_strength, help="multiplies MoCo-v2's colour jitter (1)")
-    p.add_argument("--preload", action="store_true", help="decode images once into memory, augment batches of tensors")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
-    p.add_argument("--no-progress", action="store_true")
+    """The arguments of ``geolab pretrain`` and ``python -m geolab.train``: one per :class:`PretrainConfig` field."""
+    add_dataclass_arguments(p, PretrainConfig)
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     """:class:`PretrainConfig` from the parsed arguments of :func:`add_pretrain_arguments`."""
-    return PretrainConfig(
-        method=args.method, manifest=args.manifest, out=args.out, arch=args.arch, image_size=args.image_size,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        cosine=not args.no_cosine, temperature=args.temperature, queue_size=args.queue_size,
-        ema_momentum=args.ema_momentum, geo_k=args.geo_k, alpha=args.alpha, beta=args.beta,
-        strategy=args.strategy, seed=args.seed, num_workers=args.num_workers, device=args.device,
-        bn_splits=args.bn_splits, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-        knn_every=args.knn_every, log_every=args.log_every, max_steps_per_epoch=args.max_steps_per_epoch,
-        dist_timeout_s=args.dist_timeout, resume=args.resume, progress=not args.no_progress,
-        preload=args.preload, crop_min_scale=args.crop_min_scale, jitter_strength=args.jitter_strength,
-    )
+    return dataclass_from_args(PretrainConfig, args)

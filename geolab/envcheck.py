@@ -7,8 +7,12 @@ import os
 import platform
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
 from geolab import paths
+
+if TYPE_CHECKING:
+    from traitlets.config import Config
 
 PACKAGES = ("torch", "torchvision", "lightly", "numpy", "pandas", "scikit-learn", "papermill", "nbval", "folium")
 
@@ -26,7 +30,7 @@ def versions() -> dict[str, str]:
 
 def device_summary() -> str:
     """The device training will use, in words: a CUDA GPU's name, or the CPU and its cores."""
-    import torch
+    import torch  # noqa: PLC0415 - start-up: torch (geolab doctor's report says when torch is missing)
 
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
@@ -69,8 +73,8 @@ def problems(report: dict[str, object] | None = None) -> list[str]:
     return found
 
 
-def kernel_manager_config():
-    """traitlets config that encrypts the kernel's ZeroMQ traffic (CurveZMQ) where supported.
+def kernel_manager_config() -> Config:
+    """Traitlets config that encrypts the kernel's ZeroMQ traffic (CurveZMQ) where supported.
 
     ipykernel >= 7.4 warns on every start "Kernel is running over TCP without encryption"
     unless the kernel manager provisions CurveZMQ keys, which jupyter_client's
@@ -82,9 +86,9 @@ def kernel_manager_config():
     Returns:
         A ``traitlets.config.Config`` for papermill/nbclient's ``config=``.
     """
-    import zmq
-    from jupyter_client.manager import KernelManager
-    from traitlets.config import Config
+    import zmq  # noqa: PLC0415 - optional extra: jupyter
+    from jupyter_client.manager import KernelManager  # noqa: PLC0415 - optional extra: jupyter
+    from traitlets.config import Config  # noqa: PLC0415 - optional extra: jupyter
 
     config = Config()
     if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
