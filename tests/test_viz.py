@@ -334,7 +334,7 @@ def test_revisit_viewer_slider_changes_the_shown_image(manifest: pd.DataFrame) -
     v.slider.value = 2
     assert v.current_row == v.rows[2]
     assert v.image.value != first_png
-    from geolab.viz.widgets import load_image, png_bytes
+    from geolab.viz.pictures import load_image, png_bytes
 
     assert v.image.value == png_bytes(load_image(manifest.loc[v.rows[2], "path"], v.size))
     date = f"{manifest.loc[v.rows[2], 'timestamp']:%Y-%m-%d}"
@@ -362,7 +362,7 @@ def test_revisit_viewer_snapshot(manifest: pd.DataFrame, tmp_path: Path) -> None
 def test_augmentation_explorer_pairs_views_with_a_temporal_positive(manifest: pd.DataFrame) -> None:
     """MoCo-v2 views come from the query image; the temporal positive is another image of the
     same location; 'new views' draws different augmentations."""
-    from geolab.datasets import LocationIndex
+    from geolab.positives import LocationIndex
 
     df = manifest.reset_index(drop=True)
     i = int(df.index[df.location_id == "loc003"][0])

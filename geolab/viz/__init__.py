@@ -3,50 +3,46 @@
 - :mod:`geolab.viz.maps`: folium maps of locations (by category, split or geo cluster) with
   thumbnail popups, geo cluster regions, accuracy per geo cluster, legend and layer control;
   offline pages (Leaflet inlined, land outline instead of tiles); matplotlib fallbacks.
+- :mod:`geolab.viz.locations`: what a map shows, as data (one row per location, accuracy per
+  geo cluster, cluster regions as GeoJSON).
+- :mod:`geolab.viz.folium_map`: the folium classes of the offline map pages and their check.
 - :mod:`geolab.viz.widgets`: the revisit viewer, the augmentation explorer (MoCo-v2 views
   against temporal positives) and nearest-neighbour retrieval per method.
+- :mod:`geolab.viz.pictures`: what widgets and figures share without ipywidgets (images,
+  image grids, views, nearest neighbours, seasons); :mod:`geolab.viz.pairs`: the static pair figure.
 - :mod:`geolab.viz.curves`: contrastive and geo loss and the kNN monitor of the runs a notebook
   compares; each method's mean with its 95% interval (``method_bars``).
 - :mod:`geolab.viz.assets`: where Leaflet's JS/CSS come from (a registry package).
 - :mod:`geolab.viz.land`: the land outline traced from the shipped global-land-mask raster.
 
-Heavy imports (folium, ipywidgets, matplotlib) happen inside the functions that need them.
+folium and ipywidgets (``lab`` extras) are imported only when a map is drawn or a widget is asked for.
 """
 
 from __future__ import annotations
 
-from geolab.viz.curves import method_bars, training_curves, training_history
 from geolab.viz.assets import AssetError, LeafletAssets, fetch_assets, leaflet_assets
+from geolab.viz.curves import method_bars, training_curves, training_history
+from geolab.viz.folium_map import OfflineMapError, check_offline_html
 from geolab.viz.land import land_outline
-from geolab.viz.maps import (
-    SIMULATION_NOTE,
-    OfflineMapError,
-    check_offline_html,
-    cluster_accuracy,
-    cluster_regions,
-    location_map,
-    location_table,
-    save_figure,
-    save_map,
-    static_map,
-)
+from geolab.viz.locations import cluster_accuracy, cluster_regions, location_table
+from geolab.viz.maps import SIMULATION_NOTE, location_map, save_figure, save_map, static_map
+from geolab.viz.pictures import image_grid, nearest_neighbours, season
+
 #: Names served from geolab.viz.widgets on first use (ipywidgets is a lab extra, imported then).
 _WIDGET_NAMES = (
     "AugmentationExplorer",
     "RetrievalExplorer",
     "RevisitViewer",
     "augmentation_explorer",
-    "image_grid",
-    "nearest_neighbours",
     "retrieval_explorer",
     "revisit_viewer",
-    "season",
 )
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
+    """The widget names, imported from :mod:`geolab.viz.widgets` (and so ipywidgets) on first use."""
     if name in _WIDGET_NAMES:
-        from geolab.viz import widgets
+        from geolab.viz import widgets  # noqa: PLC0415 - ipywidgets is a lab extra
 
         return getattr(widgets, name)
     raise AttributeError(f"module 'geolab.viz' has no attribute {name!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import os
 import re
 import shutil
@@ -62,8 +63,10 @@ class LeafletAssets:
         return (self.folder / "leaflet.js").read_text(encoding="utf-8")
 
     def css(self) -> str:
-        """Leaflet's CSS with its images inlined as ``data:`` URIs (a page opened from
-        ``file://`` then asks for no file beside it)."""
+        """Leaflet's CSS with its images inlined as ``data:`` URIs.
+
+        A page opened from ``file://`` then asks for no file beside it.
+        """
         css = (self.folder / "leaflet.css").read_text(encoding="utf-8")
 
         def inline(match: re.Match[str]) -> str:
@@ -95,7 +98,7 @@ def _candidates() -> list[tuple[str, Path | None]]:
     out: list[tuple[str, Path | None]] = [("env", Path(env).expanduser() if env else None)]
     out.append(("npm", npm_assets_dir()))
     try:
-        import xstatic.pkg.leaflet as xleaflet  # the PyPI package xstatic-leaflet
+        import xstatic.pkg.leaflet as xleaflet  # noqa: PLC0415 - xstatic-leaflet: a lab extra, maybe installed since
 
         out.append(("pypi", Path(xleaflet.BASE_DIR)))
     except ImportError:
@@ -200,8 +203,6 @@ def fetch_assets(source: str = "pypi", version: str = LEAFLET_VERSION) -> Leafle
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise AssetError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()[-2000:]}")
-        import importlib
-
         importlib.invalidate_caches()
     elif source == "npm":
         npm = shutil.which("npm")

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import contourpy
 import numpy as np
 
 from geolab import paths
@@ -52,7 +53,9 @@ def _land_fraction(resolution: float) -> tuple[np.ndarray, float]:
             )
             shape, fortran_order, dtype = read_header(fh)
             if fortran_order or dtype != np.bool_ or len(shape) != 2:
-                raise RuntimeError(f"{_MASK_FILE} holds a {dtype} array of shape {shape}; expected a C-order bool raster.")
+                raise RuntimeError(
+                    f"{_MASK_FILE} holds a {dtype} array of shape {shape}; expected a C-order bool raster."
+                )
             n_rows, n_cols = shape
             cells_per_degree = n_cols / 360.0
             factor = int(round(resolution * cells_per_degree))
@@ -85,8 +88,6 @@ def trace_land(resolution: float = 0.5) -> dict[str, Any]:
         degrees rounded to 0.01, every ring closed; polygons touching the antimeridian are
         split there (the grid is padded with sea on all sides).
     """
-    import contourpy
-
     frac, step = _land_fraction(resolution)
     padded = np.zeros((frac.shape[0] + 2, frac.shape[1] + 2))
     padded[1:-1, 1:-1] = frac

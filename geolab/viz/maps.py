@@ -1,40 +1,47 @@
-"""Maps of where the data is and where a model fails: folium (interactive, offline) and
-matplotlib (static, for reports).
+"""Maps of where the data is and where a model fails: folium (interactive, offline) and matplotlib (static).
 
 A map shows one marker per *location* (coloured by category, split or geo cluster, with a
 popup of the location's revisits as small inlined thumbnails), the *geo clusters* as regions
 (the convex hull of each cluster's locations, widened by a small margin), optionally the
 accuracy of a trained model per geo cluster, a layer control and a legend.
 
-Offline first: :class:`OfflineMap` writes pages that load nothing from the network. Leaflet's
+Offline first: :class:`~geolab.viz.folium_map.OfflineMap` writes pages that load nothing from the network. Leaflet's
 JS/CSS are inlined (see :mod:`geolab.viz.assets`), folium's CDN links to jQuery, Bootstrap,
 Font Awesome and awesome-markers are left out (these maps use none of them), and with
 ``tiles=None`` (the default) a land outline traced from a shipped raster
 (:mod:`geolab.viz.land`) replaces the tile server.
 
-Antimeridian: a cluster is unwrapped around the circular mean of its longitudes before its
-hull is taken, so a cluster around Fiji (lon 178 and -179) is one small region, not a band
-around the world; a hull that crosses +-180 degrees is drawn twice, shifted by 360 degrees, so
-it shows at both edges of the map.
+The tables and regions drawn here come from :mod:`geolab.viz.locations`; the folium classes
+(the offline map, its legend and popups) from :mod:`geolab.viz.folium_map`.
 """
+
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-import itertools
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize, to_hex
+from matplotlib.lines import Line2D
+from matplotlib.patches import PathPatch, Polygon
+from matplotlib.path import Path as MplPath
+from PIL import Image
+from tqdm.auto import tqdm
 
-from geolab.io import atomic_write_text
-from geolab.viz.assets import leaflet_assets
+from geolab.io import atomic_write
+from geolab.viz.folium_map import folium_classes
+from geolab.viz.land import land_outline
+from geolab.viz.locations import accuracy_table, cluster_regions, location_table, require_columns
 
 #: Colours of the usual splits; other splits get colours from tab10.
 SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c", "mixed": "#7f7f7f"}
@@ -53,153 +60,12 @@ CLASS_LAND = "geolab-land"
 COLOR_BY = ("label", "split", "geo_cluster")
 
 
-class OfflineMapError(RuntimeError):
-    """A map page would load something from the network although it was asked not to."""
-
-
-# ----------------------------------------------------------------------------- tables
-def location_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per location: where it is, what it is, how often it was revisited.
-
-    Args:
-        df: a manifest (``geolab.manifest.load_manifest``), optionally with ``geo_cluster``.
-
-    Returns:
-        DataFrame indexed 0..n-1 with ``location_id, lat, lon, label, split`` (``"mixed"``
-        when a location's images sit in several splits), ``n_images, first, last``,
-        ``rows`` (the manifest's index labels of its images, in time order) and
-        ``geo_cluster`` when ``df`` has it. Sorted by ``location_id``.
-
-    Raises:
-        KeyError: a required column is missing (the message names it).
-    """
-    _require(df, ("location_id", "lat", "lon", "label", "split", "timestamp"))
-    ordered = df.sort_values(["location_id", "timestamp"], kind="stable")
-    grouped = ordered.groupby("location_id", sort=True)
-    out = grouped.agg(
-        lat=("lat", "first"),
-        lon=("lon", "first"),
-        label=("label", "first"),
-        n_images=("timestamp", "size"),
-        first=("timestamp", "min"),
-        last=("timestamp", "max"),
-    )
-    # vectorised (no Python call per location: full fMoW has ~80k locations)
-    out["split"] = grouped["split"].first().where(grouped["split"].nunique() == 1, "mixed")
-    if "geo_cluster" in df.columns:
-        out["geo_cluster"] = grouped["geo_cluster"].first().astype(int)
-    positions = grouped.indices  # location -> positions in ``ordered`` (time order kept)
-    labels = ordered.index.to_numpy()
-    out["rows"] = [labels[positions[loc]].tolist() for loc in out.index]
-    return out.reset_index()
-
-
-def cluster_accuracy(df: pd.DataFrame, correct: str | Sequence[bool] | np.ndarray = "correct") -> pd.DataFrame:
-    """Accuracy of a model per geo cluster.
-
-    Args:
-        df: rows that were evaluated, with ``geo_cluster``.
-        correct: name of a boolean column of ``df``, or one flag per row (True = the
-            model's prediction was right).
-
-    Returns:
-        DataFrame with ``geo_cluster, n, n_correct, accuracy`` (0..1), sorted by cluster.
-
-    Raises:
-        KeyError: ``geo_cluster`` or the ``correct`` column is missing.
-        ValueError: the flags do not match ``df`` in length.
-    """
-    _require(df, ("geo_cluster",))
-    if isinstance(correct, str):
-        _require(df, (correct,))
-        flags = df[correct].to_numpy()
-    else:
-        flags = np.asarray(correct)
-        if len(flags) != len(df):
-            raise ValueError(f"correct has {len(flags)} flags for {len(df)} rows; give one flag per row.")
-    table = pd.DataFrame({"geo_cluster": df["geo_cluster"].to_numpy().astype(int), "ok": flags.astype(bool)})
-    out = table.groupby("geo_cluster").agg(n=("ok", "size"), n_correct=("ok", "sum")).reset_index()
-    out["accuracy"] = out["n_correct"] / out["n"]
-    return out
-
-
-def _accuracy_table(df: pd.DataFrame, accuracy: Any) -> pd.DataFrame | None:
-    """``accuracy`` as :func:`cluster_accuracy`'s table: given as that table, or as a column
-    name / per-row flags of ``df``."""
-    if accuracy is None or isinstance(accuracy, pd.DataFrame):
-        return accuracy
-    return cluster_accuracy(df, accuracy)
-
-
-# ----------------------------------------------------------------------------- geometry
-def _wrap(lon: np.ndarray | float) -> np.ndarray:
-    return (np.asarray(lon, dtype=float) + 180.0) % 360.0 - 180.0
-
-
-def _circular_mean_lon(lon: np.ndarray) -> float:
-    rad = np.radians(lon)
-    return float(np.degrees(np.arctan2(np.sin(rad).mean(), np.cos(rad).mean())))
-
-
-def cluster_regions(df: pd.DataFrame, margin: float = 2.5) -> dict[str, Any]:
-    """Each geo cluster's region: the convex hull of its locations, widened by ``margin``.
-
-    The hull is taken in (lon, lat) after unwrapping the cluster's longitudes around their
-    circular mean, so clusters that straddle the antimeridian stay compact. Clusters with one
-    or two locations (or all on a line) still get a region, since every location is first
-    replaced by a small octagon of radius ``margin``.
-
-    Args:
-        df: manifest rows or a :func:`location_table`, with ``lat, lon, geo_cluster``.
-        margin: degrees added around the locations (default 2.5, visible on a world map).
-
-    Returns:
-        GeoJSON FeatureCollection, one feature per cluster (a Polygon, or a MultiPolygon of
-        two copies 360 degrees apart when the hull crosses +-180), with properties
-        ``geo_cluster``, ``n_locations`` and ``crosses_antimeridian``.
-    """
-    from scipy.spatial import ConvexHull
-
-    _require(df, ("lat", "lon", "geo_cluster"))
-    pts = df[["lat", "lon", "geo_cluster"]].drop_duplicates()
-    angles = np.linspace(0.0, 2 * np.pi, 8, endpoint=False)
-    ring = np.stack([np.cos(angles), np.sin(angles)], axis=1) * margin
-    features = []
-    for cluster, group in pts.groupby("geo_cluster", sort=True):
-        lon = group["lon"].to_numpy(dtype=float)
-        lat = group["lat"].to_numpy(dtype=float)
-        centre = _circular_mean_lon(lon)
-        lon_unwrapped = centre + _wrap(lon - centre)
-        cloud = (np.stack([lon_unwrapped, lat], axis=1)[:, None, :] + ring[None, :, :]).reshape(-1, 2)
-        cloud[:, 1] = np.clip(cloud[:, 1], -89.9, 89.9)
-        hull = cloud[ConvexHull(cloud).vertices]
-        coords = np.round(np.vstack([hull, hull[:1]]), 3)
-        crosses = bool(coords[:, 0].max() > 180.0 or coords[:, 0].min() < -180.0)
-        if crosses:
-            shift = -360.0 if coords[:, 0].max() > 180.0 else 360.0
-            other = coords.copy()
-            other[:, 0] += shift
-            geometry = {"type": "MultiPolygon", "coordinates": [[coords.tolist()], [other.tolist()]]}
-        else:
-            geometry = {"type": "Polygon", "coordinates": [coords.tolist()]}
-        features.append(
-            {
-                "type": "Feature",
-                "properties": {
-                    "geo_cluster": int(cluster),
-                    "n_locations": int(group[["lat", "lon"]].drop_duplicates().shape[0]),
-                    "crosses_antimeridian": crosses,
-                },
-                "geometry": geometry,
-            }
-        )
-    return {"type": "FeatureCollection", "features": features}
-
-
 # ----------------------------------------------------------------------------- colours
 def category_colours(values: Sequence[Any], kind: str = "label") -> dict[Any, str]:
-    """A fixed colour (hex) per value: splits get :data:`SPLIT_COLOURS`, others tab10/tab20 (up to
-    20 values) or evenly spaced turbo colours (more).
+    """A fixed colour (hex) per value.
+
+    Splits get :data:`SPLIT_COLOURS`, others tab10/tab20 (up to 20 values) or evenly spaced turbo
+    colours (more).
 
     Args:
         values: the distinct values (labels, splits or geo clusters).
@@ -208,9 +74,6 @@ def category_colours(values: Sequence[Any], kind: str = "label") -> dict[Any, st
     Returns:
         value -> ``"#rrggbb"``, in sorted order of the values.
     """
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
-
     uniq = sorted(set(values), key=lambda v: (str(type(v)), v))
     out: dict[Any, str] = {}
     if kind == "split":
@@ -230,9 +93,6 @@ def category_colours(values: Sequence[Any], kind: str = "label") -> dict[Any, st
 
 def accuracy_colour(acc: float) -> str:
     """Colour of an accuracy in [0, 1] (red = wrong, green = right; matplotlib's RdYlGn)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
-
     return to_hex(colormaps["RdYlGn"](float(np.clip(acc, 0.0, 1.0))))
 
 
@@ -243,8 +103,6 @@ def thumbnail_png(path: str | Path, size: int = 64) -> bytes:
     Raises:
         OSError: the file is missing or not an image (PIL's message names the file).
     """
-    from PIL import Image
-
     with Image.open(path) as im:
         im = im.convert("RGB")
         im.thumbnail((size, size))
@@ -291,150 +149,6 @@ def _popup_html(loc: pd.Series, df: pd.DataFrame, thumbs: int, thumb_size: int) 
         parts.append("".join(cells))
     parts.append("</div>")
     return "".join(parts), bad
-
-
-# ----------------------------------------------------------------------------- folium
-def _folium_classes() -> tuple[Any, Any, Any]:
-    """OfflineMap, Legend and HtmlPopup, built on folium (imported lazily: folium is a lab extra)."""
-    global _CLASSES
-    if _CLASSES is not None:
-        return _CLASSES
-    import folium
-    from branca.element import Element, MacroElement
-
-    try:
-        from folium.template import Template  # folium >= 0.16
-    except ImportError:  # older folium renders plain jinja2 templates (our macros need only tojson)
-        from jinja2 import Template
-
-    class OfflineMap(folium.Map):
-        """A folium map whose page loads nothing from the network.
-
-        Leaflet's JS/CSS are inlined from a registry package; folium's other CDN links
-        (jQuery, Bootstrap, Font Awesome, awesome-markers) are not written, so plugins that
-        need them (``folium.Icon`` markers, for instance) are not supported offline.
-        ``save``/``_repr_html_`` check that the page has no external ``src``/``href`` and raise
-        :class:`OfflineMapError` if one slipped in.
-        """
-
-        def __init__(self, *args: Any, offline: bool = True, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.offline = offline
-            if offline:
-                # instance attributes: never mutate folium's class-level lists
-                self.default_js = []
-                self.default_css = []
-                assets = leaflet_assets()
-                js = assets.js().replace("</script", "<\\/script")
-                self.get_root().header.add_child(
-                    Element(f"<style>{assets.css()}</style>\n<script>{js}</script>"), name="leaflet_inline"
-                )
-
-        def offline_html(self) -> str:
-            """The whole page as one string (checked for external loads when offline).
-
-            Element ids are numbered in tree order instead of folium's random ones, so the
-            same map gives the same bytes (diffable files, nbval-comparable notebook output).
-            """
-            counter = itertools.count()
-
-            def renumber(element: Any) -> None:
-                element._id = f"{next(counter):08x}"
-                for child in element._children.values():
-                    renumber(child)
-
-            renumber(self.get_root())
-            page = self.get_root().render()
-            if self.offline:
-                check_offline_html(page)
-            return page
-
-        def save(self, outfile: str | Path, close_file: bool = True, **kwargs: Any) -> None:  # noqa: ARG002
-            """Write the page atomically (``geolab.io``)."""
-            atomic_write_text(outfile, self.offline_html())
-
-        def _repr_html_(self, **kwargs: Any) -> str:  # noqa: ARG002
-            # Same iframe as folium's, but with our offline page in srcdoc.
-            srcdoc = html.escape(self.offline_html(), quote=True)
-            return (
-                '<div style="width:100%;"><div style="position:relative;width:100%;height:0;'
-                'padding-bottom:60%;"><iframe srcdoc="' + srcdoc + '" style="position:absolute;'
-                'width:100%;height:100%;left:0;top:0;border:none !important;" allowfullscreen '
-                "webkitallowfullscreen mozallowfullscreen></iframe></div></div>"
-            )
-
-    class Legend(MacroElement):
-        """A Leaflet control in a map corner holding ready-made HTML."""
-
-        _template = Template(
-            """
-            {% macro script(this, kwargs) %}
-            var {{ this.get_name() }} = L.control({position: {{ this.position|tojson }}});
-            {{ this.get_name() }}.onAdd = function () {
-                var div = L.DomUtil.create("div", "geolab-legend");
-                div.innerHTML = {{ this.html|tojson }};
-                L.DomEvent.disableScrollPropagation(div);
-                return div;
-            };
-            {{ this.get_name() }}.addTo({{ this._parent.get_name() }});
-            {% endmacro %}
-            """
-        )
-
-        def __init__(self, html_text: str, position: str = "bottomleft") -> None:
-            super().__init__()
-            self._name = "Legend"
-            self.html = html_text
-            self.position = position
-
-    class HtmlPopup(MacroElement):
-        """A popup of ready-made HTML bound with Leaflet's own ``bindPopup``.
-
-        folium's ``Popup`` builds its content with jQuery, which an offline page does not load.
-        """
-
-        _template = Template(
-            """
-            {% macro script(this, kwargs) %}
-            {{ this._parent.get_name() }}.bindPopup({{ this.html|tojson }}, {{ this.options|tojson }});
-            {% endmacro %}
-            """
-        )
-
-        def __init__(self, html_text: str, max_width: int = 300) -> None:
-            super().__init__()
-            self._name = "HtmlPopup"
-            self.html = html_text
-            self.options = {"maxWidth": int(max_width)}
-
-    _CLASSES = (OfflineMap, Legend, HtmlPopup)
-    return _CLASSES
-
-
-_CLASSES: tuple[Any, Any, Any] | None = None
-
-_EXTERNAL = re.compile(
-    r"""<(?:script|img|iframe|source|audio|video)\b[^>]*\bsrc\s*=\s*["']?(?!data:|#|["'])([^"'\s>]+)"""
-    r"""|<link\b[^>]*\bhref\s*=\s*["']?(?!data:|#)([^"'\s>]+)"""
-    r"""|url\(\s*["']?(?!data:|#)(https?:[^)"']+)""",
-    re.IGNORECASE,
-)
-
-
-def check_offline_html(page: str) -> None:
-    """Raise :class:`OfflineMapError` if ``page`` would load a script, style sheet or image
-    from anywhere but itself (``data:`` URIs are fine; links a user may click are too).
-
-    The inlined Leaflet library is skipped (it only names URLs in strings)."""
-    outside = re.sub(r"<script>.*?</script>", "<script></script>", page, flags=re.DOTALL)
-    found = [m.group(1) or m.group(2) or m.group(3) for m in _EXTERNAL.finditer(outside)]
-    if found:
-        raise OfflineMapError(
-            f"The map page would load {len(found)} resource(s) from outside the file: "
-            + ", ".join(sorted(set(found))[:5])
-            + ". Something added a folium plugin or a link that needs the network; use "
-            "geolab.viz's layers, or pass offline=False if the map will only be viewed online."
-        )
 
 
 def location_map(
@@ -495,14 +209,14 @@ def location_map(
         ValueError: unknown ``color_by``.
         KeyError: a needed column is missing.
     """
-    import folium
+    import folium  # noqa: PLC0415 - folium is a lab extra
 
-    OfflineMap, Legend, HtmlPopup = _folium_classes()
+    OfflineMap, Legend, HtmlPopup = folium_classes()
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by={color_by!r}: use one of {', '.join(COLOR_BY)}.")
     if color_by == "geo_cluster" or accuracy is not None:
-        _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
-    accuracy = _accuracy_table(df, accuracy)
+        require_columns(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+    accuracy = accuracy_table(df, accuracy)
     all_locs = location_table(df)  # regions and accuracy use every location, markers a sample
     locs = all_locs
     n_all = len(locs)
@@ -540,7 +254,7 @@ def location_map(
         ).add_to(m)
 
     if clusters:
-        _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+        require_columns(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
         folium.map.CustomPane("geolab-regions", z_index=380).add_to(m)
         regions = cluster_regions(all_locs)
         colours = category_colours([f["properties"]["geo_cluster"] for f in regions["features"]], "geo_cluster")
@@ -598,8 +312,6 @@ def location_map(
     per_popup = max(1, min(thumbs, max_thumbnails // max(1, len(locs)))) if thumbs > 0 else 0
     rows = locs.itertuples(index=False)
     if popups and per_popup * len(locs) > 2000:  # a bar only for long work (a few s is not)
-        from tqdm.auto import tqdm
-
         rows = tqdm(rows, total=len(locs), desc="map thumbnails", unit="location")
     for loc in rows:
         s = pd.Series(loc._asdict())
@@ -636,7 +348,9 @@ def location_map(
     ).add_to(m)
     if len(locs):
         lon = locs["lon"].to_numpy()
-        m.fit_bounds([[float(locs["lat"].min()) - 2, float(lon.min()) - 2], [float(locs["lat"].max()) + 2, float(lon.max()) + 2]])
+        m.fit_bounds(
+            [[float(locs["lat"].min()) - 2, float(lon.min()) - 2], [float(locs["lat"].max()) + 2, float(lon.max()) + 2]]
+        )
     return m
 
 
@@ -673,8 +387,6 @@ def _legend_html(
 
 def land_outline_cached(resolution: float = 0.5) -> dict[str, Any]:
     """:func:`geolab.viz.land.land_outline`, kept in memory for this process too."""
-    from geolab.viz.land import land_outline
-
     if resolution not in _LAND_MEMO:
         _LAND_MEMO[resolution] = land_outline(resolution)
     return _LAND_MEMO[resolution]
@@ -699,8 +411,10 @@ def save_map(m: Any, path: str | Path) -> Path:
 
 
 def is_simulated(df: pd.DataFrame) -> bool:
-    """True when the manifest is the geoworld simulation (``df.attrs``, its path, or the
-    ``world.json`` that geoworld writes beside its manifest say so)."""
+    """True when the manifest is the geoworld simulation.
+
+    ``df.attrs``, its path, or the ``world.json`` that geoworld writes beside its manifest say so.
+    """
     attrs = " ".join(str(v) for v in df.attrs.values()).lower()
     if "geoworld" in attrs:
         return True
@@ -727,7 +441,12 @@ def static_map(
     """The same map as :func:`location_map`, drawn with matplotlib for reports (equirectangular).
 
     Args:
-        df, color_by, clusters, accuracy, land_resolution, note: as in :func:`location_map`.
+        df: as in :func:`location_map`.
+        color_by: as in :func:`location_map`.
+        clusters: as in :func:`location_map`.
+        accuracy: as in :func:`location_map`.
+        land_resolution: as in :func:`location_map`.
+        note: as in :func:`location_map`.
         title: the axes title.
         ax: draw into these axes (default: a new figure).
         figsize: size of a new figure in inches.
@@ -735,16 +454,11 @@ def static_map(
     Returns:
         The matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import PathPatch, Polygon
-    from matplotlib.path import Path as MplPath
-
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by={color_by!r}: use one of {', '.join(COLOR_BY)}.")
     if accuracy is not None and not isinstance(accuracy, pd.DataFrame):
-        _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
-    accuracy = _accuracy_table(df, accuracy)
+        require_columns(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+    accuracy = accuracy_table(df, accuracy)
     locs = location_table(df)
     if clusters is None:
         clusters = "geo_cluster" in df.columns
@@ -763,7 +477,7 @@ def static_map(
             codes.extend([MplPath.MOVETO] + [MplPath.LINETO] * (len(ring) - 2) + [MplPath.CLOSEPOLY])
         ax.add_patch(PathPatch(MplPath(verts, codes), facecolor=LAND_FILL, edgecolor=LAND_EDGE, lw=0.4, zorder=1))
     if clusters or accuracy is not None:
-        _require(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+        require_columns(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
         regions = cluster_regions(locs)
         colours = category_colours([f["properties"]["geo_cluster"] for f in regions["features"]], "geo_cluster")
         acc = accuracy.set_index("geo_cluster") if accuracy is not None else None
@@ -791,9 +505,6 @@ def static_map(
         ax.legend(handles=handles, title=_COLOR_WORDS[color_by], loc="lower left", fontsize=7, title_fontsize=8,
                   ncols=2 if len(handles) > 10 else 1, framealpha=0.9)
     if accuracy is not None:
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-
         fig.colorbar(ScalarMappable(Normalize(0, 1), "RdYlGn"), ax=ax, shrink=0.6, label="accuracy per geo cluster")
     ax.set_xlim(-180, 180)
     ax.set_ylim(-90, 90)
@@ -809,18 +520,7 @@ def static_map(
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     """Save a matplotlib figure as PNG atomically (``geolab.io``)."""
-    from geolab.io import atomic_write
-
     path = Path(path)
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=dpi)
     return path
-
-
-# ----------------------------------------------------------------------------- helpers
-def _require(df: pd.DataFrame, columns: Sequence[str], hint: str | None = None) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        source = df.attrs.get("source", "the table")
-        msg = f"{source} has no column {', '.join(repr(c) for c in missing)} (columns: {', '.join(map(str, df.columns))})"
-        raise KeyError(msg + (f"; {hint}." if hint else "."))

@@ -5,10 +5,18 @@ The interactive version is :func:`geolab.viz.widgets.augmentation_explorer`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
+from PIL import Image
+
+from geolab.positives import LocationIndex
+from geolab.transforms import moco_v2_view
+from geolab.viz.pictures import view_to_image
 
 
 def pair_figure(
@@ -19,8 +27,9 @@ def pair_figure(
     seed: int = 0,
     note: str | None = None,
 ) -> Any:
-    """One line per query row: the image, two MoCo-v2 views of it (a MoCo-v2 positive pair),
-    its temporal positive and a view of that (a temporal positive pair).
+    """One line per query row: the image, two MoCo-v2 views of it, its temporal positive and a view of that.
+
+    The two views are a MoCo-v2 positive pair; the temporal positive and its view a temporal positive pair.
 
     Args:
         df: a manifest (row positions are used).
@@ -33,14 +42,6 @@ def pair_figure(
     Returns:
         A matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
-    import torch
-    from PIL import Image
-
-    from geolab.datasets import LocationIndex
-    from geolab.transforms import moco_v2_view
-    from geolab.viz.widgets import view_to_image
-
     df = df.reset_index(drop=True)
     index = LocationIndex(df)
     view = moco_v2_view(input_size)
@@ -51,7 +52,13 @@ def pair_figure(
     for r, i in enumerate(rows):
         j = index.positive(int(i), strategy, rng)
         query, key = Image.open(df.path[i]).convert("RGB"), Image.open(df.path[j]).convert("RGB")
-        shown = [query, view_to_image(view(query), view), view_to_image(view(query), view), key, view_to_image(view(key), view)]
+        shown = [
+            query,
+            view_to_image(view(query), view),
+            view_to_image(view(query), view),
+            key,
+            view_to_image(view(key), view),
+        ]
         for c, (ax, im) in enumerate(zip(axes[r], shown)):
             ax.imshow(np.asarray(im))
             ax.set_xticks([]), ax.set_yticks([])

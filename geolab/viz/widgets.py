@@ -1,5 +1,7 @@
-"""Widgets for looking at the data: a place over time, augmentations against temporal
-positives, and retrieval by example.
+"""Widgets for looking at the data: a place over time, augmentations against temporal positives, retrieval.
+
+A place over time (:class:`RevisitViewer`), augmentations against temporal positives
+(:class:`AugmentationExplorer`) and retrieval by example (:class:`RetrievalExplorer`).
 
 Each function returns the widget (an ``ipywidgets.VBox`` subclass) whose controls and state
 are attributes, so a test or a notebook can drive it without a browser: set
@@ -11,98 +13,30 @@ papermill runs without a front end, and the README's screenshots).
 from __future__ import annotations
 
 import html
-import io
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
+from PIL import Image
 
-def season(timestamp: Any, lat: float) -> str:
-    """Meteorological season of a date at a latitude, as the ``other-season`` temporal
-    positive strategy sees it (``geolab.datasets.season_of``).
-
-    Northern hemisphere: Dec-Feb winter, Mar-May spring, Jun-Aug summer, Sep-Nov autumn;
-    the southern hemisphere (``lat < 0``) has the opposite season. (Near the equator these
-    names mean little; the viewer shows the month too.)
-
-    Args:
-        timestamp: anything ``pandas.Timestamp`` accepts.
-        lat: latitude in degrees.
-
-    Returns:
-        ``"winter"``, ``"spring"``, ``"summer"`` or ``"autumn"``.
-    """
-    from geolab.datasets import SEASONS, season_of
-
-    return SEASONS[int(season_of(pd.Timestamp(timestamp).month, lat))]
-
-
-def load_image(path: str | Path, size: int | None = None) -> Any:
-    """An RGB PIL image, scaled to ``size`` x ``size`` (nearest neighbour, so small
-    satellite-like images keep their pixels) when ``size`` is given.
-
-    Raises:
-        OSError: missing or unreadable file (the message names it).
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-    except OSError as exc:
-        raise OSError(f"Cannot read image {path}: {exc}") from exc
-    if size is not None:
-        im = im.resize((size, size), Image.Resampling.NEAREST if max(im.size) < size else Image.Resampling.BILINEAR)
-    return im
-
-
-def png_bytes(image: Any) -> bytes:
-    """PNG bytes of a PIL image (what ``ipywidgets.Image`` shows)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _placeholder(size: int, text: str = "unreadable") -> Any:
-    from PIL import Image, ImageDraw
-
-    im = Image.new("RGB", (size, size), (230, 230, 230))
-    ImageDraw.Draw(im).text((4, size // 2 - 6), text, fill=(120, 0, 0))
-    return im
-
-
-def _safe_image(path: str | Path, size: int) -> Any:
-    try:
-        return load_image(path, size)
-    except OSError:
-        return _placeholder(size)
-
-
-def _note(df: pd.DataFrame) -> str | None:
-    """The simulation note for geoworld data (shown on every widget and snapshot), else None."""
-    from geolab.viz.maps import SIMULATION_NOTE, is_simulated
-
-    return SIMULATION_NOTE if is_simulated(df) else None
-
-
-def _stamp(fig: Any, df: pd.DataFrame) -> Any:
-    note = _note(df)
-    if note:
-        # a figure-level x label: constrained layout keeps room for it below the axes
-        fig.supxlabel(note, x=0.99, ha="right", fontsize=8, color="#8a1c1c", style="italic")
-    return fig
-
-
-def _check_rows(df: pd.DataFrame, columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        source = df.attrs.get("source", "the manifest")
-        raise KeyError(f"{source} has no column {', '.join(map(repr, missing))}; load it with geolab.manifest.load_manifest.")
-    if len(df) == 0:
-        raise ValueError(f"{df.attrs.get('source', 'the manifest')} has no rows to show.")
+from geolab.positives import STRATEGIES, LocationIndex
+from geolab.transforms import moco_v2_view
+from geolab.viz.pictures import (
+    check_rows,
+    load_image,
+    nearest_neighbours,
+    normalise_rows,
+    png_bytes,
+    safe_image,
+    season,
+    simulation_note,
+    stamp,
+    view_to_image,
+)
 
 
 # ----------------------------------------------------------------------------- widgets
@@ -120,7 +54,7 @@ class RevisitViewer(w.VBox):
 
 
     def __init__(self, df: pd.DataFrame, location_id: str | None = None, size: int = 192) -> None:
-        _check_rows(df, ("location_id", "timestamp", "path", "lat", "label"))
+        check_rows(df, ("location_id", "timestamp", "path", "lat", "label"))
         self.df = df
         self.size = size
         counts = df.groupby("location_id").size().sort_values(ascending=False, kind="stable")
@@ -152,7 +86,7 @@ class RevisitViewer(w.VBox):
     def _show(self, j: int) -> None:
         self.current_row = self.rows[j]
         row = self.df.loc[self.current_row]
-        self.image.value = png_bytes(_safe_image(row["path"], self.size))
+        self.image.value = png_bytes(safe_image(row["path"], self.size))
         self.caption.value = self.describe()
 
     @property
@@ -171,20 +105,21 @@ class RevisitViewer(w.VBox):
             f"<b>{html.escape(str(row['location_id']))}</b> ({html.escape(str(row['label']))}) · "
             f"revisit {self.slider.value + 1} of {len(self.rows)} · {ts:%Y-%m-%d} ({ts:%B}, "
             f"{season(ts, float(row['lat']))} in the {hemi} hemisphere) · {days} days after the first"
-            + (f"<br><i style='color:#8a1c1c'>{_note(self.df)}</i>" if _note(self.df) else "")
+            + (f"<br><i style='color:#8a1c1c'>{simulation_note(self.df)}</i>" if simulation_note(self.df) else "")
         )
 
     def snapshot(self, thumb: int = 64) -> Any:
-        """A matplotlib Figure of the viewer now: the shown revisit large, every revisit of
-        the location along a time line below it with the shown one framed."""
-        import matplotlib.pyplot as plt
+        """A matplotlib Figure of the viewer now.
 
+        The shown revisit large, every revisit of the location along a time line below it with
+        the shown one framed.
+        """
         n = len(self.rows)
         fig = plt.figure(figsize=(max(6.0, 1.1 * n + 1), 6.2), layout="constrained")
         grid = fig.add_gridspec(2, max(n, 1), height_ratios=[4, 1])
         big = fig.add_subplot(grid[0, :])
         row = self.current
-        big.imshow(np.asarray(_safe_image(row["path"], self.size)))
+        big.imshow(np.asarray(safe_image(row["path"], self.size)))
         ts = pd.Timestamp(row["timestamp"])
         big.set_title(
             f"{row['location_id']} ({row['label']}): revisit {self.slider.value + 1} of {n}, "
@@ -194,7 +129,7 @@ class RevisitViewer(w.VBox):
         big.axis("off")
         for j, r in enumerate(self.rows):
             ax = fig.add_subplot(grid[1, j])
-            ax.imshow(np.asarray(_safe_image(self.df.loc[r, "path"], thumb)))
+            ax.imshow(np.asarray(safe_image(self.df.loc[r, "path"], thumb)))
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(f"{pd.Timestamp(self.df.loc[r, 'timestamp']):%Y-%m}", fontsize=7)
@@ -202,7 +137,7 @@ class RevisitViewer(w.VBox):
             for spine in ax.spines.values():
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(3 if r == self.current_row else 0.8)
-        return _stamp(fig, self.df)
+        return stamp(fig, self.df)
 
 class AugmentationExplorer(w.VBox):
     """MoCo-v2 views of one image against a temporal positive of its location.
@@ -240,23 +175,16 @@ class AugmentationExplorer(w.VBox):
         strategies: Sequence[str] | None = None,
         size: int = 128,
     ) -> None:
-        _check_rows(df, ("location_id", "timestamp", "path", "lat"))
+        check_rows(df, ("location_id", "timestamp", "path", "lat"))
         self.df = df.reset_index(drop=True)
         self.seed = seed
         self.size = size
         if transform is None:
-            from geolab.transforms import moco_v2_view
-
             transform = moco_v2_view(input_size)
         if location_index is None:
-            from geolab.datasets import LocationIndex
-
             location_index = LocationIndex(self.df)
         if strategies is None:
-            try:
-                from geolab.datasets import STRATEGIES as strategies  # noqa: N811
-            except ImportError:
-                strategies = ("any-other",)
+            strategies = STRATEGIES
         self.transform = transform
         self.location_index = location_index
         self.index = w.IntSlider(min=0, max=len(self.df) - 1, value=index, description="image",
@@ -271,8 +199,8 @@ class AugmentationExplorer(w.VBox):
         self._captions = {name: w.HTML() for name in self.PANELS}
         cells = [w.VBox([w.HTML(f"<b>{name}</b>"), self._images[name], self._captions[name]]) for name in self.PANELS]
         super().__init__([w.HBox([self.index, self.strategy, self.resample]), w.HBox(cells)])
-        if _note(self.df):
-            self.children += (w.HTML(f"<i style='color:#8a1c1c'>{_note(self.df)}</i>"),)
+        if simulation_note(self.df):
+            self.children += (w.HTML(f"<i style='color:#8a1c1c'>{simulation_note(self.df)}</i>"),)
         self._update()
         self.index.observe(lambda _ch: self._update(), names="value")
         self.strategy.observe(lambda _ch: self._update(), names="value")
@@ -283,8 +211,6 @@ class AugmentationExplorer(w.VBox):
         self._update()
 
     def _update(self) -> None:
-        import torch
-
         i = int(self.index.value)
         rng = np.random.default_rng(self.seed + self.draw)
         torch.manual_seed(self.seed + self.draw)
@@ -303,7 +229,7 @@ class AugmentationExplorer(w.VBox):
             "temporal positive image": self.df.loc[self.positive_index, "timestamp"],
         }
         for name, im in self.views.items():
-            self._images[name].value = png_bytes(im.resize((self.size, self.size), _nearest()))
+            self._images[name].value = png_bytes(im.resize((self.size, self.size), Image.Resampling.NEAREST))
             ts = dates.get(name)
             lat = float(self.df.loc[i, "lat"])
             self._captions[name].value = (
@@ -312,15 +238,13 @@ class AugmentationExplorer(w.VBox):
 
     def snapshot(self) -> Any:
         """A matplotlib Figure of the five panels now shown."""
-        import matplotlib.pyplot as plt
-
         fig, axes = plt.subplots(1, len(self.PANELS), figsize=(2.4 * len(self.PANELS), 2.9), layout="constrained")
         for ax, name in zip(axes, self.PANELS):
             ax.imshow(np.asarray(self.views[name]))
             when = self.dates.get(name)
             ax.set_title(name + (f"\n{pd.Timestamp(when):%Y-%m-%d}" if when is not None else "\naugmented"), fontsize=8)
             ax.axis("off")
-        return _stamp(fig, self.df)
+        return stamp(fig, self.df)
 
 class RetrievalExplorer(w.VBox):
     """Retrieval by example: pick a query image, see its nearest neighbours per method.
@@ -346,11 +270,13 @@ class RetrievalExplorer(w.VBox):
         exclude_same_location: bool = False,
         size: int = 72,
     ) -> None:
-        _check_rows(df, ("location_id", "path", "label"))
+        check_rows(df, ("location_id", "path", "label"))
         if not features:
             raise ValueError("features is empty: give one feature matrix per method, e.g. {'moco': X}.")
         self.df = df.reset_index(drop=True)
-        self.features = {name: _normalise(np.asarray(x, dtype=np.float32), name, len(self.df)) for name, x in features.items()}
+        self.features = {
+            name: normalise_rows(np.asarray(x, dtype=np.float32), name, len(self.df)) for name, x in features.items()
+        }
         self.k = int(k)
         self.size = size
         self.query = w.IntSlider(min=0, max=len(self.df) - 1, value=query, description="query",
@@ -366,8 +292,8 @@ class RetrievalExplorer(w.VBox):
             [w.HBox([self.query, self.exclude_same_location]), w.HBox([w.VBox([self.query_image, self.query_caption]),
                                                                         w.VBox(method_boxes)])]
         )  # fmt: skip
-        if _note(self.df):
-            self.children += (w.HTML(f"<i style='color:#8a1c1c'>{_note(self.df)}</i>"),)
+        if simulation_note(self.df):
+            self.children += (w.HTML(f"<i style='color:#8a1c1c'>{simulation_note(self.df)}</i>"),)
         self._update()
         self.query.observe(lambda _ch: self._update(), names="value")
         self.exclude_same_location.observe(lambda _ch: self._update(), names="value")
@@ -375,7 +301,7 @@ class RetrievalExplorer(w.VBox):
     def _update(self) -> None:
         q = int(self.query.value)
         row = self.df.loc[q]
-        self.query_image.value = png_bytes(_safe_image(row["path"], self.size * 2))
+        self.query_image.value = png_bytes(safe_image(row["path"], self.size * 2))
         self.query_caption.value = f"query: {html.escape(str(row['location_id']))} ({html.escape(str(row['label']))})"
         exclude = None
         if self.exclude_same_location.value:
@@ -391,7 +317,7 @@ class RetrievalExplorer(w.VBox):
                 tag = "same location" if nb["location_id"] == row["location_id"] else html.escape(str(nb["label"]))
                 colour = "#1a7f37" if same else "#b42318"
                 cells.append(
-                    w.VBox([w.Image(value=png_bytes(_safe_image(nb["path"], self.size)), format="png",
+                    w.VBox([w.Image(value=png_bytes(safe_image(nb["path"], self.size)), format="png",
                                     width=self.size, height=self.size),
                             w.HTML(f"<span style='color:{colour};font-size:11px'>{tag}<br>cos {s:.2f}</span>")])
                 )  # fmt: skip
@@ -407,99 +333,24 @@ class RetrievalExplorer(w.VBox):
 
     def snapshot(self) -> Any:
         """A matplotlib Figure: the query, then one row of neighbours per method."""
-        import matplotlib.pyplot as plt
-
         methods = list(self.neighbours)
         fig, axes = plt.subplots(len(methods), self.k + 1, figsize=(1.6 * (self.k + 1), 1.9 * len(methods)),
                                  squeeze=False, layout="constrained")  # fmt: skip
         q = int(self.query.value)
         qrow = self.df.loc[q]
         for r, name in enumerate(methods):
-            axes[r, 0].imshow(np.asarray(_safe_image(qrow["path"], self.size)))
+            axes[r, 0].imshow(np.asarray(safe_image(qrow["path"], self.size)))
             axes[r, 0].set_title(f"query\n{qrow['label']}", fontsize=7)
             axes[r, 0].set_ylabel(name, fontsize=8)
             for c, (j, s) in enumerate(zip(self.neighbours[name], self.similarities[name]), start=1):
                 nb = self.df.loc[j]
-                axes[r, c].imshow(np.asarray(_safe_image(nb["path"], self.size)))
+                axes[r, c].imshow(np.asarray(safe_image(nb["path"], self.size)))
                 same = nb["label"] == qrow["label"]
                 axes[r, c].set_title(f"{nb['label']}\ncos {s:.2f}", fontsize=7, color="#1a7f37" if same else "#b42318")
             for ax in axes[r]:
                 ax.set_xticks([])
                 ax.set_yticks([])
-        return _stamp(fig, self.df)
-
-
-def _nearest() -> Any:
-    from PIL import Image
-
-    return Image.Resampling.NEAREST
-
-
-def _normalise(x: np.ndarray, name: str, n: int) -> np.ndarray:
-    if x.ndim != 2 or x.shape[0] != n:
-        raise ValueError(f"features[{name!r}] has shape {x.shape}; expected ({n}, d), one row per manifest row.")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
-
-
-def nearest_neighbours(
-    features: np.ndarray,
-    query: int,
-    k: int = 5,
-    exclude: Sequence[int] | np.ndarray | None = None,
-    normalised: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` rows most similar to row ``query`` by cosine similarity (itself excluded).
-
-    Args:
-        features: (n, d) matrix.
-        query: row position of the query.
-        k: number of neighbours.
-        exclude: further row positions never returned (e.g. the query's own location).
-        normalised: rows already have unit length.
-
-    Returns:
-        (row positions, similarities), most similar first; ties broken by lower position.
-    """
-    x = features if normalised else _normalise(np.asarray(features, dtype=np.float32), "features", len(features))
-    sims = x @ x[query]
-    mask = np.zeros(len(x), dtype=bool)
-    mask[query] = True
-    if exclude is not None:
-        mask[np.asarray(exclude, dtype=int)] = True
-    candidates = np.flatnonzero(~mask)
-    order = candidates[np.lexsort((candidates, -sims[candidates]))][:k]
-    return order, sims[order]
-
-
-def view_to_image(view: Any, transform: Any = None) -> Any:
-    """A PIL image of a transform's output: a PIL image as is, a normalised CHW tensor
-    un-normalised with the mean/std of the ``Normalize`` step found in ``transform``
-    (ImageNet's when none is found)."""
-    from PIL import Image
-
-    if isinstance(view, Image.Image):
-        return view.convert("RGB")
-    arr = view.detach().cpu().float().numpy() if hasattr(view, "detach") else np.asarray(view, dtype=np.float32)
-    mean, std = _find_normalize(transform)
-    arr = arr * np.asarray(std, dtype=np.float32)[:, None, None] + np.asarray(mean, dtype=np.float32)[:, None, None]
-    arr = np.clip(arr.transpose(1, 2, 0) * 255.0, 0, 255).astype(np.uint8)
-    return Image.fromarray(arr, mode="RGB")
-
-
-def _find_normalize(transform: Any, depth: int = 0) -> tuple[Sequence[float], Sequence[float]]:
-    if transform is not None and depth < 6:
-        mean, std = getattr(transform, "mean", None), getattr(transform, "std", None)
-        if mean is not None and std is not None and len(mean) == 3:
-            return mean, std
-        for child in getattr(transform, "transforms", []) or []:
-            found = _find_normalize(child, depth + 1)
-            if found is not _IMAGENET:
-                return found
-    return _IMAGENET
-
-
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+        return stamp(fig, self.df)
 
 
 def revisit_viewer(df: pd.DataFrame, location_id: str | None = None, size: int = 192) -> Any:
@@ -571,41 +422,3 @@ def retrieval_explorer(
         ValueError: a feature matrix does not have one row per manifest row.
     """
     return RetrievalExplorer(df, features, k=k, query=query, exclude_same_location=exclude_same_location)
-
-
-def image_grid(
-    df: pd.DataFrame,
-    rows: Sequence[int] | None = None,
-    ncols: int = 8,
-    size: int = 96,
-    caption: str | Callable[[pd.Series], str] = "label",
-    title: str | None = None,
-) -> Any:
-    """A grid of a manifest's images (matplotlib Figure).
-
-    Args:
-        df: a manifest.
-        rows: row positions to show (default: the first ``2 * ncols``).
-        ncols: images per grid row.
-        size: pixels per image.
-        caption: a column name, or a function of the row, for the caption under each image.
-        title: the figure's title (say "geoworld: simulated data" for geoworld).
-
-    Returns:
-        The Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    positions = list(range(min(len(df), 2 * ncols))) if rows is None else list(rows)
-    nrows = max(1, -(-len(positions) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows), squeeze=False, layout="constrained")
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, pos in zip(axes.flat, positions):
-        row = df.iloc[pos]
-        ax.imshow(np.asarray(_safe_image(row["path"], size)))
-        text = caption(row) if callable(caption) else str(row[caption])
-        ax.set_title(text, fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _stamp(fig, df)
