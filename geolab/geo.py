@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.cluster import KMeans
 
 #: Mean Earth radius in km (IUGG).
 EARTH_RADIUS_KM = 6371.0088
@@ -77,8 +78,10 @@ def haversine_km(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> np.ndarray:
     """Great-circle distance in km (broadcasts like numpy).
 
     Args:
-        lat1, lon1: first points, degrees.
-        lat2, lon2: second points, degrees.
+        lat1: latitudes of the first points, degrees.
+        lon1: longitudes of the first points, degrees.
+        lat2: latitudes of the second points, degrees.
+        lon2: longitudes of the second points, degrees.
 
     Returns:
         Distances in km on a sphere of radius :data:`EARTH_RADIUS_KM`.
@@ -127,8 +130,6 @@ class GeoClusterer:
         Raises:
             ValueError: fewer points (or distinct points) than ``k``, or bad coordinates.
         """
-        from sklearn.cluster import KMeans
-
         x = latlon_to_unit(lat, lon)
         n = len(x)
         distinct = len(np.unique(np.round(x, 9), axis=0)) if n else 0

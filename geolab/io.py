@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 
 class DiskSpaceError(OSError):
@@ -79,17 +80,19 @@ def _free_mib(folder: Path) -> str:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_write`."""
     with atomic_write(path, "w") as fh:
         fh.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON (``default=str``) through :func:`atomic_write`."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_write` (a killed save keeps the previous file)."""
-    import torch
+    import torch  # noqa: PLC0415 - start-up: the CLI imports geolab.io, most of its commands never need torch
 
     with atomic_write(path, "wb") as fh:
         torch.save(obj, fh)
@@ -115,9 +118,16 @@ def ensure_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -
 
 
 def check_run_folder(out: str | os.PathLike, own: set[str], marker: str | os.PathLike, option: str = "--out") -> None:
-    """Refuse an output folder that is a file, or that holds files which are not this tool's own
-    (``own``: names it writes) while ``marker`` (its checkpoint) is absent: writing there would
-    overwrite or mix with someone's files. An unfinished run's own files are fine.
+    """Refuse an output folder that is a file, or that holds someone else's files and no checkpoint.
+
+    Files which are not this tool's own (``own``: names it writes) while ``marker`` (its checkpoint) is
+    absent would be overwritten or mixed with. An unfinished run's own files are fine.
+
+    Args:
+        out: the output folder.
+        own: the file names the tool writes there.
+        marker: the checkpoint whose presence makes the folder a run's.
+        option: the option's name, for the messages.
 
     Raises:
         NotADirectoryError: ``out`` is a file.

@@ -1,4 +1,4 @@
-"""The manifest: geolab's one data contract (schema, load/save, validation, stats).
+"""The manifest: geolab's one data contract (schema, validation, splits, load/save).
 
 A manifest is a table with one row per image. Every data tier (the geoworld simulation,
 fMoW-mini, full fMoW, GeoImageNet) is read through one, so everything downstream of it is
@@ -17,11 +17,15 @@ Optional columns (:data:`OPTIONAL_COLUMNS`):
 
 Every problem is reported as one :class:`ManifestError` naming the file, the row (0-based
 data row; for CSV also the line in the file), the column, and what to do.
+
+The cell-level tests this module validates with (blank, text, number, path) live in
+:mod:`geolab.manifest_cells`; the summaries (:func:`manifest_stats`, :func:`format_stats`) in
+:mod:`geolab.manifest_stats`, re-exported here.
 """
 
 from __future__ import annotations
 
-import datetime
+import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +35,35 @@ import numpy as np
 import pandas as pd
 
 from geolab.io import atomic_write
+from geolab.manifest_cells import (
+    all_text,
+    blank_mask,
+    outside_root,
+    parse_timestamps,
+    relative_to_root,
+    resolve_paths,
+    show_value,
+    to_float,
+)
+from geolab.manifest_stats import format_stats, manifest_stats
+
+__all__ = [
+    "DERIVED_COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "PATH_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "SPLITS",
+    "TEXT_COLUMNS",
+    "ManifestError",
+    "format_stats",
+    "load_manifest",
+    "manifest_stats",
+    "paths_outside_root",
+    "save_manifest",
+    "scoring_split",
+    "select_split",
+    "validate_manifest",
+]
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "image_id",
@@ -51,9 +84,6 @@ TEXT_COLUMNS: tuple[str, ...] = ("image_id", "location_id", "path", "label", "sp
 PATH_COLUMNS: tuple[str, ...] = ("path", "mask_path")
 #: Derived columns that :func:`save_manifest` does not store.
 DERIVED_COLUMNS: tuple[str, ...] = ("geo_cluster",)
-
-_EXAMPLE_TIME = "2016-05-18T15:28:47Z"
-
 
 class ManifestError(ValueError):
     """A manifest that breaks the contract, with where and what to do.
@@ -115,22 +145,10 @@ class _Reporter:
         if rows.size == 0:
             return
         row = int(rows[0])
-        text = problem.format(value=_show(values[row]) if values is not None else "")
+        text = problem.format(value=show_value(values[row]) if values is not None else "")
         if rows.size > 1:
             text += f" ({rows.size - 1} more row{'s' if rows.size > 2 else ''} with the same problem)"
         raise self.error(text, row=row, column=column)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        text = f"'{value}'"
-    elif isinstance(value, (bool, np.bool_)):
-        text = str(bool(value))
-    elif isinstance(value, (int, float, np.integer, np.floating)):
-        text = repr(float(value)) if isinstance(value, (float, np.floating)) else str(int(value))
-    else:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ----------------------------------------------------------------------------- validation
@@ -191,8 +209,8 @@ def validate_manifest(
 
     # text columns: present, non-empty, stored as str
     for col in TEXT_COLUMNS:
-        rep.first_bad(_blank_mask(out[col]), f"{col} is empty or missing; every image needs a {col}.", col)
-        if _all_text(out[col]):
+        rep.first_bad(blank_mask(out[col]), f"{col} is empty or missing; every image needs a {col}.", col)
+        if all_text(out[col]):
             out[col] = out[col].astype(str)
         else:
             out[col] = pd.Series([str(v) for v in out[col].to_numpy(dtype=object)], index=out.index, dtype=str)
@@ -200,7 +218,7 @@ def validate_manifest(
     # coordinates
     for col, lo, hi in (("lat", -90.0, 90.0), ("lon", -180.0, 180.0)):
         raw = out[col]
-        num = _to_float(raw)
+        num = to_float(raw)
         rep.first_bad(
             np.isnan(num),
             col + " {value} is missing or not a number; give decimal degrees (WGS84), "
@@ -224,9 +242,9 @@ def validate_manifest(
         if col not in out.columns:
             continue
         raw = out[col]
-        num = _to_float(raw)
+        num = to_float(raw)
         numeric = pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype)
-        blank = np.isnan(num) if numeric else _blank_mask(raw)
+        blank = np.isnan(num) if numeric else blank_mask(raw)
         rep.first_bad(
             np.isnan(num) & ~blank,
             col + " {value} is not a number" + f" ({unit}); leave it empty when unknown.",
@@ -238,7 +256,7 @@ def validate_manifest(
         rep.first_bad(out_of_range, col + " {value} is out of range" + f" ({unit}).", col, num)
         out[col] = num
 
-    out["timestamp"] = _parse_timestamps(out["timestamp"], rep)
+    out["timestamp"] = parse_timestamps(out["timestamp"], rep)
 
     # unique image ids
     dup = out["image_id"].duplicated(keep="first").to_numpy()
@@ -283,8 +301,8 @@ def validate_manifest(
             continue
         values = out[col].to_numpy(dtype=object)
         # path is never blank here (checked with the text columns); mask_path may be
-        blank = _blank_mask(out[col]) if col != "path" else np.zeros(len(values), dtype=bool)
-        resolved = _resolve_many(values, blank, root)
+        blank = blank_mask(out[col]) if col != "path" else np.zeros(len(values), dtype=bool)
+        resolved = resolve_paths(values, blank, root)
         if check_files:
             bad = np.fromiter(
                 (p is not None and not os.path.isfile(p) for p in resolved), dtype=bool, count=len(resolved)
@@ -332,19 +350,9 @@ def _check_space_variants(series: pd.Series, col: str, rep: _Reporter) -> None:
             )
 
 
-def _outside(resolved: list[str | None], root: str | os.PathLike, follow_links: bool) -> np.ndarray:
-    """Rows whose resolved path lies outside ``root`` (blank cells are never outside)."""
-    base = os.path.realpath(root) if follow_links else os.path.abspath(os.fspath(root))
-    prefix = base.rstrip(os.sep) + os.sep
-    norm = os.path.realpath if follow_links else os.path.normpath
-    return np.fromiter(
-        (p is not None and not norm(p).startswith(prefix) for p in resolved), dtype=bool, count=len(resolved)
-    )
-
-
 def _check_confined(resolved: list[str | None], values: np.ndarray, col: str, root: str | os.PathLike,
                     rep: _Reporter) -> None:
-    bad = _outside(resolved, root, follow_links=True)
+    bad = outside_root(resolved, root, follow_links=True)
     rows = np.flatnonzero(bad)
     if rows.size:
         row = int(rows[0])
@@ -359,125 +367,11 @@ def _check_confined(resolved: list[str | None], values: np.ndarray, col: str, ro
 
 
 def paths_outside_root(df: pd.DataFrame, root: str | os.PathLike) -> int:
-    """How many rows of a loaded manifest have a ``path`` outside ``root`` (after ``..``;
-    symbolic links are not followed). ``geolab data validate`` reports it."""
-    return int(_outside(list(df["path"].astype(str)), root, follow_links=False).sum())
+    """How many rows of a loaded manifest have a ``path`` outside ``root``.
 
-
-def _is_blank(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return value.strip() == ""
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):  # arrays and other containers are not blank
-        return False
-
-
-def _all_text(series: pd.Series) -> bool:
-    """True when every non-missing cell is a string (the fast, vectorised case)."""
-    if not (pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series.dtype)):
-        return False
-    return pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
-
-
-def _blank_mask(series: pd.Series) -> np.ndarray:
-    """Missing or whitespace-only cells."""
-    if _all_text(series):
-        missing = series.isna().to_numpy(dtype=bool)
-        empty = series.str.strip().eq("").to_numpy(dtype=bool, na_value=False)
-        return missing | empty
-    values = series.to_numpy(dtype=object)
-    return np.fromiter((_is_blank(v) for v in values), dtype=bool, count=len(values))
-
-
-def _to_float(series: pd.Series) -> np.ndarray:
-    """Numbers as float64; anything that is not a number becomes NaN."""
-    if pd.api.types.is_bool_dtype(series.dtype):
-        return np.full(len(series), np.nan)
-    if pd.api.types.is_numeric_dtype(series.dtype):
-        return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    values = series.to_numpy(dtype=object)
-    out = np.empty(len(values), dtype=np.float64)
-    for i, v in enumerate(values):
-        if isinstance(v, (bool, np.bool_)):
-            out[i] = np.nan
-            continue
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError, OverflowError):
-            out[i] = np.nan
-    return out
-
-
-def _parse_timestamps(raw: pd.Series, rep: _Reporter) -> pd.Series:
-    """Parse ``timestamp`` into ``datetime64[ns, UTC]``; naive times are taken as UTC."""
-    hint = f"write it in ISO 8601, e.g. {_EXAMPLE_TIME} (UTC; naive times are taken as UTC)."
-    if isinstance(raw.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(raw.dtype):
-        ts = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
-    elif _all_text(raw):
-        values = raw.to_numpy(dtype=object)
-        rep.first_bad(_blank_mask(raw), "timestamp is missing; " + hint, "timestamp")
-        parsed = pd.to_datetime(raw.str.strip(), utc=True, format="ISO8601", errors="coerce")
-        rep.first_bad(parsed.isna().to_numpy(), "timestamp {value} cannot be parsed; " + hint, "timestamp", values)
-        ts = parsed
-    else:
-        values = raw.to_numpy(dtype=object)
-        texts: list[Any] = []
-        for i, v in enumerate(values):
-            if _is_blank(v):
-                raise rep.error(f"timestamp is missing; {hint}", row=i, column="timestamp")
-            if isinstance(v, (datetime.datetime, datetime.date, np.datetime64)):
-                texts.append(pd.Timestamp(v).isoformat())
-            elif isinstance(v, str):
-                texts.append(v.strip())
-            else:
-                raise rep.error(
-                    f"timestamp {_show(v)} is not a date-time; {hint}", row=i, column="timestamp"
-                )
-        parsed = pd.to_datetime(pd.Series(texts, dtype=object), utc=True, format="ISO8601", errors="coerce")
-        bad = parsed.isna().to_numpy()
-        rep.first_bad(bad, "timestamp {value} cannot be parsed; " + hint, "timestamp", values)
-        ts = parsed
-    bad = ts.isna().to_numpy()
-    rep.first_bad(bad, "timestamp is missing; " + hint, "timestamp")
-    years = ts.dt.year.to_numpy()
-    rep.first_bad(
-        (years < 1678) | (years > 2261),
-        "timestamp {value} is outside the supported years 1678-2261; " + hint,
-        "timestamp",
-        raw.to_numpy(dtype=object),
-    )
-    return ts.dt.as_unit("ns").set_axis(raw.index)
-
-
-def _resolve_many(values: np.ndarray, blank: np.ndarray, root: str | os.PathLike | None) -> list[str | None]:
-    """:func:`_resolve` for a column; the common case (plain relative or absolute paths) is
-    done with string operations only (os.path per row costs seconds on fMoW's 363k rows)."""
-    if os.name != "posix":
-        return [None if b else _resolve(str(v), root) for v, b in zip(values, blank)]
-    prefix = None if root is None else os.path.abspath(os.fspath(root)).rstrip("/") + "/"
-    out: list[str | None] = []
-    for v, b in zip(values, blank):
-        if b:
-            out.append(None)
-            continue
-        p = str(v)
-        if p.startswith("~") or "/." in p or "//" in p or p.startswith(".") or p.endswith("/"):
-            out.append(_resolve(p, root))  # needs expanduser / normpath
-        elif p.startswith("/") or prefix is None:
-            out.append(p)
-        else:
-            out.append(prefix + p)
-    return out
-
-
-def _resolve(path: str, root: str | os.PathLike | None) -> str:
-    path = os.path.expanduser(path)
-    if root is not None and not os.path.isabs(path):
-        path = os.path.join(os.fspath(root), path)
-    return os.path.normpath(os.path.abspath(path)) if (root is not None or os.path.isabs(path)) else path
+    ``..`` is resolved, symbolic links are not followed. ``geolab data validate`` reports it.
+    """
+    return int(outside_root(list(df["path"].astype(str)), root, follow_links=False).sum())
 
 
 def _check_split_present(df: pd.DataFrame, split: str, rep: _Reporter) -> None:
@@ -602,8 +496,6 @@ def _read_table(path: Path, rep: _Reporter) -> pd.DataFrame:
 
 def _check_csv_header(path: Path, rep: _Reporter) -> None:
     """A column named twice in a CSV header (pandas would silently rename it ``lat.1``)."""
-    import csv
-
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             header = next(csv.reader(fh), [])
@@ -651,7 +543,7 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
             rel = [
                 v[len(prefix) :].replace(os.sep, "/")
                 if isinstance(v, str) and v.startswith(prefix)
-                else _relative_to(v, root)
+                else relative_to_root(v, root)
                 for v in out[col].to_numpy(dtype=object)
             ]
             out[col] = pd.Series(rel, index=out.index, dtype=str if col == "path" else object)
@@ -661,7 +553,7 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
         # which makes the writer quote that cell so that it reads back intact
         has_cr = any(
             out[c].str.contains("\r", regex=False).any()
-            if _all_text(out[c])
+            if all_text(out[c])
             else out[c].map(lambda v: isinstance(v, str) and "\r" in v).any()
             for c in out.columns
             if not (pd.api.types.is_numeric_dtype(out[c].dtype) or pd.api.types.is_datetime64_any_dtype(out[c].dtype))
@@ -675,110 +567,3 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-def _relative_to(value: Any, root: Path) -> Any:
-    if _is_blank(value):
-        return value
-    text = str(value)
-    if not os.path.isabs(text):
-        return text
-    try:
-        return Path(os.path.normpath(text)).relative_to(root).as_posix()
-    except ValueError:
-        return text
-
-
-# ----------------------------------------------------------------------------- stats
-def manifest_stats(df: pd.DataFrame) -> dict[str, Any]:
-    """Counts and revisit statistics of a (validated) manifest.
-
-    Args:
-        df: a loaded manifest.
-
-    Returns:
-        A dict with ``images``, ``locations``, ``labels`` (counts), ``splits`` and
-        ``per_label`` (``{name: {"images": n, "locations": n}}``), ``images_per_location``
-        (``min/median/mean/max`` and ``histogram`` {revisits: locations}),
-        ``time_span_days`` per location (``min/median/mean/max``: last minus first image),
-        ``singleton_share`` (share of images whose location has one image: their temporal
-        positive falls back to the same image) and ``time_range`` (first, last; ISO 8601).
-    """
-    per_loc = df.groupby("location_id", sort=False)
-    counts = per_loc.size()
-    span = (per_loc["timestamp"].max() - per_loc["timestamp"].min()).dt.total_seconds() / 86400.0
-
-    def summary(s: pd.Series) -> dict[str, float]:
-        return {
-            "min": float(s.min()),
-            "median": float(s.median()),
-            "mean": float(s.mean()),
-            "max": float(s.max()),
-        }
-
-    def groups(col: str) -> dict[str, dict[str, int]]:
-        g = df.groupby(col, sort=True)
-        return {
-            str(k): {"images": int(v), "locations": int(n)}
-            for (k, v), n in zip(g.size().items(), g["location_id"].nunique().to_numpy())
-        }
-
-    return {
-        "images": int(len(df)),
-        "locations": int(len(counts)),
-        "labels": int(df["label"].nunique()),
-        "splits": groups("split"),
-        "per_label": groups("label"),
-        "images_per_location": {
-            **summary(counts),
-            "histogram": {int(k): int(v) for k, v in counts.value_counts().sort_index().items()},
-        },
-        "time_span_days": summary(span),
-        "singleton_share": float((counts == 1).sum() / len(df)) if len(df) else 0.0,
-        "time_range": [df["timestamp"].min().isoformat(), df["timestamp"].max().isoformat()],
-    }
-
-
-def format_stats(df: pd.DataFrame) -> str:
-    """:func:`manifest_stats` as readable text (what ``geolab data stats`` prints).
-
-    Args:
-        df: a loaded manifest.
-
-    Returns:
-        Several small tables: per split, per label, images per location, time spans.
-    """
-    st = manifest_stats(df)
-    lines = []
-    src = df.attrs.get("source")
-    if src:
-        lines.append(f"manifest: {src}")
-    lines.append(
-        f"{st['images']} images, {st['locations']} locations, {st['labels']} labels; "
-        f"time range {st['time_range'][0][:10]} .. {st['time_range'][1][:10]} (UTC)"
-    )
-    lines.append("")
-    lines.append(f"{'split':<12} {'images':>8} {'locations':>10}")
-    for name, c in st["splits"].items():
-        lines.append(f"{name:<12} {c['images']:>8} {c['locations']:>10}")
-    lines.append("")
-    width = max([5] + [len(n) for n in st["per_label"]])
-    lines.append(f"{'label':<{width}} {'images':>8} {'locations':>10}")
-    for name, c in st["per_label"].items():
-        lines.append(f"{name:<{width}} {c['images']:>8} {c['locations']:>10}")
-    lines.append("")
-    ipl = st["images_per_location"]
-    lines.append(
-        f"images per location (revisits): min {ipl['min']:g}, median {ipl['median']:g}, "
-        f"mean {ipl['mean']:.2f}, max {ipl['max']:g}"
-    )
-    histogram = (f"{k} image{'s' if k > 1 else ''}: {v} location{'s' if v != 1 else ''}" for k, v in ipl["histogram"].items())
-    lines.append("  " + ", ".join(histogram))
-    ts = st["time_span_days"]
-    lines.append(
-        f"time span per location (days, last - first image): min {ts['min']:.0f}, "
-        f"median {ts['median']:.0f}, mean {ts['mean']:.0f}, max {ts['max']:.0f}"
-    )
-    lines.append(
-        f"singleton share (images whose location has one image; their temporal positive is "
-        f"the same image): {st['singleton_share']:.1%}"
-    )
-    return "\n".join(lines)

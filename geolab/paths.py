@@ -1,5 +1,6 @@
-"""Every path geolab reads or writes by default comes from here (one place, no module-level
-hard-coded paths elsewhere).
+"""Every path geolab reads or writes by default comes from here.
+
+One place, no module-level hard-coded paths elsewhere.
 
 Environment variables:
     GEOLAB_CACHE: where generated and downloaded data live (default ``~/.cache/geolab``).

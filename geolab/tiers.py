@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geolab import paths
+from geolab import paths, world
 
 TIERS = ("geoworld", "fmow-mini", "fmow", "geoimagenet")
 #: Tiers that are simulations: every result shown from them says so.
@@ -55,10 +55,8 @@ def resolve_manifest(
             raise FileNotFoundError(f"Manifest {path} (data={data!r}) does not exist.")
         return path
     if data == "geoworld":
-        from geolab.world import load_world
-
         kwargs = {k: v for k, v in dict(locations=world_locations, size=world_size).items() if v is not None}
-        return Path(load_world(seed=world_seed, **kwargs))
+        return Path(world.load_world(seed=world_seed, **kwargs))
     if data == "fmow-mini":
         path = fmow_mini_manifest()
         if not path.exists():
@@ -68,8 +66,10 @@ def resolve_manifest(
                 "or pass manifest=<path>."
             )
         return path
-    how = "geolab data fmow-manifest ROOT --out M" if data == "fmow" else "geolab data geoimagenet-manifest ROOT --out M"
-    raise FileNotFoundError(f"data={data!r} needs a manifest of your copy of the data set: build one with `{how}` and pass manifest=M.")
+    how = f"geolab data {'fmow' if data == 'fmow' else 'geoimagenet'}-manifest ROOT --out M"
+    raise FileNotFoundError(
+        f"data={data!r} needs a manifest of your copy of the data set: build one with `{how}` and pass manifest=M."
+    )
 
 
 def is_simulated(data: str) -> bool:

@@ -20,7 +20,8 @@ from geolab.world import CATEGORIES, MANIFEST_NAME, WORLD_VERSION, WorldError, l
 from geolab.world.generate import canonical_size, category_affinity, plan
 from geolab.world.geography import geography_table
 from geolab.world.render import NUISANCES, draw_conditions, render, swap_nuisance
-from geolab.world.scene import MASK_CLASSES, build_scene
+from geolab.world.canvas import MASK_CLASSES
+from geolab.world.scene import build_scene
 
 SMALL = dict(seed=0, size=24, locations=60)
 KNOBS = {k: getattr(WorldConfig(), k) for k in ("haze_max", "cloud_prob", "zoom_jitter", "misregistration_px", "noise_max")}

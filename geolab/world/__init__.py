@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from geolab import paths
 from geolab.config import WorldConfig
-from geolab.world.scene import CATEGORIES, MASK_CLASSES
+from geolab.io import ensure_free_space
+from geolab.manifest import save_manifest
+from geolab.world import generate as gen
+from geolab.world.canvas import MASK_CLASSES
+from geolab.world.scene import CATEGORIES
 
 #: Bump whenever the generator's output changes; an older cache is then never reused.
 WORLD_VERSION = 1
@@ -71,8 +76,6 @@ def world_folder(cfg: WorldConfig, out: str | Path | None = None) -> Path:
 @contextlib.contextmanager
 def _lock(folder: Path) -> Iterator[None]:
     """An exclusive lock on a world folder, so two processes never generate it at once."""
-    import fcntl
-
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -113,10 +116,6 @@ def load_world(
         WorldError: ``out`` holds a different world.
         DiskSpaceError: not enough free disk space for the images.
     """
-    from geolab.io import ensure_free_space
-    from geolab.manifest import save_manifest
-    from geolab.world import generate as gen
-
     cfg = config or WorldConfig()
     over = {k: v for k, v in dict(seed=seed, size=size, locations=locations).items() if v is not None}
     cfg = dataclasses.replace(cfg, **over)
@@ -153,18 +152,23 @@ def load_world(
             return manifest
         check_same()
         # About 2.5 KB per 32 px image and mask, 9 KB at 64 px, scaling with the area.
-        ensure_free_space(folder, int(cfg.locations * 4 * 9000 * (cfg.size / 64) ** 2) + 50 * 2**20, "the geoworld images")
+        need = int(cfg.locations * 4 * 9000 * (cfg.size / 64) ** 2) + 50 * 2**20
+        ensure_free_space(folder, need, "the geoworld images")
         n_workers = workers or (gen.cpu_workers() if cfg.locations >= 300 else 1)
         if progress:
-            print(f"geoworld: generating a simulated world ({gen.describe(cfg)}, version {WORLD_VERSION}) into {folder}")
+            print(
+                f"geoworld: generating a simulated world ({gen.describe(cfg)}, version {WORLD_VERSION}) into {folder}"
+            )
         t0 = time.perf_counter()
         gen.write_world_json(folder, cfg, WORLD_VERSION, key, {"complete": False})
         df = gen.generate(cfg, folder, workers=n_workers, progress=progress)
         seconds = time.perf_counter() - t0
         gen.write_world_json(
-            folder, cfg, WORLD_VERSION, key, {"complete": True, "images": len(df), "generation_seconds": round(seconds, 1), "workers": n_workers}
+            folder, cfg, WORLD_VERSION, key,
+            {"complete": True, "images": len(df), "generation_seconds": round(seconds, 1), "workers": n_workers},
         )
         save_manifest(df, manifest)  # last, atomically: its presence means "complete"
         if progress:
-            print(f"geoworld: {len(df)} images of {df['location_id'].nunique()} locations in {seconds:.1f} s -> {manifest}")
+            locations = df["location_id"].nunique()
+            print(f"geoworld: {len(df)} images of {locations} locations in {seconds:.1f} s -> {manifest}")
     return manifest

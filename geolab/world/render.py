@@ -1,5 +1,4 @@
-"""Rendering one revisit of a location: the scene seen on one date, by one sensor, through
-one atmosphere.
+"""Rendering one revisit of a location: the scene seen on one date, by one sensor, through one atmosphere.
 
 What differs between two revisits of a location is grouped into five *nuisances*, each a
 set of fields of :class:`Conditions` drawn from the date and the place
@@ -34,9 +33,10 @@ from datetime import datetime
 import numpy as np
 from scipy import ndimage
 
+from geolab.world.canvas import MARGIN, MASK_CLASS, fbm
+from geolab.world.canvas import M as MAT
 from geolab.world.geography import Site
-from geolab.world.scene import MARGIN, MASK_CLASS, Scene, fbm
-from geolab.world.scene import M as MAT
+from geolab.world.scene import Scene
 
 #: The nuisance groups and the :class:`Conditions` fields each one sets.
 NUISANCES: dict[str, tuple[str, ...]] = {
@@ -129,7 +129,9 @@ def sun_position(lat: float, lon: float, when: datetime) -> tuple[float, float]:
     phi = math.radians(lat)
     sin_el = math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(h)
     el = math.asin(max(-1.0, min(1.0, sin_el)))
-    az = math.atan2(-math.cos(decl) * math.sin(h), math.sin(decl) * math.cos(phi) - math.cos(decl) * math.cos(h) * math.sin(phi))
+    az = math.atan2(
+        -math.cos(decl) * math.sin(h), math.sin(decl) * math.cos(phi) - math.cos(decl) * math.cos(h) * math.sin(phi)
+    )
     return math.degrees(el), math.degrees(az) % 360.0
 
 
@@ -240,9 +242,12 @@ def draw_conditions(site: Site, when: datetime, rng: np.random.Generator, knobs:
 
 
 # ----------------------------------------------------------------------------- the ground
-_GREEN = {"A": (0.14, 0.30, 0.10), "B": (0.30, 0.36, 0.17), "C": (0.20, 0.37, 0.13), "D": (0.19, 0.33, 0.13), "E": (0.28, 0.34, 0.20)}
-_DRY = {"A": (0.55, 0.47, 0.30), "B": (0.70, 0.60, 0.42), "C": (0.52, 0.47, 0.33), "D": (0.46, 0.42, 0.33), "E": (0.45, 0.43, 0.38)}
-_SOIL = {"A": (0.58, 0.37, 0.25), "B": (0.80, 0.68, 0.50), "C": (0.50, 0.41, 0.31), "D": (0.43, 0.37, 0.29), "E": (0.46, 0.44, 0.41)}
+_GREEN = {"A": (0.14, 0.30, 0.10), "B": (0.30, 0.36, 0.17), "C": (0.20, 0.37, 0.13), "D": (0.19, 0.33, 0.13),
+          "E": (0.28, 0.34, 0.20)}  # fmt: skip
+_DRY = {"A": (0.55, 0.47, 0.30), "B": (0.70, 0.60, 0.42), "C": (0.52, 0.47, 0.33), "D": (0.46, 0.42, 0.33),
+        "E": (0.45, 0.43, 0.38)}  # fmt: skip
+_SOIL = {"A": (0.58, 0.37, 0.25), "B": (0.80, 0.68, 0.50), "C": (0.50, 0.41, 0.31), "D": (0.43, 0.37, 0.29),
+         "E": (0.46, 0.44, 0.41)}  # fmt: skip
 _DECIDUOUS = {"A": 0.0, "B": 0.3, "C": 0.6, "D": 0.35, "E": 0.2}
 _FIXED = {
     "asphalt": (0.24, 0.24, 0.25),
@@ -259,12 +264,14 @@ _FIXED = {
 # Crop stages along the year: ploughed soil, emergence, full canopy, ripe, stubble.
 _CROP_T = np.array([0.0, 0.12, 0.3, 0.5, 0.66, 0.8, 1.0])
 _CROP_RGB = np.array(
-    [[0.45, 0.36, 0.27], [0.45, 0.36, 0.27], [0.34, 0.44, 0.20], [0.17, 0.40, 0.11], [0.74, 0.64, 0.32], [0.62, 0.55, 0.40], [0.45, 0.36, 0.27]]
+    [[0.45, 0.36, 0.27], [0.45, 0.36, 0.27], [0.34, 0.44, 0.20], [0.17, 0.40, 0.11], [0.74, 0.64, 0.32],
+     [0.62, 0.55, 0.40], [0.45, 0.36, 0.27]]  # fmt: skip
 )
 #: How much snow settles on each material (roads are cleared, canopies hold some).
 _SNOW_HOLD = np.zeros(len(MASK_CLASS), dtype=np.float32)
 for _name, _v in {"grass": 1, "soil": 1, "crop": 1, "sand": 1, "turf": 0.8, "gravel": 0.9, "track": 0.9, "forest": 0.45,
-                  "roof": 0.85, "flat_roof": 0.85, "solar_panel": 0.5, "asphalt": 0.15, "concrete": 0.2, "turbine": 0.0}.items():  # fmt: skip
+                  "roof": 0.85, "flat_roof": 0.85, "solar_panel": 0.5, "asphalt": 0.15, "concrete": 0.2,
+                  "turbine": 0.0}.items():  # fmt: skip
     _SNOW_HOLD[MAT[_name]] = _v
 
 
@@ -274,7 +281,8 @@ def _shift(a: np.ndarray, dx: int, dy: int, fill: float = 0.0) -> np.ndarray:
     h, w = a.shape[:2]
     if abs(dx) >= w or abs(dy) >= h:
         return out
-    out[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)] = a[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+    src = a[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+    out[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)] = src
     return out
 
 
@@ -343,8 +351,14 @@ def ground(scene: Scene, site: Site, cond: Conditions, loc_seed: int) -> tuple[n
     return rgb, height, MASK_CLASS[mat]
 
 
+CAR_COLOURS = np.array(
+    [[0.9, 0.9, 0.9], [0.1, 0.1, 0.1], [0.55, 0.55, 0.58], [0.6, 0.1, 0.1], [0.15, 0.2, 0.45], [0.8, 0.8, 0.75]],
+    dtype=np.float32,
+)
 _VEHICLE_HEIGHT = np.array([1.5, 8.0, 12.0, 2.6], dtype=np.float32)
-_CONTAINER_COLOURS = np.array([[0.7, 0.2, 0.15], [0.15, 0.3, 0.6], [0.2, 0.5, 0.3], [0.8, 0.5, 0.1], [0.85, 0.85, 0.85]], dtype=np.float32)
+_CONTAINER_COLOURS = np.array(
+    [[0.7, 0.2, 0.15], [0.15, 0.3, 0.6], [0.2, 0.5, 0.3], [0.8, 0.5, 0.1], [0.85, 0.85, 0.85]], dtype=np.float32
+)
 _SHIP_COLOURS = np.array([[0.25, 0.22, 0.24], [0.25, 0.22, 0.24], [0.55, 0.18, 0.15]], dtype=np.float32)
 
 
@@ -352,14 +366,14 @@ def _vehicles(rgb: np.ndarray, height: np.ndarray, scene: Scene, cond: Condition
     """Paint the vehicles present that day (cars, aircraft, ships, containers), vectorised."""
     if len(scene.slots) == 0:
         return
-    from geolab.world.scene import CAR_COLOURS
-
     rng = np.random.default_rng(cond.vehicle_seed)
     n = rgb.shape[0]
     kinds = scene.slots[:, 5].astype(int)
     p_take = np.array([cond.occupancy, 0.5, 0.35 + 0.5 * cond.occupancy, cond.occupancy])
     take = rng.random(len(scene.slots)) < p_take[kinds]
-    palette = {0: CAR_COLOURS, 1: np.array([[0.88, 0.88, 0.9]], dtype=np.float32), 2: _SHIP_COLOURS, 3: _CONTAINER_COLOURS}
+    palette = {
+        0: CAR_COLOURS, 1: np.array([[0.88, 0.88, 0.9]], dtype=np.float32), 2: _SHIP_COLOURS, 3: _CONTAINER_COLOURS
+    }
     for k in range(4):
         s = scene.slots[take & (kinds == k)]
         if len(s) == 0:
@@ -373,7 +387,8 @@ def _vehicles(rgb: np.ndarray, height: np.ndarray, scene: Scene, cond: Condition
         ca, sa = np.cos(ang), np.sin(ang)
         a, b = dx * ca + dy * sa, -dx * sa + dy * ca
         if k == 1:  # aircraft: fuselage plus wings
-            m = ((np.abs(a) <= ln / 2) & (np.abs(b) <= np.maximum(wd * 0.12, 0.6))) | ((np.abs(b) <= wd / 2) & (np.abs(a) <= np.maximum(ln * 0.1, 0.6)))
+            fuselage = (np.abs(a) <= ln / 2) & (np.abs(b) <= np.maximum(wd * 0.12, 0.6))
+            m = fuselage | ((np.abs(b) <= wd / 2) & (np.abs(a) <= np.maximum(ln * 0.1, 0.6)))
         else:
             m = (np.abs(a) <= np.maximum(ln, 0.6) / 2) & (np.abs(b) <= np.maximum(wd, 0.6) / 2)
         rows = (cy + off[None, :, None]).astype(int) + np.zeros_like(m, dtype=int)
@@ -406,7 +421,9 @@ def shade(rgb: np.ndarray, height: np.ndarray, pixel_m: float, elevation: float,
 
 
 # ----------------------------------------------------------------------------- the view
-def render(scene: Scene, site: Site, cond: Conditions, size: int, loc_seed: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+def render(
+    scene: Scene, site: Site, cond: Conditions, size: int, loc_seed: int
+) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Render one revisit.
 
     Args:
