@@ -16,13 +16,12 @@ import re
 
 dependencies = ["torch", "torchvision", "lightly"]
 
+from geolab.evaluate import load_backbone  # noqa: E402 - torch.hub checks `dependencies` first
 from geolab.models import ARCHS  # noqa: E402 - torch.hub checks `dependencies` first
 
 
 def _entry_point(arch: str):
     def entry(weights: str | None = None, **kwargs):
-        from geolab.evaluate import load_backbone
-
         if kwargs:
             raise TypeError(f"{arch}_gassl() takes only weights=PATH, not {', '.join(kwargs)}")
         if weights is None:

@@ -1,6 +1,6 @@
 """Target: >= 3,000 MoCo-v2+TP+Geo pairs/s for ResNet-50 at 224 px on one GPU, best mode.
 
-Side by side in one run, the same training step (:func:`geolab.train.compute_loss` on a
+Side by side in one run, the same training step (:func:`geolab.models.compute_loss` on a
 :class:`geolab.models.MoCoModel` with geo head: momentum update, query + key forward with
 split BN and key shuffle, memory-bank InfoNCE + geo cross-entropy, backward, SGD) in three
 modes:
@@ -29,7 +29,7 @@ import torch
 
 from geolab.config import PretrainConfig
 from geolab.models import MoCoModel, build_contrastive_loss
-from geolab.train import auto_bn_splits, compute_loss
+from geolab.models import auto_bn_splits, compute_loss
 
 
 #: The three modes: (name, bf16 autocast, channels_last, torch.compile).

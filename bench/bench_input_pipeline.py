@@ -36,7 +36,9 @@ import torch
 
 from geolab.config import PretrainConfig
 from geolab.models import build_contrastive_loss
-from geolab.train import _to_device, auto_bn_splits, build_model, compute_loss, prepare_data, resolve_device, seed_everything
+from geolab.distributed import resolve_device, seed_everything
+from geolab.models import auto_bn_splits, build_model, compute_loss
+from geolab.train import _to_device, prepare_data
 
 
 @dataclass(frozen=True)

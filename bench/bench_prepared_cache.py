@@ -72,7 +72,8 @@ def pairs_per_second(manifest: Path, input_size: int, passes: int, seed: int) ->
     for p in range(passes):
         ds.set_epoch(p)
         for i in range(len(ds)):
-            q, k, *_ = ds[i]
+            item = ds[i]
+            q, k = item["query"], item["key"]
             assert q.shape == k.shape == (3, input_size, input_size)
             n += 1
     dt = time.perf_counter() - t0

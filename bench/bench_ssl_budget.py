@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     from geolab.datasets import label_names
     from geolab.manifest import load_manifest, select_split
-    from geolab.train import load_checkpoint, pretrain, save_random_init
+    from geolab.checkpoints import load_checkpoint, save_random_init
+    from geolab.train import pretrain
 
     if args.manifest:
         manifest, data = Path(args.manifest), str(args.manifest)

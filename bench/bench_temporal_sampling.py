@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from geolab.datasets import STRATEGIES, LocationIndex
+from geolab.positives import STRATEGIES, LocationIndex
 
 CATEGORIES = (
     "airport", "amusement_park", "crop_field", "dam", "factory_or_powerplant", "lake_or_pond",

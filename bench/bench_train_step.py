@@ -30,7 +30,8 @@ import torch
 
 from geolab.config import PretrainConfig
 from geolab.models import build_contrastive_loss
-from geolab.train import auto_bn_splits, build_model, compute_loss, prepare_data
+from geolab.models import auto_bn_splits, build_model, compute_loss
+from geolab.train import prepare_data
 
 METHODS = ("moco", "moco-tp", "moco-geo", "moco-tp-geo")
 

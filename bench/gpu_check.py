@@ -359,7 +359,7 @@ def stage_amp(ctx: Ctx, rep: Reporter) -> None:
 
     from geolab.config import PretrainConfig
     from geolab.models import MoCoModel, build_contrastive_loss, load_memory_bank_state, memory_bank_state
-    from geolab.train import auto_bn_splits, compute_loss
+    from geolab.models import auto_bn_splits, compute_loss
 
     device = ctx.device()
     if ctx.dry:
@@ -562,7 +562,8 @@ def stage_torchrun(ctx: Ctx, rep: Reporter) -> None:
     uninterrupted reference trains in this process.
     """
     from geolab.config import PretrainConfig
-    from geolab.train import checkpoint_path, load_checkpoint, pretrain
+    from geolab.checkpoints import checkpoint_path, load_checkpoint
+    from geolab.train import pretrain
     from geolab.world import load_world
 
     s = _train_settings(ctx)
@@ -703,7 +704,7 @@ def ddp_worker(result: Path, dry: bool) -> int:
 
     from geolab.config import PretrainConfig
     from geolab.models import MoCoModel, build_contrastive_loss, load_memory_bank_state
-    from geolab.train import compute_loss
+    from geolab.models import compute_loss
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if dry:

@@ -1,21 +1,10 @@
-"""Location index, temporal positive sampling, and the datasets.
+"""The datasets of the training loop and of feature extraction, and the images they read.
 
-The paper's temporal positive (Ayush et al. 2021, Sec. 3.1): the key of a query image is
-*another image of the same location taken at another time*, each then augmented as in
-MoCo-v2. The official code finds those images with a filesystem glob over the location's
-folder for every sample; :class:`LocationIndex` instead sorts the manifest once (location,
-then time) into a few numpy arrays, so drawing a temporal positive is O(1) array look-ups
-and never touches the filesystem (``bench/bench_temporal_sampling.py`` measures both).
-
-Sampling strategies (:data:`STRATEGIES`):
-    ``any-other``: uniform over the other images of the location (the paper's).
-    ``nearest`` / ``farthest``: the other image closest to / farthest from the query in time.
-    ``other-season``: uniform over the location's images taken in a different
-        meteorological season (hemisphere-aware); falls back to ``any-other`` when the
-        location has none.
-    ``same-image``: the query image itself (plain MoCo-v2: two augmentations of one image).
-A location with a single image always falls back to the same image; the share of such
-rows is :attr:`LocationIndex.singleton_share`.
+:class:`ImageDataset` (one view per image) and :class:`TemporalPairDataset` (query and its
+temporal positive, drawn by :class:`geolab.positives.LocationIndex`) return the batch dict of
+the training loop; unreadable images are skipped or fail (:data:`BAD_IMAGE_POLICIES`);
+:func:`decode_images` preloads a split. ``LocationIndex``, ``STRATEGIES``, ``SEASONS`` and
+``season_of`` live in :mod:`geolab.positives` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -30,37 +19,21 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from geolab.images import open_rgb
 from geolab.manifest import ManifestError
+from geolab.positives import (  # noqa: F401 - LocationIndex, STRATEGIES, SEASONS, season_of re-exported
+    SEASONS,
+    STRATEGIES,
+    LocationIndex,
+    check_strategy,
+    need_columns,
+    season_of,
+)
+from geolab.transforms import eval_transform, moco_v2_view
 
-STRATEGIES: tuple[str, ...] = ("any-other", "nearest", "farthest", "other-season", "same-image")
-#: Meteorological seasons, indexed by :func:`season_of` (northern-hemisphere names).
-SEASONS: tuple[str, ...] = ("winter", "spring", "summer", "autumn")
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
-
-
-def _check_strategy(strategy: str) -> str:
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown temporal sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    return strategy
-
-
-def season_of(month: Any, lat: Any) -> np.ndarray:
-    """Meteorological season index (0 winter, 1 spring, 2 summer, 3 autumn), hemisphere-aware.
-
-    December-February is winter in the north and summer in the south: for ``lat < 0`` the
-    season is shifted by two.
-
-    Args:
-        month: month numbers 1-12.
-        lat: latitudes in degrees (broadcast against ``month``).
-
-    Returns:
-        int64 array of season indices into :data:`SEASONS`.
-    """
-    north = (np.asarray(month, dtype=np.int64) % 12) // 3  # Dec/Jan/Feb -> 0, ..., Sep-Nov -> 3
-    return np.where(np.asarray(lat) < 0, (north + 2) % 4, north).astype(np.int64)
 
 
 def label_names(df: pd.DataFrame) -> list[str]:
@@ -76,222 +49,6 @@ def label_names(df: pd.DataFrame) -> list[str]:
         Sorted unique label names.
     """
     return sorted(df["label"].astype(str).unique().tolist())
-
-
-def _need_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ManifestError(
-            f"{what} needs column(s) {', '.join(missing)}; load the table with geolab.manifest.load_manifest.",
-            file=df.attrs.get("source"),
-            column=missing[0],
-        )
-    if len(df) == 0:
-        raise ManifestError(
-            f"{what} got an empty table (no rows); check the split you selected.", file=df.attrs.get("source")
-        )
-
-
-# ----------------------------------------------------------------------------- location index
-class LocationIndex:
-    """Location -> its rows sorted by time, built once; O(1) temporal positives.
-
-    All state is a handful of int64 arrays over rows (no Python objects per row), so the
-    index is cheap to copy into DataLoader workers.
-
-    Args:
-        df: manifest rows with ``location_id``, ``timestamp`` and ``lat``; row ``i`` is
-            positional (``df.iloc[i]``).
-
-    Attributes:
-        n_locations: number of distinct locations.
-        singleton_share: share of rows whose location has a single image (their temporal
-            positive is the image itself).
-        other_season_fallback_share: share of rows of multi-image locations with no image
-            in another season (``other-season`` falls back to ``any-other`` for them).
-        seasons: season index of each row (see :func:`season_of`).
-    """
-
-    def __init__(self, df: pd.DataFrame) -> None:
-        _need_columns(df, ("location_id", "timestamp", "lat"), "LocationIndex")
-        n = len(df)
-        codes, uniques = pd.factorize(df["location_id"].to_numpy(), sort=False)
-        codes = codes.astype(np.int64)
-        t = pd.DatetimeIndex(df["timestamp"]).as_unit("ns").asi8.astype(np.int64)
-        n_loc = len(uniques)
-        self.n_locations = n_loc
-        self._t = t
-
-        counts = np.bincount(codes, minlength=n_loc)
-        loc_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self._count = counts[codes].astype(np.int64)
-        self._start = loc_start[codes]
-        # rows sorted by (location, time); rank of each row inside its location
-        order = np.lexsort((np.arange(n), t, codes)).astype(np.int64)
-        self._order = order
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(n, dtype=np.int64) - loc_start[codes[order]]
-        self._rank = rank
-
-        # nearest in time: the previous or the next row in the sorted order (ties -> earlier)
-        pos = np.arange(n)
-        ts = t[order]
-        rank_s, count_s = rank[order], self._count[order]
-        big = np.iinfo(np.int64).max
-        gap_prev = np.where(rank_s > 0, ts - np.roll(ts, 1), big)
-        gap_next = np.where(rank_s < count_s - 1, np.roll(ts, -1) - ts, big)
-        pick = np.where(gap_next < gap_prev, np.roll(order, -1), np.roll(order, 1))
-        nearest = np.empty(n, dtype=np.int64)
-        nearest[order] = np.where(count_s > 1, pick, order)
-        self._nearest = nearest
-
-        # farthest in time: the location's first or last image (ties -> the earlier one,
-        # unless that is the query itself)
-        first = order[self._start]
-        last = order[self._start + self._count - 1]
-        gap_first, gap_last = t - t[first], t[last] - t
-        use_last = (gap_last > gap_first) | ((gap_last == gap_first) & (first == pos))
-        self._farthest = np.where(self._count > 1, np.where(use_last, last, first), pos).astype(np.int64)
-
-        # other season: rows sorted by (location, season, time); the query's season is one
-        # contiguous block inside its location, so "any row but that block" is one draw
-        month = pd.DatetimeIndex(df["timestamp"]).month.to_numpy()
-        loc_lat = pd.Series(df["lat"].to_numpy(dtype=np.float64)).groupby(codes).transform("mean").to_numpy()
-        self.seasons = season_of(month, loc_lat)
-        self._season_order = np.lexsort((np.arange(n), t, self.seasons, codes)).astype(np.int64)
-        block = np.bincount(codes * 4 + self.seasons, minlength=n_loc * 4).reshape(n_loc, 4)
-        block_off = np.cumsum(block, axis=1) - block
-        self._season_off = block_off[codes, self.seasons].astype(np.int64)
-        self._season_size = block[codes, self.seasons].astype(np.int64)
-
-        self._make_views()
-        self.singleton_share = float(np.mean(self._count == 1)) if n else 0.0
-        no_other = (self._count > 1) & (self._count == self._season_size)
-        self.other_season_fallback_share = float(np.mean(no_other)) if n else 0.0
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def revisits(self, i: int) -> np.ndarray:
-        """Rows of row ``i``'s location, sorted by time (``i`` included)."""
-        s = int(self._start[i])
-        return self._order[s : s + int(self._count[i])].copy()
-
-    # Fast scalar access: a memoryview over an int64 numpy array returns plain Python ints
-    # (about twice as fast as indexing numpy, and no int() conversions). Memoryviews do not
-    # pickle, so they are rebuilt after unpickling (DataLoader workers under spawn).
-    _ARRAYS = (
-        "_count", "_rank", "_order", "_start", "_nearest", "_farthest", "_season_order", "_season_off", "_season_size",
-    )  # fmt: skip
-
-    def _make_views(self) -> None:
-        for name in self._ARRAYS:
-            arr = np.ascontiguousarray(getattr(self, name), dtype=np.int64)
-            setattr(self, name, arr)
-            setattr(self, name + "_v", memoryview(arr))
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not isinstance(v, memoryview)}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._make_views()
-
-    def positive(self, i: int, strategy: str = "any-other", rng: Any = None) -> int:
-        """The row of the temporal positive (key) for query row ``i``: O(1), no file access.
-
-        Args:
-            i: query row (positional).
-            strategy: one of :data:`STRATEGIES` (paper: ``"any-other"``).
-            rng: anything with a ``random()`` method returning a float in [0, 1)
-                (``numpy.random.Generator``, ``random.Random``); default: a fresh unseeded
-                generator.
-
-        Returns:
-            The key's row; ``i`` itself for ``same-image`` and for single-image locations.
-        """
-        if strategy == "any-other":  # the paper's, inlined: this is the hot path
-            c = self._count_v[i]
-            if c == 1:
-                return int(i)
-            j = int((rng if rng is not None else np.random.default_rng()).random() * (c - 1))
-            if j >= self._rank_v[i]:
-                j += 1
-            return self._order_v[self._start_v[i] + j]
-        if strategy == "other-season":
-            return self.draw(i, strategy, (rng if rng is not None else np.random.default_rng()).random())
-        return self.draw(i, strategy, 0.0)
-
-    def draw(self, i: int, strategy: str, u: float) -> int:
-        """:meth:`positive` given the uniform random number ``u`` in [0, 1) (what datasets use).
-
-        Args:
-            i: query row.
-            strategy: one of :data:`STRATEGIES`.
-            u: a uniform number in [0, 1); ignored by the deterministic strategies.
-
-        Returns:
-            The key's row.
-        """
-        c = self._count_v[i]
-        if c == 1 or strategy == "same-image":
-            if strategy not in STRATEGIES:
-                _check_strategy(strategy)
-            return int(i)
-        if strategy == "any-other":
-            j = int(u * (c - 1))
-            if j >= self._rank_v[i]:
-                j += 1
-            return self._order_v[self._start_v[i] + j]
-        if strategy == "other-season":
-            size = self._season_size_v[i]
-            m = c - size
-            if m == 0:
-                return self.draw(i, "any-other", u)
-            j = int(u * m)
-            if j >= self._season_off_v[i]:
-                j += size
-            return self._season_order_v[self._start_v[i] + j]
-        if strategy == "nearest":
-            return self._nearest_v[i]
-        if strategy == "farthest":
-            return self._farthest_v[i]
-        _check_strategy(strategy)
-        raise AssertionError("unreachable")
-
-    def positives(self, rows: Any, strategy: str = "any-other", rng: np.random.Generator | None = None) -> np.ndarray:
-        """Vectorised :meth:`positive` for many query rows at once (same rules).
-
-        Args:
-            rows: query rows, int array.
-            strategy: one of :data:`STRATEGIES`.
-            rng: random generator.
-
-        Returns:
-            int64 array of key rows.
-        """
-        _check_strategy(strategy)
-        rows = np.asarray(rows, dtype=np.int64)
-        rng = rng if rng is not None else np.random.default_rng()
-        c = self._count[rows]
-        if strategy == "same-image":
-            return rows.copy()
-        if strategy == "nearest":
-            return self._nearest[rows]
-        if strategy == "farthest":
-            return self._farthest[rows]
-        u = rng.random(len(rows))
-        j = (u * np.maximum(c - 1, 1)).astype(np.int64)
-        j += j >= self._rank[rows]
-        out = np.where(c > 1, self._order[np.minimum(self._start[rows] + j, len(self._order) - 1)], rows)
-        if strategy == "other-season":
-            size = self._season_size[rows]
-            m = c - size
-            js = (u * np.maximum(m, 1)).astype(np.int64)
-            js += np.where(js >= self._season_off[rows], size, 0)
-            other = self._season_order[np.minimum(self._start[rows] + js, len(self._order) - 1)]
-            out = np.where((m > 0) & (c > 1), other, out)
-        return out.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- images
@@ -365,7 +122,7 @@ class _ImageReader:
         path = self.paths[row]
         try:
             return open_rgb(path)  # full decode (truncation shows here); 16-bit rescaled; size capped
-        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
             reason = f"{type(exc).__name__}: {exc}"
             if self.policy == "fail":
                 raise BadImageError(
@@ -401,8 +158,10 @@ class _ImageReader:
 
 
 class _TensorImages:
-    """Images already decoded into one uint8 tensor ``(N, 3, H, W)`` (see :func:`decode_images`):
-    the same interface as :class:`_ImageReader`, without any file access."""
+    """Images already decoded into one uint8 tensor ``(N, 3, H, W)`` (see :func:`decode_images`).
+
+    The same interface as :class:`_ImageReader`, without any file access.
+    """
 
     def __init__(self, images: torch.Tensor, n_rows: int) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[0] != n_rows:
@@ -450,13 +209,12 @@ def decode_images(
         ValueError: the images would need more than ``max_bytes`` of memory.
         BadImageError: an unreadable image under ``"fail"``.
     """
-    from tqdm.auto import tqdm
-
     need = len(df) * 3 * size * size
     if need > max_bytes:
         raise ValueError(
             f"preloading {len(df)} images at {size} px needs {need / 2**30:.1f} GiB of memory (limit "
-            f"{max_bytes / 2**30:.1f} GiB); train without preload (preload=False, no --preload), which reads images as it goes."
+            f"{max_bytes / 2**30:.1f} GiB); train without preload (preload=False, no --preload), "
+            "which reads images as it goes."
         )
     reader = _ImageReader(df, on_bad_image)
     out = torch.empty((len(df), 3, size, size), dtype=torch.uint8)
@@ -481,7 +239,7 @@ class _ManifestDataset(Dataset):
         seed: int,
         images: torch.Tensor | None = None,
     ) -> None:
-        _need_columns(df, ("path", "label"), type(self).__name__)
+        need_columns(df, ("path", "label"), type(self).__name__)
         self.classes = list(classes) if classes is not None else label_names(df)
         lookup = {name: k for k, name in enumerate(self.classes)}
         unknown = sorted(set(df["label"].astype(str)) - set(lookup))
@@ -559,7 +317,7 @@ def _identity(x: Any) -> Any:
 
 
 class ImageDataset(_ManifestDataset):
-    """One view per image: ``(image, label, index)`` (features, linear probe, supervised).
+    """One view per image: ``{"query", "label", "geo_cluster", "index"}`` (features, linear probe, supervised).
 
     Args:
         df: manifest rows (e.g. one split); ``path`` absolute or relative to the cwd.
@@ -572,8 +330,9 @@ class ImageDataset(_ManifestDataset):
             uint8 tensors passed through ``transform`` (default: unchanged), and no file is read.
 
     Returns (per item):
-        ``(image, label, index)``: ``index`` is the row actually read (differs from the
-        requested one only when a bad image was substituted).
+        ``{"query": image, "label", "geo_cluster", "index"}`` (the batch dict of the training loop):
+        ``geo_cluster`` is -1 without a ``geo_cluster`` column; ``index`` is the row actually read
+        (differs from the requested one only when a bad image was substituted).
     """
 
     def __init__(
@@ -584,13 +343,12 @@ class ImageDataset(_ManifestDataset):
         classes: Sequence[str] | None = None,
         images: torch.Tensor | None = None,
     ) -> None:
-        from geolab.transforms import eval_transform
-
         super().__init__(df, transform, eval_transform, on_bad_image, classes, seed=0, images=images)
 
-    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         row, img = self._images.readable(int(index))
-        return self.transform(img), int(self.labels[row]), row
+        return {"query": self.transform(img), "label": int(self.labels[row]),
+                "geo_cluster": int(self.geo_clusters[row]), "index": row}
 
 
 class TemporalPairDataset(_ManifestDataset):
@@ -622,7 +380,8 @@ class TemporalPairDataset(_ManifestDataset):
             a batch at a time (:class:`geolab.transforms.BatchMoCoV2View`).
 
     Returns (per item):
-        ``(query_view, key_view, geo_cluster, label, index)``; ``index`` is the query's row.
+        ``{"query": query view, "key": key view, "geo_cluster", "label", "index"}`` (the batch dict
+        of the training loop); ``index`` is the query's row.
     """
 
     def __init__(
@@ -635,9 +394,7 @@ class TemporalPairDataset(_ManifestDataset):
         classes: Sequence[str] | None = None,
         images: torch.Tensor | None = None,
     ) -> None:
-        from geolab.transforms import moco_v2_view
-
-        self.strategy = _check_strategy(strategy)
+        self.strategy = check_strategy(strategy)
         super().__init__(df, transform, moco_v2_view, on_bad_image, classes, seed=seed, images=images)
         self.index = LocationIndex(df)
 
@@ -650,10 +407,11 @@ class TemporalPairDataset(_ManifestDataset):
         """The key row drawn for query row ``index`` in the current epoch (no image read)."""
         return self.index.draw(int(index), self.strategy, self._uniform(index))
 
-    def __getitem__(self, index: int) -> tuple[Any, Any, int, int, int]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         row, query = self._images.readable(int(index))
         key_row = self.index.draw(row, self.strategy, self._uniform(row))
         key = query if key_row == row else self._images.load(key_row)
         if key is None:  # unreadable key under "skip": fall back to a same-image positive
             key = query
-        return self.transform(query), self.transform(key), int(self.geo_clusters[row]), int(self.labels[row]), row
+        return {"query": self.transform(query), "key": self.transform(key), "geo_cluster": int(self.geo_clusters[row]),
+                "label": int(self.labels[row]), "index": row}

@@ -29,12 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
+from tqdm.auto import tqdm
 
-from geolab.config import ProbeConfig
+from geolab.config import PROBE_C_GRID, ProbeConfig
+from geolab.datasets import ImageDataset, label_names
 from geolab.distributed import resolve_device
+from geolab.manifest import load_manifest, scoring_split, select_split
+from geolab.transforms import eval_transform, supervised_transform
+from geolab.weights import load_weights
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -56,13 +66,11 @@ def load_backbone(checkpoint: str | os.PathLike, arch: str | None = None) -> nn.
 
     Raises:
         FileNotFoundError: no such file.
-        geolab.train.CheckpointError: a geolab checkpoint whose weights do not fit (names the keys),
+        geolab.checkpoints.CheckpointError: a geolab checkpoint whose weights do not fit (names the keys),
             a newer geolab's checkpoint, an unreadable file; :class:`geolab.weights.WeightsError`
             (a subclass) for a state dict that fits no architecture or not ``arch``.
         geolab.sources.official.OfficialCheckpointError: an official one that does not fit.
     """
-    from geolab.weights import load_weights
-
     return load_weights(checkpoint, arch)
 
 
@@ -94,11 +102,6 @@ def extract_features(
     Returns:
         ``(features float32 (N, D), labels int64 (N,))``.
     """
-    from tqdm.auto import tqdm
-
-    from geolab.datasets import ImageDataset, label_names
-    from geolab.transforms import eval_transform
-
     dev = resolve_device(device, local_rank=None)
     classes = classes if classes is not None else label_names(df)
     ds = ImageDataset(df.reset_index(drop=True), transform=eval_transform(image_size), classes=classes)
@@ -110,8 +113,8 @@ def extract_features(
     feats: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     try:
-        for images, label, _index in tqdm(loader, desc="features", disable=not progress, leave=False):
-            images = images.to(dev, non_blocking=True)
+        for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
+            images, label = batch["query"].to(dev, non_blocking=True), batch["label"]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 f = backbone(images)
             feats.append(f.float().cpu().numpy())
@@ -127,7 +130,6 @@ def extract_features(
 
 # ----------------------------------------------------------------------------- classifiers
 def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
 
     return {
         "top1": float(accuracy_score(y_true, y_pred)),
@@ -151,8 +153,10 @@ def linear_probe(
     """Linear classifier on frozen features (the paper's protocol); top-1 and macro-F1 on test.
 
     Args:
-        train_x, train_y: features (N, D) and label indices of the training split.
-        test_x, test_y: the same for the scored split.
+        train_x: features (N, D) of the training split.
+        train_y: their label indices.
+        test_x: features of the scored split.
+        test_y: their label indices.
         backend: ``"sklearn"`` (LogisticRegression on standardised features; default, see the
             module docstring for why) or ``"torch"`` (Adam on cached features, for big sets).
         C: inverse L2 strength (sklearn); the torch backend uses weight decay ``1 / (C * N)``.
@@ -171,10 +175,6 @@ def linear_probe(
     if len(np.unique(train_y)) < 2:
         raise ValueError("the linear probe needs at least two classes in the training split.")
     if backend == "sklearn":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
         clf.fit(train_x, train_y)
         pred = clf.predict(test_x)
@@ -231,8 +231,10 @@ def knn(
     ``exp(sim / temperature)``; the class with the largest total wins.
 
     Args:
-        bank_x, bank_y: features and labels of the bank (the training split).
-        query_x, query_y: features and labels to classify.
+        bank_x: features of the bank (the training split).
+        bank_y: their labels.
+        query_x: features to classify.
+        query_y: their labels.
         k: neighbours (20).
         temperature: vote temperature (0.07).
         chunk: queries per similarity block (memory bound).
@@ -286,10 +288,13 @@ def fine_tune(
 
     Args:
         backbone: a pre-trained backbone (:func:`load_backbone`), ``feature_dim`` attribute.
-        train_df, test_df: manifest rows to train on and score.
+        train_df: manifest rows to train on.
+        test_df: manifest rows to score.
         image_size: crop size.
         classes: class order (default: labels of both tables).
-        epochs, lr, batch_size: SGD settings (momentum 0.9, weight decay 1e-4).
+        epochs: SGD epochs (momentum 0.9, weight decay 1e-4).
+        lr: SGD learning rate.
+        batch_size: SGD batch size.
         num_workers: DataLoader workers.
         device: ``None``/``"auto"``: CUDA when available.
         seed: seeds initialisation and sampling.
@@ -298,12 +303,6 @@ def fine_tune(
     Returns:
         ``{"top1", "f1"}`` on ``test_df``.
     """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from geolab.datasets import ImageDataset, label_names
-    from geolab.transforms import supervised_transform
-
     dev = resolve_device(device, local_rank=None)
     classes = classes or label_names(pd.concat([train_df, test_df]))
     torch.manual_seed(seed)
@@ -317,8 +316,8 @@ def fine_tune(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * len(loader)))
     net.train()
     for _ in tqdm(range(epochs), desc="fine-tune", disable=not progress, leave=False):
-        for images, label, _index in loader:
-            loss = F.cross_entropy(net(images.to(dev)), label.to(dev))
+        for batch in loader:
+            loss = F.cross_entropy(net(batch["query"].to(dev)), batch["label"].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -329,9 +328,10 @@ def fine_tune(
 
 # ----------------------------------------------------------------------------- one call
 def _check_eval_splits(train, test, cfg: ProbeConfig, test_split: str, linear: bool) -> None:
-    """Before any feature is extracted: the probe needs two training classes, and a scored class
-    that the training split lacks could never be predicted (its images would silently count
-    as errors).
+    """Before any feature is extracted.
+
+    The probe needs two training classes, and a scored class that the training split lacks could never be predicted
+    (its images would silently count as errors).
 
     Raises:
         ValueError: naming the splits, the classes and what to do.
@@ -368,9 +368,8 @@ def select_probe_C(
 
     Fits :func:`linear_probe` on the training features once per ``C`` in ``grid`` (default
     :data:`geolab.config.PROBE_C_GRID`) and scores val; a tie goes to the stronger
-    regularisation (the smaller C). Returns ``(C, {str(C): val top-1})``."""
-    from geolab.config import PROBE_C_GRID
-
+    regularisation (the smaller C). Returns ``(C, {str(C): val top-1})``.
+    """
     scores = {}
     best_C, best = None, -1.0
     for C in sorted(grid or PROBE_C_GRID):
@@ -382,8 +381,11 @@ def select_probe_C(
 
 
 def _probe_C(C, backbone, df, train, test_split, tx, ty, image_size, common, backend, seed):
-    """``(C, val search or None)``: ``C`` when given, else :func:`select_probe_C` on the val
-    split; 1.0 when val is the scored split or absent (nothing else to choose on)."""
+    """``(C, val search or None)``.
+
+    ``C`` when given, else :func:`select_probe_C` on the val split; 1.0 when val is the scored split or absent
+    (nothing else to choose on).
+    """
     if C is not None:
         return C, None
     val = df[df["split"] == "val"] if test_split != "val" else df.iloc[:0]
@@ -393,7 +395,9 @@ def _probe_C(C, backbone, df, train, test_split, tx, ty, image_size, common, bac
     return select_probe_C(tx, ty, sx, sy, backend=backend, seed=seed)
 
 
-def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = True, progress: bool = True) -> dict[str, Any]:
+def evaluate_checkpoint(
+    cfg: ProbeConfig, linear: bool = True, knn_eval: bool = True, progress: bool = True
+) -> dict[str, Any]:
     """Linear probe and/or kNN of one checkpoint on one manifest (``geolab probe`` / ``knn``).
 
     Features of ``cfg.train_split`` fit the probe (and are the kNN bank); ``cfg.test_split``
@@ -409,20 +413,17 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
         A JSON-ready dict: checkpoint, method, arch, image_size, splits and sizes, and
         ``linear_probe`` ``{"top1", "f1"}`` and/or ``knn`` ``{"top1", "k"}``.
     """
-    from geolab.datasets import label_names
-    from geolab.manifest import load_manifest, select_split
-
     backbone = load_backbone(cfg.checkpoint, cfg.arch)
     meta = backbone.geolab_meta
     image_size = int(cfg.image_size or meta.get("image_size") or 224)
     df = load_manifest(cfg.manifest)
-    test_split = cfg.test_split
-    if not (df["split"] == test_split).any() and (df["split"] == "val").any():
-        test_split = "val"
+    test_split = scoring_split(df, cfg.test_split)
     train, test = select_split(df, cfg.train_split), select_split(df, test_split)
     _check_eval_splits(train, test, cfg, test_split, linear)
     classes = label_names(df)
-    common = dict(classes=classes, batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device, progress=progress)
+    common = dict(
+        classes=classes, batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device, progress=progress
+    )
     tx, ty = extract_features(backbone, train, image_size, **common)
     vx, vy = extract_features(backbone, test, image_size, **common)
     result: dict[str, Any] = {
@@ -441,13 +442,14 @@ def evaluate_checkpoint(cfg: ProbeConfig, linear: bool = True, knn_eval: bool = 
     }
     # Images of one place are correlated, so the test set's sampling error is over locations:
     # keep each method's hits per test location (in one fixed order) for a bootstrap over
-    # locations (geolab.experiment.bootstrap_interval).
+    # locations (geolab.course.stats.bootstrap_interval).
     locations, loc_index = np.unique(test["location_id"].astype(str).to_numpy(), return_inverse=True)
     result["test_locations"] = len(locations)
     result["test_location_images"] = np.bincount(loc_index, minlength=len(locations)).tolist()
 
     def hits(pred: np.ndarray) -> list[int]:
-        return np.bincount(loc_index, weights=(pred == vy).astype(np.float64), minlength=len(locations)).astype(int).tolist()
+        hits = np.bincount(loc_index, weights=(pred == vy).astype(np.float64), minlength=len(locations))
+        return hits.astype(int).tolist()
 
     if linear:
         C, search = _probe_C(cfg.C, backbone, df, train, test_split, tx, ty, image_size, common, cfg.backend, cfg.seed)
@@ -491,7 +493,10 @@ def probe_weights(
         arch: for official files and state dicts (default: each file's own or inferred).
         test_split: scored split (default ``test``, else ``val``).
         k: kNN neighbours.
-        batch_size, num_workers, device, progress: feature extraction.
+        batch_size: feature extraction's batch size.
+        num_workers: feature extraction's DataLoader workers.
+        device: feature extraction's device.
+        progress: feature extraction's tqdm bars.
         seed: seeds the probe.
 
     Returns:
@@ -499,11 +504,7 @@ def probe_weights(
         state-dict, geolab-export), ``arch``, ``method``, ``epoch``, ``probe_top1``,
         ``probe_f1``, ``knn_top1`` (fractions), ``test_images``.
     """
-    import pandas as pd
-
-    from geolab.datasets import label_names
-
-    test_split = test_split or ("test" if (df["split"] == "test").any() else "val")
+    test_split = scoring_split(df, test_split)
     train, test = df[df["split"] == "train"], df[df["split"] == test_split]
     classes = label_names(df)
     common = dict(classes=classes, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress)

@@ -1,5 +1,7 @@
-"""The model: a ResNet query encoder, lightly's MoCo projection head, a momentum key encoder
-and an optional geo head (Ayush et al. 2021, Sec. 3; He et al. 2020; Chen et al. 2020).
+"""The model.
+
+A ResNet query encoder, lightly's MoCo projection head, a momentum key encoder and an optional geo head (Ayush et
+al. 2021, Sec. 3; He et al. 2020; Chen et al. 2020).
 
 Read it like MoCo's ``builder.py``:
 
@@ -15,7 +17,7 @@ Read it like MoCo's ``builder.py``:
   :func:`build_contrastive_loss`.
 
 The total loss of ``moco-*-geo`` is ``alpha * InfoNCE(q, k) + beta * CE(g(q), cluster)``
-(see :func:`geolab.train.compute_loss`).
+(see :func:`compute_loss`): each method's model (:func:`build_model`) and loss sit here together.
 
 **MoCo's BatchNorm leak.** With plain BatchNorm the query and its positive key are normalised
 with statistics of the *same* set of samples, and the network can find the positive through
@@ -42,7 +44,7 @@ parameters and buffers exactly (checkpoints load into torchvision's ResNet and i
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +53,9 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
+
+from geolab.config import METHOD_PARTS, PretrainConfig
+
 
 class NarrowResNet(torchvision.models.ResNet):
     """torchvision's ResNet with other stage widths and, for small images, a small stem.
@@ -128,8 +133,9 @@ ARCHS: dict[str, tuple[Callable[..., nn.Module], int]] = {
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that, in training, normalises each of ``num_splits`` contiguous chunks of
-    the batch with that chunk's own statistics: one device behaving like ``num_splits`` GPUs.
+    """BatchNorm2d that, in training, normalises each of ``num_splits`` contiguous chunks of the batch on its own.
+
+    Each chunk uses its own statistics: one device behaving like ``num_splits`` GPUs.
 
     Parameters and buffers are those of :class:`torch.nn.BatchNorm2d` (same state-dict keys
     and shapes). Running statistics are updated once per chunk, in order. Works with
@@ -149,6 +155,7 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         self.num_splits = num_splits
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - torch's name
+        """Batch norm of ``input``, per chunk in training (see the class)."""
         if not self.training or self.num_splits == 1:
             return super().forward(input)
         n = input.shape[0]
@@ -167,6 +174,7 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         return torch.cat(chunks, dim=0)
 
     def extra_repr(self) -> str:
+        """BatchNorm2d's repr plus ``num_splits``."""
         return super().extra_repr() + f", num_splits={self.num_splits}"
 
 
@@ -274,8 +282,9 @@ class MoCoModel(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Backbone + linear classifier: the ``supervised`` baseline (categories) and ``geoloc``
-    (geo clusters as the only pretext labels).
+    """Backbone + linear classifier.
+
+    The ``supervised`` baseline (categories) and ``geoloc`` (geo clusters as the only pretext labels).
 
     Args:
         arch: backbone name.
@@ -290,10 +299,13 @@ class Classifier(nn.Module):
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits of a batch of images."""
         return self.classifier(self.backbone(x))
 
 
-def build_contrastive_loss(temperature: float, queue_size: int, dim: int = 128, distributed: bool = False) -> NTXentLoss:
+def build_contrastive_loss(
+    temperature: float, queue_size: int, dim: int = 128, distributed: bool = False
+) -> NTXentLoss:
     """InfoNCE with a memory bank (the MoCo queue) from lightly.
 
     ``NTXentLoss(temperature, memory_bank_size=(queue_size, dim))``: logits are
@@ -314,7 +326,8 @@ def build_contrastive_loss(temperature: float, queue_size: int, dim: int = 128, 
 
 def memory_bank_state(loss: NTXentLoss) -> dict[str, Tensor]:
     """The memory bank's keys and pointer as plain tensors (for a checkpoint)."""
-    return {"bank": loss.memory_bank.bank.detach().cpu().clone(), "ptr": loss.memory_bank.bank_ptr.detach().cpu().clone()}
+    bank = loss.memory_bank
+    return {"bank": bank.bank.detach().cpu().clone(), "ptr": bank.bank_ptr.detach().cpu().clone()}
 
 
 def load_memory_bank_state(loss: NTXentLoss, state: dict[str, Tensor]) -> None:
@@ -332,3 +345,81 @@ def load_memory_bank_state(loss: NTXentLoss, state: dict[str, Tensor]) -> None:
     with torch.no_grad():
         bank.copy_(state["bank"].to(bank.device))
         loss.memory_bank.bank_ptr.copy_(state["ptr"].to(bank.device))
+
+
+# ----------------------------------------------------------------------------- one method: model and loss
+def auto_bn_splits(per_rank_batch: int, world_size: int) -> int:
+    """BN splits used when ``bn_splits=0``.
+
+    1 under DDP (each rank is a split), else the largest of 8, 4, 2 that divides the batch with at
+    least 4 images per split (MoCo: 8 GPUs x 32).
+    """
+    if world_size > 1:
+        return 1
+    for s in (8, 4, 2):
+        if per_rank_batch % s == 0 and per_rank_batch // s >= 4:
+            return s
+    return 1
+
+
+def build_model(cfg: PretrainConfig, num_classes: int, bn_splits: int) -> nn.Module:
+    """The model of ``cfg.method``: a :class:`MoCoModel` (with a geo head for the geo methods) or a :class:`Classifier`.
+
+    Args:
+        cfg: the run's configuration (method, arch, proj_dim, geo_k).
+        num_classes: category labels (the supervised classifier's outputs).
+        bn_splits: split BatchNorm of the MoCo encoders (see :class:`SplitBatchNorm2d`).
+
+    Returns:
+        The model, on the CPU.
+    """
+    method = METHOD_PARTS[cfg.method]
+    if method.contrastive:
+        return MoCoModel(cfg.arch, proj_dim=cfg.proj_dim, geo_k=cfg.geo_k if method.geo else 0, bn_splits=bn_splits)
+    n = num_classes if method.labels else cfg.geo_k
+    return Classifier(cfg.arch, n, bn_splits=1)
+
+
+def compute_loss(
+    cfg: PretrainConfig,
+    model: nn.Module,
+    criterion: nn.Module | None,
+    batch: dict[str, Tensor],
+    distributed: bool = False,
+) -> tuple[Tensor, dict[str, float]]:
+    """Loss of one batch for any method.
+
+    Args:
+        cfg: the run's configuration (method, alpha, beta).
+        model: :class:`MoCoModel` or :class:`Classifier`, possibly wrapped in DDP.
+        criterion: the memory-bank InfoNCE (:func:`build_contrastive_loss`) for
+            MoCo methods, else ``None``.
+        batch: ``query``, ``key``, ``geo_cluster``, ``label`` tensors on the device (``key``
+            only for MoCo methods).
+        distributed: shuffle keys across ranks (DDP).
+
+    Returns:
+        ``(loss, parts)`` where ``parts`` has ``loss`` and, where they apply,
+        ``contrastive`` and ``geo`` (floats).
+    """
+    method = METHOD_PARTS[cfg.method]
+    amp = bool(cfg.amp) if cfg.amp is not None else batch["query"].device.type == "cuda"  # explicit True: CPU too
+    autocast = torch.autocast(batch["query"].device.type, dtype=torch.bfloat16, enabled=amp)
+    parts: dict[str, float] = {}
+    if method.contrastive:
+        with autocast:
+            q, k, geo = model(batch["query"], batch["key"], distributed=distributed)
+        contrastive = criterion(q.float(), k.float())
+        loss = cfg.alpha * contrastive
+        parts["contrastive"] = float(contrastive.detach())
+        if geo is not None:
+            geo_loss = F.cross_entropy(geo.float(), batch["geo_cluster"])
+            loss = loss + cfg.beta * geo_loss
+            parts["geo"] = float(geo_loss.detach())
+    else:
+        with autocast:
+            logits = model(batch["query"])
+        target = batch["label"] if method.labels else batch["geo_cluster"]
+        loss = F.cross_entropy(logits.float(), target)
+    parts["loss"] = float(loss.detach())
+    return loss, parts

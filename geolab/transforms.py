@@ -87,8 +87,9 @@ def _blur_kernel(input_size: int) -> int:
 
 
 class BatchMoCoV2View(nn.Module):
-    """MoCo-v2's view, applied to a whole batch of uint8 tensors at once, each image with its
-    own random parameters (kornia's augmentations).
+    """MoCo-v2's view, applied to a whole batch of uint8 tensors at once.
+
+    Each image gets its own random parameters (kornia's augmentations).
 
     The same recipe as :func:`moco_v2_view` (random resized crop 0.2-1, colour jitter
     0.4/0.4/0.4/0.1 with p=0.8, grayscale p=0.2, Gaussian blur p=0.5 with sigma 0.1-2,
@@ -110,7 +111,7 @@ class BatchMoCoV2View(nn.Module):
 
     def __init__(self, input_size: int = PAPER_INPUT_SIZE, min_scale: float = 0.2, cj_strength: float = 1.0) -> None:
         super().__init__()
-        import kornia.augmentation as K
+        import kornia.augmentation as K  # noqa: PLC0415 - start-up cost (~0.4 s): only preloaded runs need kornia
 
         s = cj_strength
         self.augment = nn.Sequential(
@@ -124,16 +125,19 @@ class BatchMoCoV2View(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
+        """Augment and normalise a uint8 batch ``(N, 3, H, W)``."""
         return self.normalize(self.augment(images.float().div_(255)))
 
 
 class BatchSupervisedView(nn.Module):
-    """:func:`supervised_transform` (random resized crop 0.2-1, flip, normalisation) on a
-    batch of uint8 tensors, each image with its own crop (kornia)."""
+    """:func:`supervised_transform` (random resized crop 0.2-1, flip, normalisation) on a batch of uint8 tensors.
+
+    Each image gets its own crop (kornia).
+    """
 
     def __init__(self, input_size: int = PAPER_INPUT_SIZE) -> None:
         super().__init__()
-        import kornia.augmentation as K
+        import kornia.augmentation as K  # noqa: PLC0415 - start-up cost (~0.4 s): only preloaded runs need kornia
 
         self.augment = nn.Sequential(
             K.RandomResizedCrop((input_size, input_size), scale=(0.2, 1.0)), K.RandomHorizontalFlip()
@@ -142,6 +146,7 @@ class BatchSupervisedView(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
+        """Augment and normalise a uint8 batch ``(N, 3, H, W)``."""
         return self.normalize(self.augment(images.float().div_(255)))
 
 

@@ -35,10 +35,11 @@ import torch
 from torch import Tensor, nn
 
 from geolab import __version__
+from geolab.checkpoints import CheckpointError, check_checkpoint, load_state_dict_checked, read_checkpoint_file
 from geolab.io import atomic_torch_save, atomic_write_json
 from geolab.models import ARCHS, make_backbone
 from geolab.sources.official import QUERY_PREFIX, backbone_from_official, official_query_state
-from geolab.train import CheckpointError, check_checkpoint, load_state_dict_checked, read_checkpoint_file
+from geolab.transforms import IMAGENET_NORMALIZE
 
 #: Prefixes stripped from bare state-dict keys (DDP's ``module.``, lightly/Lightning's
 #: ``backbone.``, ``encoder.`` of many SSL repositories), in any order and combination.
@@ -93,7 +94,9 @@ def weights_kind(obj: Any, source: str = "<weights>") -> str:
     )
 
 
-def clean_state_dict(state: dict[str, Tensor], source: str = "<weights>") -> tuple[dict[str, Tensor], dict[str, list[str]]]:
+def clean_state_dict(
+    state: dict[str, Tensor], source: str = "<weights>"
+) -> tuple[dict[str, Tensor], dict[str, list[str]]]:
     """A bare state dict in torchvision's backbone layout: prefixes stripped, ``fc.*`` dropped.
 
     Args:
@@ -128,7 +131,7 @@ def clean_state_dict(state: dict[str, Tensor], source: str = "<weights>") -> tup
     return out, {"stripped": sorted(stripped), "dropped": dropped}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _arch_shapes(arch: str) -> dict[str, tuple[int, ...]]:
     """Key -> shape of ``make_backbone(arch)``, built on the meta device (no memory, no init cost)."""
     try:
@@ -153,8 +156,9 @@ def _mismatch(state: dict[str, Tensor], arch: str) -> tuple[list[str], list[str]
 
 
 def infer_arch(state: dict[str, Tensor], source: str = "<weights>") -> str:
-    """The architecture of :data:`geolab.models.ARCHS` whose backbone has exactly these keys and
-    shapes (block counts and widths tell ResNet-18, -34, -50 and narrower encoders apart).
+    """The architecture of :data:`geolab.models.ARCHS` whose backbone has exactly these keys and shapes.
+
+    Block counts and widths tell ResNet-18, -34, -50 and narrower encoders apart.
 
     Args:
         state: a cleaned backbone state dict (:func:`clean_state_dict`).
@@ -183,7 +187,9 @@ def infer_arch(state: dict[str, Tensor], source: str = "<weights>") -> str:
 def _describe(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
     return "; ".join(
         f"{len(keys)} {what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("with other shapes (file vs model)", shapes))
+        for what, keys in (
+            ("missing", missing), ("unexpected", unexpected), ("with other shapes (file vs model)", shapes)
+        )
         if keys
     )
 
@@ -191,7 +197,7 @@ def _describe(missing: list[str], unexpected: list[str], shapes: list[str]) -> s
 def backbone_from_state_dict(
     state: dict[str, Tensor], arch: str | None = None, source: str = "<weights>"
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """geolab's backbone (``fc = Identity``) with the weights of a bare ResNet state dict.
+    """Geolab's backbone (``fc = Identity``) with the weights of a bare ResNet state dict.
 
     Args:
         state: tensors in torchvision/timm ResNet layout (prefixes and ``fc.*`` allowed).
@@ -265,7 +271,7 @@ def load_weights(path: str | os.PathLike, arch: str | None = None) -> nn.Module:
 
     Raises:
         FileNotFoundError: no such file.
-        geolab.train.CheckpointError: unreadable file; a geolab checkpoint that does not fit or is
+        geolab.checkpoints.CheckpointError: unreadable file; a geolab checkpoint that does not fit or is
             newer than this geolab (:class:`WeightsError`, a subclass, for bare state dicts).
         geolab.sources.official.OfficialCheckpointError: an official file that does not fit.
     """
@@ -329,17 +335,19 @@ def _sha256(path: Path) -> str:
 
 
 def _normalisation() -> dict[str, Any]:
-    from lightly.transforms.utils import IMAGENET_NORMALIZE
-
     return {
         "scale": "RGB pixel values / 255",
         "mean": [float(v) for v in IMAGENET_NORMALIZE["mean"]],
         "std": [float(v) for v in IMAGENET_NORMALIZE["std"]],
-        "resize": "geolab.transforms.eval_transform(image_size): short side to image_size / 0.875, centre crop image_size",
+        "resize": (
+            "geolab.transforms.eval_transform(image_size): short side to image_size / 0.875, centre crop image_size"
+        ),
     }
 
 
-def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike, arch: str | None = None) -> tuple[Path, Path]:
+def export_backbone(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, arch: str | None = None
+) -> tuple[Path, Path]:
     """Write the query backbone of ``checkpoint`` as a bare torchvision ResNet state dict.
 
     The file holds only the backbone's tensors (no ``fc``, no momentum encoder, optimizer or
@@ -379,7 +387,8 @@ def export_backbone(checkpoint: str | os.PathLike, out: str | os.PathLike, arch:
         "arch": meta["arch"],
         "feature_dim": int(backbone.feature_dim),
         "torchvision_model": (
-            f"torchvision.models.{factory.__name__}" if getattr(factory, "__module__", "").startswith("torchvision") else None
+            f"torchvision.models.{factory.__name__}"
+            if getattr(factory, "__module__", "").startswith("torchvision") else None
         ),
         "missing_in_torchvision_model": ["fc.weight", "fc.bias"],
         "method": meta.get("method"),

@@ -15,16 +15,8 @@ import torch
 from helpers import break_image, make_manifest
 from torch.utils.data import DataLoader
 
-from geolab.datasets import (
-    STRATEGIES,
-    BadImageError,
-    BadImageWarning,
-    ImageDataset,
-    LocationIndex,
-    TemporalPairDataset,
-    label_names,
-    season_of,
-)
+from geolab.datasets import BadImageError, BadImageWarning, ImageDataset, TemporalPairDataset, label_names
+from geolab.positives import STRATEGIES, LocationIndex, season_of
 from geolab.geo import add_geo_clusters
 from geolab.manifest import ManifestError, load_manifest
 from geolab.transforms import eval_transform, moco_v2_view
@@ -204,16 +196,18 @@ def _pixel_sums(df: pd.DataFrame) -> dict[int, int]:
 
 
 def test_pair_item_shapes_labels_and_geo_cluster(manifest: pd.DataFrame):
-    """Items are (query view, key view, geo cluster, label, index) with MoCo-v2 views at input_size;
+    """Items are ``{query, key, geo_cluster, label, index}`` with MoCo-v2 views at input_size;
     geo_cluster is -1 without the column and the fitted cluster with it."""
     ds = TemporalPairDataset(manifest, "any-other", moco_v2_view(24), seed=0)
-    q, k, g, label, i = ds[2]
+    item = ds[2]
+    assert set(item) == {"query", "key", "geo_cluster", "label", "index"}
+    q, k, g, label, i = (item[name] for name in ("query", "key", "geo_cluster", "label", "index"))
     assert q.shape == k.shape == (3, 24, 24) and q.dtype == torch.float32
     assert g == -1 and i == 2
     assert ds.classes == label_names(manifest) and label == ds.classes.index(manifest["label"].iat[2])
     with_geo = add_geo_clusters(manifest, k=2)
     ds2 = TemporalPairDataset(with_geo, "any-other", moco_v2_view(24))
-    assert ds2[2][2] == with_geo["geo_cluster"].iat[2]
+    assert ds2[2]["geo_cluster"] == with_geo["geo_cluster"].iat[2]
     assert ds2.singleton_share == pytest.approx(2 / len(manifest))
 
 
@@ -222,7 +216,8 @@ def test_pair_key_is_temporal_positive(manifest: pd.DataFrame):
     sums = _pixel_sums(manifest)
     ds = TemporalPairDataset(manifest, "any-other", _identity_transform, seed=0)
     for idx in range(len(ds)):
-        q, k, _, _, i = ds[idx]
+        item = ds[idx]
+        q, k, i = item["query"], item["key"], item["index"]
         qi, ki = sums[int(q)], sums[int(k)]
         assert qi == i == idx
         assert ki == ds.positive_row(idx)
@@ -230,7 +225,7 @@ def test_pair_key_is_temporal_positive(manifest: pd.DataFrame):
         if (manifest["location_id"] == manifest["location_id"].iat[qi]).sum() > 1:
             assert ki != qi
     same = TemporalPairDataset(manifest, "same-image", _identity_transform)
-    assert all(int(same[j][0]) == int(same[j][1]) for j in range(len(same)))
+    assert all(int(same[j]["query"]) == int(same[j]["key"]) for j in range(len(same)))
 
 
 def test_draws_reproducible_and_change_with_epoch(manifest: pd.DataFrame):
@@ -258,22 +253,24 @@ def test_workers_draw_the_same_pairs_as_the_main_process(manifest: pd.DataFrame)
         ds.set_epoch(epoch)
         expected = [ds.positive_row(i) for i in range(len(ds))]
         got = {}
-        for q, k, _, _, idx in loader:
-            for kk, ii in zip(k.tolist(), idx.tolist()):
+        for batch in loader:
+            for kk, ii in zip(batch["key"].tolist(), batch["index"].tolist()):
                 got[ii] = sums[kk]
         assert [got[i] for i in range(len(ds))] == expected
 
 
 def test_image_dataset(manifest: pd.DataFrame):
-    """ImageDataset gives (image, label, index) with the eval transform; classes fix the label order."""
+    """ImageDataset gives ``{query, label, geo_cluster, index}`` with the eval transform; classes fix the label order."""
     ds = ImageDataset(manifest, eval_transform(16))
-    x, y, i = ds[3]
+    item = ds[3]
+    assert set(item) == {"query", "label", "geo_cluster", "index"} and item["geo_cluster"] == -1
+    x, i = item["query"], item["index"]
     assert x.shape == (3, 16, 16) and i == 3
-    assert torch.equal(ds[3][0], x)  # deterministic
+    assert torch.equal(ds[3]["query"], x)  # deterministic
     classes = ["zzz"] + label_names(manifest)
     train = manifest[manifest["split"] == "train"].reset_index(drop=True)
     ds2 = ImageDataset(train, eval_transform(16), classes=classes)
-    assert ds2[0][1] == classes.index(train["label"].iat[0])
+    assert ds2[0]["label"] == classes.index(train["label"].iat[0])
 
 
 def test_transforms():
@@ -304,12 +301,13 @@ def test_skip_bad_image(manifest: pd.DataFrame, how: str):
     break_image(manifest["path"].iat[4], how)
     ds = TemporalPairDataset(manifest, "same-image", _identity_transform, on_bad_image="skip")
     with pytest.warns(BadImageWarning, match=f"{manifest['path'].iat[4]}.*row 4"):
-        q, _, _, label, i = ds[4]
+        item = ds[4]
+    q, label, i = item["query"], item["label"], item["index"]
     assert i == 5 and sums[int(q)] == 5 and label == ds.labels[5]
     assert ds.bad_images == 1 and ds.bad_image_rows == [4]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning for the same path
-        assert ds[4][4] == 5
+        assert ds[4]["index"] == 5
     assert ds.bad_images == 1
 
 
@@ -319,7 +317,8 @@ def test_skip_bad_key_falls_back_to_query(manifest: pd.DataFrame):
     i = next(i for i in range(len(ds)) if ds.positive_row(i) != i)
     break_image(manifest["path"].iat[ds.positive_row(i)], "garbage")
     with pytest.warns(BadImageWarning):
-        q, k, *_ = ds[i]
+        item = ds[i]
+    q, k = item["query"], item["key"]
     assert int(q) == int(k) and ds.bad_images == 1
 
 
@@ -346,7 +345,7 @@ def test_bad_images_in_workers(manifest: pd.DataFrame):
     skip = ImageDataset(manifest, eval_transform(16), on_bad_image="skip")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BadImageWarning)
-        n = sum(len(b[2]) for b in DataLoader(skip, batch_size=4, num_workers=1))
+        n = sum(len(b["index"]) for b in DataLoader(skip, batch_size=4, num_workers=1))
     assert n == len(manifest) and skip.bad_images == 1
 
 

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 
 from geolab.config import PretrainConfig
 from geolab.models import MoCoModel, build_contrastive_loss, load_memory_bank_state, memory_bank_state
-from geolab.train import DistContext, DistributedError, compute_loss, ddp_guard, load_checkpoint
+from geolab.checkpoints import load_checkpoint
+from geolab.distributed import DistContext, DistributedError, ddp_guard
+from geolab.models import compute_loss
 
 REPO = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH, QUEUE, GEO_K = 8, 16, 3

@@ -16,7 +16,8 @@ from geolab.config import ProbeConfig
 from geolab.evaluate import evaluate_checkpoint, extract_features, fine_tune, knn, linear_probe, load_backbone
 from geolab.manifest import load_manifest, select_split
 from geolab.sources.official import OfficialCheckpointError, load_official_backbone
-from geolab.train import CheckpointError, pretrain
+from geolab.checkpoints import CheckpointError
+from geolab.train import pretrain
 
 
 @pytest.fixture(autouse=True)

@@ -128,7 +128,7 @@ def test_checkpoint_write_killed_half_way_keeps_previous_checkpoint(tmp_path: Pa
     script = textwrap.dedent(
         f"""
         import io, sys, time, torch
-        from geolab.train import save_checkpoint
+        from geolab.checkpoints import save_checkpoint
         path = {str(path)!r}
         save_checkpoint(path, {{"format": "geolab-checkpoint", "format_version": 1, "geolab_version": "0.0.1",
                                "epoch": 1, "w": torch.arange(100000.0)}})

@@ -3,9 +3,9 @@
 Narrow encoders (``resnet18-w16``, ``resnet18-w32``), images decoded once into memory
 (:func:`geolab.datasets.decode_images`) and augmented a batch at a time
 (:class:`geolab.transforms.BatchMoCoV2View`), ``PretrainConfig(preload=True)``, the random-init
-baseline (:func:`geolab.train.save_random_init`), a sanity check that the contrastive engine
+baseline (:func:`geolab.checkpoints.save_random_init`), a sanity check that the contrastive engine
 learns at all, and the bootstrap intervals behind every comparison of methods
-(:mod:`geolab.experiment`). Tiny, seeded data made in code; one intra-op thread.
+(:mod:`geolab.course.experiment`). Tiny, seeded data made in code; one intra-op thread.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import geolab.train as train_mod
 from geolab.config import RANDOM_INIT, PretrainConfig
 from geolab.datasets import BadImageWarning, ImageDataset, TemporalPairDataset, decode_images
 from geolab.evaluate import load_backbone
-from geolab.experiment import run_experiment
+from geolab.course.experiment import run_experiment
 from geolab.models import ARCHS, MoCoModel, NarrowResNet, build_contrastive_loss, make_backbone
-from geolab.train import (
-    auto_bn_splits, build_model, compute_loss, load_checkpoint, prepare_data, pretrain, save_random_init, seed_everything,
-)
+from geolab.checkpoints import load_checkpoint, save_random_init
+from geolab.distributed import seed_everything
+from geolab.models import auto_bn_splits, build_model, compute_loss
+from geolab.train import prepare_data, pretrain
 from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, _Normalize
 from tests.helpers import break_image, manifest_rows
 
@@ -175,12 +176,14 @@ def test_datasets_over_preloaded_images_read_no_file(tmp_path: Path, monkeypatch
     monkeypatch.setattr(PIL.Image, "open", no_files)
     single = ImageDataset(df, images=images)
     for i in range(len(df)):
-        img, label, row = single[i]
+        item = single[i]
+        img, label, row = item["query"], item["label"], item["index"]
         assert img.dtype == torch.uint8 and torch.equal(img, images[i]) and row == i
         assert label == single.labels[i]
     pairs = TemporalPairDataset(df, images=images, seed=0)
     for i in range(len(df)):
-        query, key, _geo, _label, row = pairs[i]
+        item = pairs[i]
+        query, key, row = item["query"], item["key"], item["index"]
         assert query.dtype == key.dtype == torch.uint8 and torch.equal(query, images[i]) and row == i
         assert torch.equal(key, images[pairs.positive_row(i)])
         assert df["location_id"].iloc[pairs.positive_row(i)] == df["location_id"].iloc[i]
@@ -382,8 +385,8 @@ def test_random_init_is_the_backbone_pretraining_starts_from(data: Path, tmp_pat
 
     seen = {}
 
-    def capture(cfg, ctx, model, raw_model, *args, **kwargs):
-        seen.update({k: v.detach().clone() for k, v in raw_model.backbone.state_dict().items()})
+    def capture(run, *args, **kwargs):
+        seen.update({k: v.detach().clone() for k, v in run.raw_model.backbone.state_dict().items()})
         raise _Stop
 
     monkeypatch.setattr(train_mod, "_train_epoch", capture)
@@ -461,7 +464,7 @@ def _hit_records(method: str, p: float | np.ndarray, locations: int = 40, per_lo
 def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_locations():
     """The 95% interval brackets the measured accuracy, and with ten times more test locations
     it is clearly narrower (about 1/sqrt(10)); the metric chooses probe or kNN hits."""
-    from geolab.experiment import bootstrap_interval
+    from geolab.course.stats import bootstrap_interval
 
     few, many = _hit_records("a", 0.6, locations=40), _hit_records("a", 0.6, locations=400)
     lo, hi = bootstrap_interval(few, "a")
@@ -477,7 +480,7 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_locations():
 def test_bootstrap_interval_resamples_seeds():
     """Seeds that disagree widen the interval beyond the test set's sampling error of one seed;
     the interval is reproducible (seeded)."""
-    from geolab.experiment import bootstrap_interval
+    from geolab.course.stats import bootstrap_interval
 
     one = _hit_records("a", 0.6, seeds=(0,))
     spread = one + _hit_records("a", 0.3, seeds=(1,), rng_seed=1) + _hit_records("a", 0.9, seeds=(2,), rng_seed=2)
@@ -489,7 +492,7 @@ def test_bootstrap_interval_resamples_seeds():
 
 def test_bootstrap_needs_per_location_hits():
     """Records without hits (an older geolab) or with different test sets give no interval."""
-    from geolab.experiment import bootstrap_interval, difference_interval
+    from geolab.course.stats import bootstrap_interval, difference_interval
 
     plain = [{"method": "a", "seed": 0, "probe_top1": 0.5}]
     assert bootstrap_interval(plain, "a") is None
@@ -502,7 +505,7 @@ def test_difference_interval_and_compare_on_clear_and_null_effects():
     """Paired bootstrap: a method better on every test location gets an interval above 0 and
     ``compare`` says it is ahead (either order); identical methods, or two independent draws of
     the same accuracy, get intervals containing 0 and "no difference can be claimed"."""
-    from geolab.experiment import compare, difference_interval
+    from geolab.course.stats import compare, difference_interval
 
     rng = np.random.default_rng(5)
     p = rng.uniform(0.2, 0.7, 40)  # locations differ in difficulty
@@ -527,7 +530,7 @@ def test_difference_interval_and_compare_on_clear_and_null_effects():
 def test_compare_reports_seeds_and_falls_back_without_hits():
     """With several paired seeds the sentence says on how many ``a`` was ahead and the seed
     spread; records without hits fall back to the plain seed-spread rule (and one seed to "no claim")."""
-    from geolab.experiment import compare
+    from geolab.course.stats import compare
 
     a = _hit_records("a", 0.8, seeds=(0, 1, 2))
     b = _hit_records("b", 0.4, seeds=(0, 1, 2), rng_seed=9)
@@ -544,7 +547,7 @@ def test_compare_reports_seeds_and_falls_back_without_hits():
 def test_method_table_shows_intervals_and_training_loss():
     """The table gives each method's 95% interval (``lo-hi`` in percent, around the mean) and
     its mean final training loss; a method without hits or loss gets empty cells."""
-    from geolab.experiment import method_table
+    from geolab.course.stats import method_table
 
     a = [{**r, "train_loss": 2.0 + r["seed"]} for r in _hit_records("a", 0.8, seeds=(0, 1))]
     plain = [{"method": "random-init", "seed": 0, "probe_top1": 0.3, "probe_f1": 0.3, "knn_top1": 0.3}]
@@ -566,7 +569,7 @@ def test_run_experiment_random_init_records_and_is_reused(data: Path, tmp_path: 
     second call (even with other training settings, which do not change untrained weights)
     reuses it, another arch does not. A trained method's record carries its training loss and
     steps, and the two can be compared with an interval."""
-    from geolab.experiment import compare, method_table
+    from geolab.course.stats import compare, method_table
 
     results = tmp_path / "run" / "records" / "02_demo.jsonl"
     first = run_experiment(RANDOM_INIT, data, seed=0, results_path=results, **TINY)

@@ -17,17 +17,10 @@ from helpers import make_manifest
 from geolab.config import METHODS, PretrainConfig
 from geolab.io import DiskSpaceError
 from geolab.models import build_contrastive_loss, load_memory_bank_state, make_backbone
-from geolab.train import (
-    CheckpointError,
-    build_model,
-    compute_loss,
-    load_checkpoint,
-    load_state_dict_checked,
-    prepare_data,
-    pretrain,
-    save_checkpoint,
-    seed_everything,
-)
+from geolab.checkpoints import CheckpointError, load_checkpoint, load_state_dict_checked, save_checkpoint
+from geolab.distributed import seed_everything
+from geolab.models import build_model, compute_loss
+from geolab.train import prepare_data, pretrain
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from geolab.checkpoints import CheckpointError, load_state_dict_checked
+from geolab.models import ARCHS, make_backbone
+
 #: Prefix of the query encoder in the official checkpoints.
 QUERY_PREFIX = "module.encoder_q."
 
@@ -28,7 +31,9 @@ class OfficialCheckpointError(ValueError):
     """The file is not an official GASSL/MoCo checkpoint that fits the asked backbone."""
 
 
-def official_query_state(ckpt: dict[str, Any], source: str = "<checkpoint>") -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def official_query_state(
+    ckpt: dict[str, Any], source: str = "<checkpoint>"
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Split an official checkpoint into backbone weights and projection (``fc``) weights.
 
     Args:
@@ -45,7 +50,9 @@ def official_query_state(ckpt: dict[str, Any], source: str = "<checkpoint>") -> 
     """
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        raise OfficialCheckpointError(f"{source}: no 'state_dict' dict in this file; is it an official GASSL checkpoint?")
+        raise OfficialCheckpointError(
+            f"{source}: no 'state_dict' dict in this file; is it an official GASSL checkpoint?"
+        )
     query = {k[len(QUERY_PREFIX):]: v for k, v in state.items() if k.startswith(QUERY_PREFIX)}
     if not query:
         some = ", ".join(list(state)[:5])
@@ -60,7 +67,7 @@ def official_query_state(ckpt: dict[str, Any], source: str = "<checkpoint>") -> 
 
 
 def backbone_from_official(ckpt: dict[str, Any], arch: str | None = None, source: str = "<checkpoint>") -> nn.Module:
-    """geolab's backbone (torchvision ResNet, ``fc = Identity``) with the official query weights.
+    """Geolab's backbone (torchvision ResNet, ``fc = Identity``) with the official query weights.
 
     Args:
         ckpt: the loaded ``.pth.tar`` dict.
@@ -74,9 +81,6 @@ def backbone_from_official(ckpt: dict[str, Any], arch: str | None = None, source
     Raises:
         OfficialCheckpointError: keys or shapes do not fit ``arch``; the message names them.
     """
-    from geolab.models import ARCHS, make_backbone
-    from geolab.train import CheckpointError, load_state_dict_checked
-
     arch = arch or str(ckpt.get("arch") or "resnet50")
     if arch not in ARCHS:
         raise OfficialCheckpointError(f"{source}: architecture {arch!r} is not one geolab builds ({', '.join(ARCHS)}).")

@@ -1,0 +1,274 @@
+"""Temporal positives: the location index and its sampling strategies.
+
+The paper's temporal positive (Ayush et al. 2021, Sec. 3.1): the key of a query image is
+*another image of the same location taken at another time*, each then augmented as in
+MoCo-v2. The official code finds those images with a filesystem glob over the location's
+folder for every sample; :class:`LocationIndex` instead sorts the manifest once (location,
+then time) into a few numpy arrays, so drawing a temporal positive is O(1) array look-ups
+and never touches the filesystem (``bench/bench_temporal_sampling.py`` measures both).
+
+Sampling strategies (:data:`STRATEGIES`):
+    ``any-other``: uniform over the other images of the location (the paper's).
+    ``nearest`` / ``farthest``: the other image closest to / farthest from the query in time.
+    ``other-season``: uniform over the location's images taken in a different
+        meteorological season (hemisphere-aware); falls back to ``any-other`` when the
+        location has none.
+    ``same-image``: the query image itself (plain MoCo-v2: two augmentations of one image).
+A location with a single image always falls back to the same image; the share of such
+rows is :attr:`LocationIndex.singleton_share`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from geolab.manifest import ManifestError
+
+STRATEGIES: tuple[str, ...] = ("any-other", "nearest", "farthest", "other-season", "same-image")
+#: Meteorological seasons, indexed by :func:`season_of` (northern-hemisphere names).
+SEASONS: tuple[str, ...] = ("winter", "spring", "summer", "autumn")
+
+
+def check_strategy(strategy: str) -> str:
+    """``strategy`` when it is one of :data:`STRATEGIES`, else a ValueError naming them."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown temporal sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
+def season_of(month: Any, lat: Any) -> np.ndarray:
+    """Meteorological season index (0 winter, 1 spring, 2 summer, 3 autumn), hemisphere-aware.
+
+    December-February is winter in the north and summer in the south: for ``lat < 0`` the
+    season is shifted by two.
+
+    Args:
+        month: month numbers 1-12.
+        lat: latitudes in degrees (broadcast against ``month``).
+
+    Returns:
+        int64 array of season indices into :data:`SEASONS`.
+    """
+    north = (np.asarray(month, dtype=np.int64) % 12) // 3  # Dec/Jan/Feb -> 0, ..., Sep-Nov -> 3
+    return np.where(np.asarray(lat) < 0, (north + 2) % 4, north).astype(np.int64)
+
+
+def need_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """Raise a :class:`~geolab.manifest.ManifestError` when ``df`` lacks ``columns`` or has no rows."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ManifestError(
+            f"{what} needs column(s) {', '.join(missing)}; load the table with geolab.manifest.load_manifest.",
+            file=df.attrs.get("source"),
+            column=missing[0],
+        )
+    if len(df) == 0:
+        raise ManifestError(
+            f"{what} got an empty table (no rows); check the split you selected.", file=df.attrs.get("source")
+        )
+
+
+# ----------------------------------------------------------------------------- location index
+class LocationIndex:
+    """Location -> its rows sorted by time, built once; O(1) temporal positives.
+
+    All state is a handful of int64 arrays over rows (no Python objects per row), so the
+    index is cheap to copy into DataLoader workers.
+
+    Args:
+        df: manifest rows with ``location_id``, ``timestamp`` and ``lat``; row ``i`` is
+            positional (``df.iloc[i]``).
+
+    Attributes:
+        n_locations: number of distinct locations.
+        singleton_share: share of rows whose location has a single image (their temporal
+            positive is the image itself).
+        other_season_fallback_share: share of rows of multi-image locations with no image
+            in another season (``other-season`` falls back to ``any-other`` for them).
+        seasons: season index of each row (see :func:`season_of`).
+    """
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        need_columns(df, ("location_id", "timestamp", "lat"), "LocationIndex")
+        n = len(df)
+        codes, uniques = pd.factorize(df["location_id"].to_numpy(), sort=False)
+        codes = codes.astype(np.int64)
+        t = pd.DatetimeIndex(df["timestamp"]).as_unit("ns").asi8.astype(np.int64)
+        n_loc = len(uniques)
+        self.n_locations = n_loc
+        self._t = t
+
+        counts = np.bincount(codes, minlength=n_loc)
+        loc_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self._count = counts[codes].astype(np.int64)
+        self._start = loc_start[codes]
+        # rows sorted by (location, time); rank of each row inside its location
+        order = np.lexsort((np.arange(n), t, codes)).astype(np.int64)
+        self._order = order
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n, dtype=np.int64) - loc_start[codes[order]]
+        self._rank = rank
+
+        # nearest in time: the previous or the next row in the sorted order (ties -> earlier)
+        pos = np.arange(n)
+        ts = t[order]
+        rank_s, count_s = rank[order], self._count[order]
+        big = np.iinfo(np.int64).max
+        gap_prev = np.where(rank_s > 0, ts - np.roll(ts, 1), big)
+        gap_next = np.where(rank_s < count_s - 1, np.roll(ts, -1) - ts, big)
+        pick = np.where(gap_next < gap_prev, np.roll(order, -1), np.roll(order, 1))
+        nearest = np.empty(n, dtype=np.int64)
+        nearest[order] = np.where(count_s > 1, pick, order)
+        self._nearest = nearest
+
+        # farthest in time: the location's first or last image (ties -> the earlier one,
+        # unless that is the query itself)
+        first = order[self._start]
+        last = order[self._start + self._count - 1]
+        gap_first, gap_last = t - t[first], t[last] - t
+        use_last = (gap_last > gap_first) | ((gap_last == gap_first) & (first == pos))
+        self._farthest = np.where(self._count > 1, np.where(use_last, last, first), pos).astype(np.int64)
+
+        # other season: rows sorted by (location, season, time); the query's season is one
+        # contiguous block inside its location, so "any row but that block" is one draw
+        month = pd.DatetimeIndex(df["timestamp"]).month.to_numpy()
+        loc_lat = pd.Series(df["lat"].to_numpy(dtype=np.float64)).groupby(codes).transform("mean").to_numpy()
+        self.seasons = season_of(month, loc_lat)
+        self._season_order = np.lexsort((np.arange(n), t, self.seasons, codes)).astype(np.int64)
+        block = np.bincount(codes * 4 + self.seasons, minlength=n_loc * 4).reshape(n_loc, 4)
+        block_off = np.cumsum(block, axis=1) - block
+        self._season_off = block_off[codes, self.seasons].astype(np.int64)
+        self._season_size = block[codes, self.seasons].astype(np.int64)
+
+        self._make_views()
+        self.singleton_share = float(np.mean(self._count == 1)) if n else 0.0
+        no_other = (self._count > 1) & (self._count == self._season_size)
+        self.other_season_fallback_share = float(np.mean(no_other)) if n else 0.0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def revisits(self, i: int) -> np.ndarray:
+        """Rows of row ``i``'s location, sorted by time (``i`` included)."""
+        s = int(self._start[i])
+        return self._order[s : s + int(self._count[i])].copy()
+
+    # Fast scalar access: a memoryview over an int64 numpy array returns plain Python ints
+    # (about twice as fast as indexing numpy, and no int() conversions). Memoryviews do not
+    # pickle, so they are rebuilt after unpickling (DataLoader workers under spawn).
+    _ARRAYS = (
+        "_count", "_rank", "_order", "_start", "_nearest", "_farthest", "_season_order", "_season_off", "_season_size",
+    )  # fmt: skip
+
+    def _make_views(self) -> None:
+        for name in self._ARRAYS:
+            arr = np.ascontiguousarray(getattr(self, name), dtype=np.int64)
+            setattr(self, name, arr)
+            setattr(self, name + "_v", memoryview(arr))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not isinstance(v, memoryview)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._make_views()
+
+    def positive(self, i: int, strategy: str = "any-other", rng: Any = None) -> int:
+        """The row of the temporal positive (key) for query row ``i``: O(1), no file access.
+
+        Args:
+            i: query row (positional).
+            strategy: one of :data:`STRATEGIES` (paper: ``"any-other"``).
+            rng: anything with a ``random()`` method returning a float in [0, 1)
+                (``numpy.random.Generator``, ``random.Random``); default: a fresh unseeded
+                generator.
+
+        Returns:
+            The key's row; ``i`` itself for ``same-image`` and for single-image locations.
+        """
+        if strategy == "any-other":  # the paper's, inlined: this is the hot path
+            c = self._count_v[i]
+            if c == 1:
+                return int(i)
+            j = int((rng if rng is not None else np.random.default_rng()).random() * (c - 1))
+            if j >= self._rank_v[i]:
+                j += 1
+            return self._order_v[self._start_v[i] + j]
+        if strategy == "other-season":
+            return self.draw(i, strategy, (rng if rng is not None else np.random.default_rng()).random())
+        return self.draw(i, strategy, 0.0)
+
+    def draw(self, i: int, strategy: str, u: float) -> int:
+        """:meth:`positive` given the uniform random number ``u`` in [0, 1) (what datasets use).
+
+        Args:
+            i: query row.
+            strategy: one of :data:`STRATEGIES`.
+            u: a uniform number in [0, 1); ignored by the deterministic strategies.
+
+        Returns:
+            The key's row.
+        """
+        c = self._count_v[i]
+        if c == 1 or strategy == "same-image":
+            if strategy not in STRATEGIES:
+                check_strategy(strategy)
+            return int(i)
+        if strategy == "any-other":
+            j = int(u * (c - 1))
+            if j >= self._rank_v[i]:
+                j += 1
+            return self._order_v[self._start_v[i] + j]
+        if strategy == "other-season":
+            size = self._season_size_v[i]
+            m = c - size
+            if m == 0:
+                return self.draw(i, "any-other", u)
+            j = int(u * m)
+            if j >= self._season_off_v[i]:
+                j += size
+            return self._season_order_v[self._start_v[i] + j]
+        if strategy == "nearest":
+            return self._nearest_v[i]
+        if strategy == "farthest":
+            return self._farthest_v[i]
+        check_strategy(strategy)
+        raise AssertionError("unreachable")
+
+    def positives(self, rows: Any, strategy: str = "any-other", rng: np.random.Generator | None = None) -> np.ndarray:
+        """Vectorised :meth:`positive` for many query rows at once (same rules).
+
+        Args:
+            rows: query rows, int array.
+            strategy: one of :data:`STRATEGIES`.
+            rng: random generator.
+
+        Returns:
+            int64 array of key rows.
+        """
+        check_strategy(strategy)
+        rows = np.asarray(rows, dtype=np.int64)
+        rng = rng if rng is not None else np.random.default_rng()
+        c = self._count[rows]
+        if strategy == "same-image":
+            return rows.copy()
+        if strategy == "nearest":
+            return self._nearest[rows]
+        if strategy == "farthest":
+            return self._farthest[rows]
+        u = rng.random(len(rows))
+        j = (u * np.maximum(c - 1, 1)).astype(np.int64)
+        j += j >= self._rank[rows]
+        out = np.where(c > 1, self._order[np.minimum(self._start[rows] + j, len(self._order) - 1)], rows)
+        if strategy == "other-season":
+            size = self._season_size[rows]
+            m = c - size
+            js = (u * np.maximum(m, 1)).astype(np.int64)
+            js += np.where(js >= self._season_off[rows], size, 0)
+            other = self._season_order[np.minimum(self._start[rows] + js, len(self._order) - 1)]
+            out = np.where((m > 0) & (c > 1), other, out)
+        return out.astype(np.int64)
