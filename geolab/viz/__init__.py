@@ -15,7 +15,8 @@
 - :mod:`geolab.viz.assets`: where Leaflet's JS/CSS come from (a registry package).
 - :mod:`geolab.viz.land`: the land outline traced from the shipped global-land-mask raster.
 
-folium and ipywidgets (``lab`` extras) are imported only when a map is drawn or a widget is asked for.
+folium and ipywidgets (``lab`` extras) are imported only when a map is drawn or a widget is asked for,
+and torch only when a picture helper is (``image_grid``, ``nearest_neighbours``, ``season``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from geolab.viz.folium_map import OfflineMapError, check_offline_html
 from geolab.viz.land import land_outline
 from geolab.viz.locations import cluster_accuracy, cluster_regions, location_table
 from geolab.viz.maps import SIMULATION_NOTE, location_map, save_figure, save_map, static_map
-from geolab.viz.pictures import image_grid, nearest_neighbours, season
 
 #: Names served from geolab.viz.widgets on first use (ipywidgets is a lab extra, imported then).
 _WIDGET_NAMES = (
@@ -37,14 +37,20 @@ _WIDGET_NAMES = (
     "retrieval_explorer",
     "revisit_viewer",
 )
+#: Names served from geolab.viz.pictures on first use (it imports torch, through geolab.transforms).
+_PICTURE_NAMES = ("image_grid", "nearest_neighbours", "season")
 
 
 def __getattr__(name: str) -> object:
-    """The widget names, imported from :mod:`geolab.viz.widgets` (and so ipywidgets) on first use."""
+    """The widget and picture names, imported on first use (see :data:`_WIDGET_NAMES`, :data:`_PICTURE_NAMES`)."""
     if name in _WIDGET_NAMES:
         from geolab.viz import widgets  # noqa: PLC0415 - ipywidgets is a lab extra
 
         return getattr(widgets, name)
+    if name in _PICTURE_NAMES:
+        from geolab.viz import pictures  # noqa: PLC0415 - start-up: torch (`geolab viz assets` needs none)
+
+        return getattr(pictures, name)
     raise AttributeError(f"module 'geolab.viz' has no attribute {name!r}")
 
 
