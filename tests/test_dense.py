@@ -303,5 +303,5 @@ def test_paper_transfer_table_is_the_papers():
 
 def test_mask_class_names_match_geoworld():
     """The default class names are geoworld's, in id order."""
-    scene = pytest.importorskip("geolab.world.scene")
-    assert tuple(scene.MASK_CLASSES) == GEOWORLD_MASK_CLASSES
+    canvas = pytest.importorskip("geolab.world.canvas")
+    assert tuple(canvas.MASK_CLASSES) == GEOWORLD_MASK_CLASSES

@@ -18,7 +18,7 @@ from geolab.images import open_rgb
 from geolab.manifest import ManifestError
 from geolab.transforms import IMAGENET_NORMALIZE
 
-#: geoworld's mask classes, in id order (``geolab.world.scene.MASK_CLASSES``).
+#: geoworld's mask classes, in id order (``geolab.world.canvas.MASK_CLASSES``).
 GEOWORLD_MASK_CLASSES: tuple[str, ...] = ("background", "building", "water", "road")
 
 
