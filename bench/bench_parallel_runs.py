@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from geolab.experiment import run_experiments
+    from geolab.course.experiment import run_experiments
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--manifest", default="", help="default: a 300-location geoworld at 32 px")

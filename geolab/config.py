@@ -417,7 +417,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # ln(queue+1) and the features below random init. resnet18-w16 at batch 128 for 25
         # epochs (~500 steps) with one BatchNorm over the batch (bn_splits=1: cheaper, and
         # on the dev world at least as good as 4 splits) is what fits 12 runs in the budget;
-        # the course trains two runs at once, one per core (geolab.experiment.run_experiments).
+        # the course trains two runs at once, one per core (geolab.course.experiment.run_experiments).
         "common": {
             **_GEOWORLD_RECIPE,
             "world_locations": 1000,

@@ -1,4 +1,4 @@
-"""geolab.analysis: the computations behind notebooks 05 (ablations), 06 (maps and embeddings)
+"""geolab.course.ablation, invariance and transfer: the computations behind notebooks 05 (ablations), 06 (maps and embeddings)
 and 07 (transfer), on small seeded fake tables and features made in code (no training)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geolab import analysis
-from geolab.course import record_result
+from geolab.course import ablation, invariance, transfer
+from geolab.course.records import record_result
 from geolab.evaluate import linear_probe
 
 SEASONS = np.array(["winter", "spring", "summer", "autumn"])
@@ -55,7 +55,7 @@ def test_sweep_plan_adds_the_baseline_once_per_knob_and_changes_one_field():
     """Every knob's sweep contains the baseline (added in numeric order, or first for names, when
     missing), duplicates are dropped, an empty list sweeps nothing, and each run differs from
     the baseline in one field."""
-    plan = analysis.sweep_plan(BASE, {"geo_k": [4, 4, 16], "temperature": [0.2, 0.02], "beta": [], "strategy": ["same-image"]})
+    plan = ablation.sweep_plan(BASE, {"geo_k": [4, 4, 16], "temperature": [0.2, 0.02], "beta": [], "strategy": ["same-image"]})
     assert [(p["knob"], p["value"]) for p in plan] == [
         ("geo_k", 4), ("geo_k", 8), ("geo_k", 16), ("temperature", 0.2), ("temperature", 0.02),
         ("strategy", "any-other"), ("strategy", "same-image"),
@@ -72,9 +72,9 @@ def test_sweep_plan_adds_the_baseline_once_per_knob_and_changes_one_field():
 def test_sweep_plan_rejects_unknown_or_unset_knobs():
     """A typo in a knob or a knob the baseline does not set is a clear error."""
     with pytest.raises(ValueError, match="unknown ablation knob 'K'"):
-        analysis.sweep_plan(BASE, {"K": [4]})
+        ablation.sweep_plan(BASE, {"K": [4]})
     with pytest.raises(ValueError, match="does not set 'beta'"):
-        analysis.sweep_plan({"geo_k": 8}, {"beta": [0.5]})
+        ablation.sweep_plan({"geo_k": 8}, {"beta": [0.5]})
 
 
 def fake_run(calls):
@@ -90,7 +90,7 @@ def test_run_sweep_runs_each_setting_per_seed_and_tags_records():
     """run_sweep trains every planned setting for every seed with the sweep's experiment/variant,
     the baseline once per knob with the identical configuration (so run_experiment reuses it)."""
     calls: list = []
-    recs = analysis.run_sweep("moco-tp-geo", "m.parquet", BASE, {"geo_k": [4, 8], "temperature": [0.02]},
+    recs = ablation.run_sweep("moco-tp-geo", "m.parquet", BASE, {"geo_k": [4, 8], "temperature": [0.02]},
                               seeds=[0, 1], run=fake_run(calls))  # fmt: skip
     assert len(calls) == len(recs) == 8
     baseline_configs = [c[4] for c, r in zip(calls, recs) if r["is_baseline"]]
@@ -102,8 +102,8 @@ def test_run_sweep_runs_each_setting_per_seed_and_tags_records():
 def test_ablation_table_deltas_against_the_baseline_and_seed_spread():
     """The table reports each setting's mean in percent, its std over seeds and the change in
     points against that knob's baseline row (0 for the baseline itself)."""
-    recs = analysis.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4, 8], "temperature": [0.02]}, seeds=[0, 1], run=fake_run([]))
-    table = analysis.ablation_table(recs)
+    recs = ablation.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4, 8], "temperature": [0.02]}, seeds=[0, 1], run=fake_run([]))
+    table = ablation.ablation_table(recs)
     assert list(table.index) == [("geo clusters K", "4"), ("geo clusters K", "8"), ("InfoNCE temperature", "0.02"), ("InfoNCE temperature", "0.2")]
     assert table.loc[("geo clusters K", "8"), "probe_top1 (%)"] == pytest.approx(58.5)
     assert table.loc[("geo clusters K", "4"), "Δ probe_top1 (points)"] == pytest.approx(-4.0)
@@ -111,13 +111,13 @@ def test_ablation_table_deltas_against_the_baseline_and_seed_spread():
     assert table.loc[("InfoNCE temperature", "0.2"), "Δ knn_top1 (points)"] == 0
     assert table.loc[("geo clusters K", "4"), "probe_top1 std"] == pytest.approx(100 * np.std([0.54, 0.55], ddof=1), abs=0.01)
     with pytest.raises(ValueError, match="run_sweep"):
-        analysis.ablation_table([{"probe_top1": 0.5}])
+        ablation.ablation_table([{"probe_top1": 0.5}])
 
 
 def test_plot_ablation_one_panel_per_knob_with_note():
     """The figure has one panel per knob and carries the simulation note when given."""
-    recs = analysis.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4], "temperature": [0.02], "beta": [0.5]}, run=fake_run([]))
-    fig = analysis.plot_ablation(analysis.ablation_table(recs), note="geoworld: simulated data, not real imagery")
+    recs = ablation.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4], "temperature": [0.02], "beta": [0.5]}, run=fake_run([]))
+    fig = ablation.plot_ablation(ablation.ablation_table(recs), note="geoworld: simulated data, not real imagery")
     assert len(fig.axes) == 3
     assert any("simulated" in t.get_text() for t in fig.texts)
 
@@ -129,11 +129,11 @@ def test_probe_predictions_match_the_linear_probe_accuracy():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 10))
     y = (x[:, 0] + 0.5 * rng.normal(size=120) > 0).astype(int) + (x[:, 1] > 1).astype(int)
-    pred = analysis.probe_predictions(x[:80], y[:80], x[80:])
+    pred = invariance.probe_predictions(x[:80], y[:80], x[80:])
     assert pred.dtype == np.int64 and pred.shape == (40,)
     assert (pred == y[80:]).mean() == pytest.approx(linear_probe(x[:80], y[:80], x[80:], y[80:])["top1"])
     with pytest.raises(ValueError, match="two classes"):
-        analysis.probe_predictions(x[:5], np.zeros(5, dtype=int), x)
+        invariance.probe_predictions(x[:5], np.zeros(5, dtype=int), x)
 
 
 def test_pick_query_prefers_a_revisited_test_location():
@@ -141,11 +141,11 @@ def test_pick_query_prefers_a_revisited_test_location():
     df = fake_manifest(n_locations=8, revisits=1)
     df = pd.concat([df, df[df.location_id == "l4"].assign(image_id="extra1"), df[df.location_id == "l4"].assign(image_id="extra2")],
                    ignore_index=True)  # fmt: skip
-    q = analysis.pick_query(df, min_revisits=3)
+    q = invariance.pick_query(df, min_revisits=3)
     assert df.iloc[q].location_id == "l4" and df.iloc[q].split == "test"
-    assert df.iloc[analysis.pick_query(df, min_revisits=5)].split == "test"  # falls back to fewer revisits
+    assert df.iloc[invariance.pick_query(df, min_revisits=5)].split == "test"  # falls back to fewer revisits
     with pytest.raises(ValueError, match="no rows in split 'val'"):
-        analysis.pick_query(df, split="val")
+        invariance.pick_query(df, split="val")
 
 
 def test_neighbour_table_across_time_and_space():
@@ -154,23 +154,23 @@ def test_neighbour_table_across_time_and_space():
     df = fake_manifest()
     x = location_features(df)
     feats = {"moco": x, "moco-tp": x[:, ::-1].copy()}
-    t = analysis.neighbour_table(df, feats, query=0, k=4)
+    t = invariance.neighbour_table(df, feats, query=0, k=4)
     assert len(t) == 10 and list(t["rank"][:5]) == [0, 1, 2, 3, 4] and list(t["method"][::5]) == ["moco", "moco-tp"]
     assert t["same_location"].iloc[1:3].all()  # the two other revisits of l0
     assert t.iloc[0]["caption"].startswith("moco: query") and "same loc" in t.iloc[1]["caption"]
-    far = analysis.neighbour_table(df, feats, query=0, k=4, exclude_same_location=True)
+    far = invariance.neighbour_table(df, feats, query=0, k=4, exclude_same_location=True)
     assert not far[far["rank"] > 0]["same_location"].any()
     assert far[far["rank"] > 0]["same_label"].mean() > 0.5  # the category still dominates
     with pytest.raises(ValueError, match="one row per manifest row"):
-        analysis.neighbour_table(df, {"bad": x[:5]}, query=0)
+        invariance.neighbour_table(df, {"bad": x[:5]}, query=0)
 
 
 def test_pair_similarities_orders_revisits_category_and_others():
     """Revisits > same category (other location) > other category for features built that way;
     pair counts are the exact combinatorics of the table."""
     df = fake_manifest(n_locations=12, revisits=3, n_labels=3)
-    sims = analysis.pair_similarities(location_features(df), df)
-    assert list(sims.index) == list(analysis.PAIR_KINDS)
+    sims = invariance.pair_similarities(location_features(df), df)
+    assert list(sims.index) == list(invariance.PAIR_KINDS)
     assert sims["pairs"].tolist() == [12 * 3, 3 * (4 * 3) * (4 * 3 - 3) // 2, (36 * 35) // 2 - 36 - 3 * (12 * 9) // 2]
     m = sims["mean"]
     assert m.iloc[0] > m.iloc[1] > m.iloc[2]
@@ -180,10 +180,10 @@ def test_pair_similarities_samples_whole_locations_on_big_tables():
     """With a cap, whole locations are sampled (revisit pairs stay complete), deterministically."""
     df = fake_manifest(n_locations=40, revisits=3)
     x = location_features(df)
-    a = analysis.pair_similarities(x, df, max_images=30, seed=1)
-    b = analysis.pair_similarities(x, df, max_images=30, seed=1)
+    a = invariance.pair_similarities(x, df, max_images=30, seed=1)
+    b = invariance.pair_similarities(x, df, max_images=30, seed=1)
     pd.testing.assert_frame_equal(a, b)
-    assert a.loc[analysis.PAIR_KINDS[0], "pairs"] == 10 * 3  # 10 whole locations of 3 images
+    assert a.loc[invariance.PAIR_KINDS[0], "pairs"] == 10 * 3  # 10 whole locations of 3 images
 
 
 def test_nuisance_probe_reads_what_the_features_encode():
@@ -193,21 +193,21 @@ def test_nuisance_probe_reads_what_the_features_encode():
     rng = np.random.default_rng(1)
     season_onehot = (df["season"].to_numpy()[:, None] == SEASONS[None, :]).astype(float)
     x = np.hstack([season_onehot + 0.05 * rng.normal(size=season_onehot.shape), rng.normal(size=(len(df), 20))])
-    t = analysis.nuisance_probe(x, df, columns=("season", "haze", "snow", "sun_elevation"))
+    t = invariance.nuisance_probe(x, df, columns=("season", "haze", "snow", "sun_elevation"))
     assert list(t.index) == ["season", "haze", "snow"]  # sun_elevation is not in the table
     assert t.loc["season", "kind"] == "categorical" and t.loc["season", "score"] > 0.95
     assert t.loc["season", "score above chance"] > 0.9
     assert t.loc["haze", "kind"] == "numeric" and t.loc["haze", "score"] < 0.2
     assert np.isnan(t.loc["snow", "score"])
     x2 = np.hstack([x, df[["haze"]].to_numpy() * 10])
-    assert analysis.nuisance_probe(x2, df, columns=("haze",)).loc["haze", "score"] > 0.95
+    assert invariance.nuisance_probe(x2, df, columns=("haze",)).loc["haze", "score"] > 0.95
 
 
 def test_invariance_table_one_column_per_method():
     """The summary has one column per method and the similarity, gap and probe rows."""
     df = fake_manifest()
     x = location_features(df)
-    t = analysis.invariance_table({"moco": x, "noise": np.random.default_rng(0).normal(size=x.shape)}, df, columns=("season", "label"))
+    t = invariance.invariance_table({"moco": x, "noise": np.random.default_rng(0).normal(size=x.shape)}, df, columns=("season", "label"))
     assert list(t.columns) == ["moco", "noise"]
     assert "revisit gap (revisits - same category)" in t.index and "readable: label (kept)" in t.index
     assert t.loc["revisit gap (revisits - same category)", "moco"] > t.loc["revisit gap (revisits - same category)", "noise"]
@@ -219,9 +219,9 @@ def test_dense_record_is_a_valid_course_record():
     """A dense result becomes a record the course schema accepts, with fractions and experiment
     'transfer'; percentages are refused by the schema."""
     result = {"miou": 0.41, "pixel_acc": 0.8, "epochs": 2, "wall_s": 3.5, "freeze_backbone": False}
-    rec = record_result("", analysis.dense_record("random", result, data="geoworld", arch="resnet18", image_size=32, epochs=0))
+    rec = record_result("", transfer.dense_record("random", result, data="geoworld", arch="resnet18", image_size=32, epochs=0))
     assert rec["experiment"] == "transfer" and rec["miou"] == 0.41 and rec["dense_epochs"] == 2
-    bad = analysis.dense_record("moco", {**result}, data="geoworld", arch="resnet18", image_size=32, epochs=1)
+    bad = transfer.dense_record("moco", {**result}, data="geoworld", arch="resnet18", image_size=32, epochs=1)
     bad["probe_top1"] = 41.0
     with pytest.raises(ValueError):
         record_result("", bad)
@@ -231,12 +231,12 @@ def test_transfer_table_puts_the_papers_numbers_beside_ours():
     """Our mIoU in percent per initialisation, with the paper's verified numbers (NaN where it has
     none); the figure has both panels."""
     results = {"random": {"miou": 0.3, "pixel_acc": 0.7}, "moco-tp-geo": {"miou": 0.35, "pixel_acc": 0.72}, "other": {"miou": 0.1, "pixel_acc": 0.5}}
-    t = analysis.transfer_table(results)
+    t = transfer.transfer_table(results)
     assert t.loc["random", "mIoU (%)"] == 30.0
     assert t.loc["random", "paper: SpaceNet mIoU"] == pytest.approx(74.93)
     assert t.loc["moco-tp-geo", "paper: xView AP50"] == pytest.approx(17.74)
     assert np.isnan(t.loc["moco-tp-geo", "paper: SpaceNet mIoU"]) and np.isnan(t.loc["other", "paper: xView AP50"])
-    fig = analysis.plot_transfer(t, note="geoworld: simulated")
+    fig = transfer.plot_transfer(t, note="geoworld: simulated")
     assert len(fig.axes) == 2 and "simulated" in fig.axes[0].get_title()
 
 
@@ -259,7 +259,7 @@ def test_segmentation_examples_shows_image_truth_and_each_model(tmp_path):
     df = pd.DataFrame(rows)
     torch.manual_seed(0)
     models = {name: SegmentationModel(make_backbone("resnet18")[0], 4) for name in ("random", "moco")}
-    fig = analysis.segmentation_examples(models, df, [0, 1], 32, note="geoworld: simulated")
+    fig = transfer.segmentation_examples(models, df, [0, 1], 32, note="geoworld: simulated")
     assert len(fig.axes) == 2 * 4
     assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "truth", "random", "moco"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "building", "water", "road"]
@@ -271,19 +271,19 @@ def test_sample_locations_keeps_whole_locations():
     whole table when it is small enough."""
     df = fake_manifest(n_locations=20, revisits=3)
     df.attrs["source"] = "m.parquet"
-    s = analysis.sample_locations(df, 5, seed=3)
+    s = invariance.sample_locations(df, 5, seed=3)
     assert s.location_id.nunique() == 5 and len(s) == 15 and list(s.index) == list(range(15))
     assert s.attrs["source"] == "m.parquet"
-    pd.testing.assert_frame_equal(s, analysis.sample_locations(df, 5, seed=3))
-    assert len(analysis.sample_locations(df, None)) == len(analysis.sample_locations(df, 100)) == 60
+    pd.testing.assert_frame_equal(s, invariance.sample_locations(df, 5, seed=3))
+    assert len(invariance.sample_locations(df, None)) == len(invariance.sample_locations(df, 100)) == 60
     with pytest.raises(ValueError, match="max_locations"):
-        analysis.sample_locations(df, 0)
+        invariance.sample_locations(df, 0)
 
 
 def test_revisit_retrieval_counts_queries_whose_neighbours_hold_a_revisit():
     """Features that put each place's images together find a revisit for every query (far
     above chance); random features are near the chance the function reports."""
-    from geolab.analysis import revisit_retrieval
+    from geolab.course.invariance import revisit_retrieval
 
     rng = np.random.default_rng(0)
     locations = np.repeat(np.arange(60), 3)
@@ -302,7 +302,7 @@ def test_invariance_verdict_reads_each_measure_against_what_temporal_positives_s
     """A nuisance that became less readable, a kept label and a wider revisit gap count as
     expected; a nuisance that became more readable does not; the last line counts them and
     says one seed gives a direction only."""
-    from geolab.analysis import invariance_verdict
+    from geolab.course.invariance import invariance_verdict
 
     table = pd.DataFrame({"moco": [0.05, 0.5, 0.1, 0.4], "moco-tp": [0.09, 0.2, 0.3, 0.5]},
                          index=["revisit gap (revisits - same category)", "readable: season (nuisance)",
@@ -316,9 +316,9 @@ def test_invariance_verdict_reads_each_measure_against_what_temporal_positives_s
 
 def test_ablation_table_and_plot_carry_the_95_percent_interval_of_each_setting():
     """Records with per-location hits give each setting its bootstrap interval (test locations
-    and seeds resampled), equal to geolab.experiment.bootstrap_interval on that setting's
+    and seeds resampled), equal to geolab.course.stats.bootstrap_interval on that setting's
     records; the ablation plot draws it as the error bar."""
-    from geolab.experiment import bootstrap_interval
+    from geolab.course.stats import bootstrap_interval
 
     rng = np.random.default_rng(0)
 
@@ -328,8 +328,8 @@ def test_ablation_table_and_plot_carry_the_95_percent_interval_of_each_setting()
                 "probe_top1": hits.sum() / 40, "knn_top1": hits.sum() / 40, "probe_hits": hits.tolist(),
                 "knn_hits": hits.tolist(), "test_location_images": [2] * 20}
 
-    recs = analysis.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4]}, seeds=[0, 1], run=run_with_hits)
-    table = analysis.ablation_table(recs)
+    recs = ablation.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4]}, seeds=[0, 1], run=run_with_hits)
+    table = ablation.ablation_table(recs)
     for (knob, setting), row in table.iterrows():
         mine = [r for r in recs if r["variant"] == f"K={setting}"]
         low, high = bootstrap_interval(mine, "moco-tp-geo")
@@ -337,8 +337,8 @@ def test_ablation_table_and_plot_carry_the_95_percent_interval_of_each_setting()
         assert row["probe_top1 ci low"] <= row["probe_top1 (%)"] <= row["probe_top1 ci high"]
     from matplotlib.container import ErrorbarContainer
 
-    fig = analysis.plot_ablation(table)
+    fig = ablation.plot_ablation(table)
     assert any(isinstance(c, ErrorbarContainer) for c in fig.axes[0].containers)  # the interval is drawn
     # records without hits: no interval, and no error bar rather than a made-up one
-    plain = analysis.ablation_table(analysis.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4]}, run=fake_run([])))
+    plain = ablation.ablation_table(ablation.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4]}, run=fake_run([])))
     assert plain["probe_top1 ci low"].isna().all()

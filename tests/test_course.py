@@ -297,7 +297,7 @@ def test_setup_errors_stop_before_anything_runs(tmp_path: Path, monkeypatch: pyt
         course.run_course("gpu-full", out, notebooks_dir=nbs)
     with pytest.raises(course.CourseError, match="no fmow-mini manifest"):
         course.run_course("smoke", out, data="fmow-mini", notebooks_dir=nbs)
-    monkeypatch.setattr(course, "DEFAULT_KERNEL", "geolab-test-missing")
+    monkeypatch.setattr(course.profiles, "DEFAULT_KERNEL", "geolab-test-missing")
     with pytest.raises(course.CourseError, match="make setup"):
         course.run_course("smoke", out, notebooks_dir=nbs, kernel_name="geolab-test-missing")
     monkeypatch.undo()
@@ -354,7 +354,7 @@ def test_profiles_have_the_documented_shape() -> None:
 def test_dense_transfer_records_get_their_own_report_table() -> None:
     """Notebook 07's segmentation records (miou, pixel_acc) are reported as mIoU, not as empty
     linear-probe rows."""
-    from geolab.course import report_markdown
+    from geolab.course.report import report_markdown
 
     base = {"notebook": "07_transfer", "experiment": "transfer", "data": "geoworld", "arch": "resnet18", "image_size": 64, "epochs": 4}
     records = [

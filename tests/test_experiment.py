@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from geolab.course import read_records
-from geolab.experiment import experiment_key, run_experiment
 from geolab.config import PretrainConfig
+from geolab.course.experiment import experiment_key, run_experiment
+from geolab.course.records import read_records
 from tests.helpers import make_manifest
 
 TINY = dict(arch="resnet18", image_size=32, epochs=1, batch_size=4, queue_size=16, max_steps_per_epoch=2, num_workers=0, device="cpu", geo_k=2)
@@ -34,7 +34,7 @@ def test_experiment_records_and_is_reused(tmp_path, capsys):
 
 
 def test_records_are_collected_from_the_run_and_from_hand_runs(tmp_path, monkeypatch):
-    from geolab.experiment import collect_records
+    from geolab.course.experiment import collect_records
 
     monkeypatch.setenv("GEOLAB_RUNS", str(tmp_path / "runs"))
     manifest = make_manifest(tmp_path / "data", n_locations=12)
@@ -65,7 +65,7 @@ def _rec(method, seed, top1):
 
 
 def test_compare_claims_an_effect_only_beyond_the_seed_spread():
-    from geolab.experiment import compare
+    from geolab.course.stats import compare
 
     clear = [_rec("a", s, 0.80 + 0.01 * s) for s in range(3)] + [_rec("b", s, 0.60 + 0.01 * s) for s in range(3)]
     assert "larger than the seed spread" in compare(clear, "a", "b")
@@ -75,7 +75,7 @@ def test_compare_claims_an_effect_only_beyond_the_seed_spread():
 
 
 def test_method_table_reports_percent_mean_and_std():
-    from geolab.experiment import method_table
+    from geolab.course.stats import method_table
 
     t = method_table([_rec("a", 0, 0.5), _rec("a", 1, 0.7), _rec("b", 0, 0.4)])
     assert t.loc["a", "probe_top1 mean"] == 60.0 and t.loc["a", "seeds"] == 2
@@ -86,7 +86,7 @@ def test_run_experiments_trains_the_missing_runs_in_parallel_and_keeps_the_order
     """Several runs trained by two worker processes come back as records in the order asked,
     marked as trained now (not reused); a duplicate spec trains once; asking again reuses all
     and the numbers are the stored ones."""
-    from geolab.experiment import run_experiments, run_methods
+    from geolab.course.experiment import run_experiments, run_methods
 
     monkeypatch.delenv("GEOLAB_PARALLEL_RUNS", raising=False)
     manifest = make_manifest(tmp_path / "data", n_locations=12)
@@ -113,7 +113,7 @@ def test_default_workers_one_run_per_core_on_cpu_one_on_gpu(monkeypatch):
     $GEOLAB_PARALLEL_RUNS overrides and a bad value is a clear error."""
     import pytest
 
-    from geolab import experiment
+    from geolab.course import experiment
 
     monkeypatch.delenv("GEOLAB_PARALLEL_RUNS", raising=False)
     monkeypatch.setattr(experiment.os, "sched_getaffinity", lambda _: set(range(2)), raising=False)
@@ -167,7 +167,7 @@ def test_method_bars_show_the_mean_and_its_bootstrap_interval(tmp_path):
     import numpy as np
 
     matplotlib.use("Agg")
-    from geolab.experiment import bootstrap_interval
+    from geolab.course.stats import bootstrap_interval
     from geolab.viz import method_bars
 
     manifest = make_manifest(tmp_path / "data", n_locations=12)

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from geolab.config import RANDOM_INIT, DenseConfig
-from geolab.course import report_markdown
+from geolab.course.report import report_markdown
 from geolab.dense import train_dense
-from geolab.experiment import run_experiment
+from geolab.course.experiment import run_experiment
 from geolab.models import make_backbone
 from tests.helpers import make_manifest
 from tests.test_dense import make_seg_manifest

@@ -11,10 +11,15 @@ with its 95% interval over test locations and seeds, never a bare standard devia
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+
+from geolab.course.stats import bootstrap_interval
 
 
 def run_folder(record: Mapping[str, Any]) -> Path | None:
@@ -27,8 +32,11 @@ COLUMNS = ["epoch", "step", "loss", "contrastive", "geo", "knn_top1"]
 
 
 def run_config(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's training settings (``PretrainConfig`` fields: queue size, geo K, ...) from its
-    ``config.json``, or ``{}`` when it has none."""
+    """The run's training settings, from its ``config.json``.
+
+    The run's training settings (``PretrainConfig`` fields: queue size, geo K, ...) from its
+    ``config.json``, or ``{}`` when it has none.
+    """
     folder = run_folder(record)
     path = folder / "config.json" if folder else None
     if path is None or not path.exists():
@@ -38,10 +46,12 @@ def run_config(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def training_history(record: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per trained epoch of ``record``'s run: ``epoch`` (1-based), ``step``, ``loss``
-    (what the optimizer minimised), its parts ``contrastive`` and ``geo`` (NaN where a method
-    has none) and ``knn_top1`` (NaN on epochs without the monitor). Empty for an untrained
-    backbone (``random-init``) or a run whose ``metrics.jsonl`` is missing."""
+    """One row per trained epoch of ``record``'s run.
+
+    ``epoch`` (1-based), ``step``, ``loss`` (what the optimizer minimised), its parts ``contrastive`` and ``geo``
+    (NaN where a method has none) and ``knn_top1`` (NaN on epochs without the monitor). Empty for an untrained
+    backbone (``random-init``) or a run whose ``metrics.jsonl`` is missing.
+    """
     folder = run_folder(record)
     path = folder / "metrics.jsonl" if folder else None
     rows = []
@@ -56,22 +66,21 @@ def training_history(record: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def training_curves(records: Sequence[Mapping[str, Any]], *, note: str | None = None, ax=None):
-    """Plot, for every trained run in ``records`` (one line per run, one colour per method;
+    """Training curves of the runs behind ``records``.
+
+    Plot, for every trained run in ``records`` (one line per run, one colour per method;
     untrained rows such as random init are skipped): the contrastive loss against its
     chance level ln(queue + 1), the geo loss against ln(K) (methods with a geo head), and the
     kNN monitor. A supervised run has neither loss; its kNN line is drawn.
 
     Args:
-        records: result records (from :func:`geolab.experiment.run_experiment`).
+        records: result records (from :func:`geolab.course.experiment.run_experiment`).
         note: a line under the title (e.g. :data:`geolab.viz.SIMULATION_NOTE`).
         ax: three matplotlib axes to draw on (default: a new figure).
 
     Returns:
         The matplotlib figure.
     """
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     if ax is None:
         fig, ax = plt.subplots(1, 3, figsize=(14, 3.4))
     fig = ax[0].figure
@@ -111,9 +120,11 @@ def training_curves(records: Sequence[Mapping[str, Any]], *, note: str | None = 
 
 def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1", *, title: str = "",
                 note: str | None = None, names: Mapping[str, str] | None = None, ax=None):
-    """One bar per method, or per variant where records have one (in the order they first
+    """One bar per method (or variant) with its 95% interval.
+
+    One bar per method, or per variant where records have one (in the order they first
     appear): the mean of ``metric`` over its seeds, with the 95% interval of
-    :func:`geolab.experiment.bootstrap_interval` (test locations and seeds resampled) as the
+    :func:`geolab.course.stats.bootstrap_interval` (test locations and seeds resampled) as the
     error bar; none where records carry no per-location hits.
 
     Args:
@@ -127,11 +138,6 @@ def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1"
     Returns:
         The matplotlib axes.
     """
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from geolab.experiment import bootstrap_interval
-
     groups = list(dict.fromkeys((r["method"], r.get("variant")) for r in records))
     means, err = [], [[], []]
     for m, variant in groups:

@@ -10,29 +10,38 @@ half-way resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import dataclasses
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
 from geolab import __version__, paths
+from geolab.checkpoints import save_random_init
 from geolab.config import RANDOM_INIT, PretrainConfig, ProbeConfig
+from geolab.course.records import read_records, record_result
+from geolab.evaluate import evaluate_checkpoint
 from geolab.io import atomic_write_json
+from geolab.train import pretrain
 
 #: PretrainConfig fields that do not change what is learned (left out of the key).
 _NOT_IN_KEY = {"out", "resume", "progress", "tensorboard", "num_workers", "log_every", "knn_every", "device"}
 
 
 def experiments_dir(results_path: str | os.PathLike | None = "") -> Path:
-    """Where experiments of this notebook run live: ``<run>/experiments`` in a course run
-    (the runner's ``results_path`` is ``<run>/records/<notebook>.jsonl``), else
-    ``<runs>/interactive/experiments``."""
+    """Where the experiments of this notebook run live.
+
+    ``<run>/experiments`` in a course run (the runner's ``results_path`` is ``<run>/records/<notebook>.jsonl``),
+    else ``<runs>/interactive/experiments``.
+    """
     if results_path:
         return Path(results_path).resolve().parent.parent / "experiments"
     return paths.runs_dir() / "interactive" / "experiments"
@@ -84,11 +93,9 @@ def run_experiment(
     Returns:
         The stored record: method, data, arch, image_size, epochs, seed, probe_top1,
         probe_f1, knn_top1 (fractions), the hits per test location behind them (for
-        :func:`bootstrap_interval`), the training loss of the last epoch, wall_time_s,
+        :func:`~geolab.course.stats.bootstrap_interval`), the training loss of the last epoch, wall_time_s,
         checkpoint, key, reused.
     """
-    from geolab.course import record_result
-
     cfg, key, folder = _plan(method, manifest, seed, progress, config, results_path)
     done = folder / "result.json"
     reused = done.exists() and not _trained_now
@@ -114,7 +121,8 @@ def run_experiment(
         "probe_top1": ev["linear_probe"]["top1"],
         "probe_f1": ev["linear_probe"]["f1"],
         "knn_top1": ev["knn"]["top1"],
-        **{k: v for k, v in stored.get("training", {}).items() if k in ("train_loss", "train_contrastive", "train_geo", "steps")},
+        **{k: v for k, v in stored.get("training", {}).items()
+           if k in ("train_loss", "train_contrastive", "train_geo", "steps")},
         "test_location_images": ev.get("test_location_images"),
         "probe_hits": ev["linear_probe"].get("hits"),
         "knn_hits": ev["knn"].get("hits"),
@@ -136,7 +144,8 @@ def _plan(method: str, manifest: str | os.PathLike, seed: int, progress: bool, c
           results_path: str | os.PathLike | None) -> tuple[PretrainConfig, str, Path]:
     """The run's configuration, its key and its folder under :func:`experiments_dir`."""
     untrained = method == RANDOM_INIT
-    cfg = PretrainConfig(method="supervised" if untrained else method, manifest=str(manifest), seed=seed, progress=progress, **config)
+    cfg = PretrainConfig(method="supervised" if untrained else method, manifest=str(manifest), seed=seed,
+                         progress=progress, **config)
     if untrained:  # only what decides the untrained weights and their evaluation
         key = _short_hash({"arch": cfg.arch, "seed": seed, "image_size": cfg.image_size, "init": True,
                            "manifest": _manifest_fingerprint(manifest), "geolab": __version__})
@@ -149,10 +158,8 @@ def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, result
                      progress: bool, config: dict[str, Any]) -> float:
     """Train (or resume) one run, evaluate it and write its ``result.json``; the seconds it took.
 
-    Runs in the notebook's process, or in a worker of :func:`run_experiments`."""
-    from geolab.evaluate import evaluate_checkpoint
-    from geolab.train import pretrain, save_random_init
-
+    Runs in the notebook's process, or in a worker of :func:`run_experiments`.
+    """
     cfg, _, folder = _plan(method, manifest, seed, progress, config, results_path)
     t0 = time.perf_counter()
     run = dataclasses.replace(cfg, out=str(folder), resume=True)
@@ -175,21 +182,24 @@ def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, result
 
 
 def _train_logged(folder: Path, **job: Any) -> float:
-    """:func:`_train_and_store` with the training log (a line per epoch, warnings) written to
+    """Train one run with its log in a file beside the run folder.
+
+    :func:`_train_and_store` with the training log (a line per epoch, warnings) written to
     ``<folder>.log`` beside the run's ``folder`` instead of the notebook: with several runs at
     once their lines interleave into noise, and the notebook plots the same curves from
-    ``metrics.jsonl``."""
+    ``metrics.jsonl``.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)  # beside the run folder, which must hold only the run
     with open(folder.parent / f"{folder.name}.log", "a") as log, contextlib.redirect_stderr(log):
         return _train_and_store(**job)
 
 
 def _worker_init(threads: int) -> None:
-    """Each worker keeps to its share of the cores: torch's and the BLAS/OpenMP pools that
-    scikit-learn's probe uses (threadpoolctl), so two workers never oversubscribe them."""
-    import torch
-    from threadpoolctl import threadpool_limits
+    """Limit a worker's torch and BLAS/OpenMP threads to its share of the cores.
 
+    Each worker keeps to its share of the cores: torch's and the BLAS/OpenMP pools that
+    scikit-learn's probe uses (threadpoolctl), so two workers never oversubscribe them.
+    """
     torch.set_num_threads(threads)
     _worker_init.limits = threadpool_limits(threads)  # kept alive for the worker's lifetime
 
@@ -200,7 +210,8 @@ def default_workers(device: str = "cpu", pending: int = 1) -> tuple[int, int]:
     The course's CPU encoders are small: on 2 cores two runs of one thread each train ~1.9x
     as many steps per minute as one run of two threads (bench/bench_parallel_runs.py), so
     a CPU trains up to one run per core, at most 4 at once, sharing the cores out. A GPU
-    trains one run at a time. ``$GEOLAB_PARALLEL_RUNS`` overrides the number of runs."""
+    trains one run at a time. ``$GEOLAB_PARALLEL_RUNS`` overrides the number of runs.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     env = os.environ.get("GEOLAB_PARALLEL_RUNS", "").strip()
     if env:
@@ -214,7 +225,9 @@ def default_workers(device: str = "cpu", pending: int = 1) -> tuple[int, int]:
 
 
 def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> list[dict[str, Any]]:
-    """:func:`run_experiment` for each spec (a dict of its keyword arguments), training the
+    """Run many experiments, training the missing runs several at a time.
+
+    :func:`run_experiment` for each spec (a dict of its keyword arguments), training the
     missing runs several at a time; the records come back in the order of ``specs``.
 
     Runs already finished are reused, as by :func:`run_experiment`. The others train in
@@ -222,9 +235,6 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
     :func:`default_workers`), each printing one line when it ends. A run that fails stops
     the rest and raises its error.
     """
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
     folders, pending = [], {}
     for spec in specs:
         config = {k: v for k, v in spec.items() if k not in _RUN_ARGS}
@@ -244,7 +254,8 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
         print(f"Training {len(jobs)} run(s), {n} at a time ({threads} thread(s) each).", flush=True)
 
         def done(i: int, job: dict[str, Any], secs: float) -> None:
-            print(f"  [{i}/{len(jobs)}] {job['method']} seed {job['seed']} trained and evaluated in {secs:.0f} s", flush=True)
+            print(f"  [{i}/{len(jobs)}] {job['method']} seed {job['seed']} trained and evaluated in {secs:.0f} s",
+                  flush=True)
 
         print("Each run's training log: <run folder>.log under experiments/.", flush=True)
         if n == 1:
@@ -271,7 +282,8 @@ _RUN_ARGS = {"method", "manifest", "seed", "results_path", "progress", "data", "
 def run_methods(methods: tuple[str, ...] | list[str], seeds: list[int] | tuple[int, ...], manifest: str | os.PathLike,
                 *, workers: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
     """Every method with every seed (method-major order), via :func:`run_experiments`."""
-    return run_experiments([dict(method=m, manifest=manifest, seed=s, **kwargs) for m in methods for s in seeds], workers)
+    specs = [dict(method=m, manifest=manifest, seed=s, **kwargs) for m in methods for s in seeds]
+    return run_experiments(specs, workers)
 
 def _short_hash(d: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -309,8 +321,6 @@ def collect_records(results_path: str | os.PathLike | None = "", unique: bool = 
         unique: keep one record per trained run (its ``key``): a run reused by a later
             notebook is recorded again there, and must not count as another seed.
     """
-    from geolab.course import read_records
-
     if results_path:
         folder = Path(results_path).resolve().parent
         records = [r for f in sorted(folder.glob("*.jsonl")) for r in read_records(f)]
@@ -331,165 +341,3 @@ def collect_records(results_path: str | os.PathLike | None = "", unique: bool = 
             seen.add(r["key"])
         out.append(r)
     return out
-
-
-#: Level of the intervals shown beside every comparison.
-CONFIDENCE = 0.95
-#: Bootstrap resamples behind each interval.
-N_BOOTSTRAP = 2000
-
-
-def _group(records: list[dict[str, Any]], method: str, variant: str | None = None) -> list[dict[str, Any]]:
-    return [r for r in records if r["method"] == method and (variant is None or r.get("variant", "") == variant)]
-
-
-def _hits(group: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(seeds x test locations) correct counts and the images per location, or None when a
-    record lacks them (records of an older geolab) or the records differ in their test set."""
-    key = {"probe_top1": "probe_hits", "knn_top1": "knn_hits"}.get(metric)
-    if key is None or not group or any(key not in r or "test_location_images" not in r for r in group):
-        return None
-    sizes = np.asarray(group[0]["test_location_images"], dtype=np.float64)
-    if any(len(r[key]) != len(sizes) or r["test_location_images"] != group[0]["test_location_images"] for r in group):
-        return None
-    return np.asarray([r[key] for r in group], dtype=np.float64), sizes
-
-
-def _bootstrap(hits: np.ndarray, sizes: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mean accuracy over resampled seeds for each resample of the test locations.
-
-    ``counts`` (B x L) says how often each location is drawn in each resample."""
-    per_seed = (hits @ counts.T) / np.maximum(sizes @ counts.T, 1)  # (S, B)
-    s, b = per_seed.shape
-    pick = rng.integers(s, size=(b, s))  # resample the seeds too
-    return per_seed[pick, np.arange(b)[:, None]].mean(axis=1)
-
-
-def bootstrap_interval(
-    records: list[dict[str, Any]], method: str, metric: str = "probe_top1", variant: str | None = None, seed: int = 0
-) -> tuple[float, float] | None:
-    """A 95% interval for a method's mean accuracy that includes the test set's sampling error.
-
-    Images of one place are correlated (same label, same scene), so the test set is
-    resampled by *location*, not by image; the seeds are resampled too (percentile
-    bootstrap, :data:`N_BOOTSTRAP` resamples). With one seed the interval is the test set's
-    sampling error alone.
-
-    Args:
-        records: result records with ``probe_hits``/``knn_hits`` and ``test_location_images``.
-        method: the method (and ``variant``) whose records to use.
-        metric: ``probe_top1`` or ``knn_top1``.
-        seed: seeds the bootstrap.
-
-    Returns:
-        ``(low, high)`` as fractions, or None when the records carry no per-location hits.
-    """
-    found = _hits(_group(records, method, variant), metric)
-    if found is None:
-        return None
-    hits, sizes = found
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(len(sizes), np.full(len(sizes), 1 / len(sizes)), size=N_BOOTSTRAP)
-    boot = _bootstrap(hits, sizes, counts, rng)
-    tail = (1 - CONFIDENCE) / 2
-    return float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))
-
-
-def difference_interval(
-    records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
-) -> tuple[float, float] | None:
-    """A 95% interval for ``mean(a) - mean(b)``: both scored on the *same* resampled test
-    locations (a paired bootstrap, so the test set's shared difficulty cancels out), seeds
-    of each resampled independently. None without per-location hits."""
-    ha, hb = _hits(_group(records, a), metric), _hits(_group(records, b), metric)
-    if ha is None or hb is None or len(ha[1]) != len(hb[1]) or not np.array_equal(ha[1], hb[1]):
-        return None
-    rng = np.random.default_rng(seed)
-    sizes = ha[1]
-    counts = rng.multinomial(len(sizes), np.full(len(sizes), 1 / len(sizes)), size=N_BOOTSTRAP)
-    diff = _bootstrap(ha[0], sizes, counts, rng) - _bootstrap(hb[0], sizes, counts, rng)
-    tail = (1 - CONFIDENCE) / 2
-    return float(np.quantile(diff, tail)), float(np.quantile(diff, 1 - tail))
-
-
-def method_table(records: list[dict[str, Any]], metrics: tuple[str, ...] = ("probe_top1", "probe_f1", "knn_top1")):
-    """Mean, standard deviation over seeds and a 95% interval of each method's metrics, in percent.
-
-    The interval (``<metric> ci``, for top-1 metrics) includes the test set's sampling error
-    (bootstrap over test locations and seeds, :func:`bootstrap_interval`); the standard
-    deviation is over seeds only. ``train loss`` is the mean final training loss (empty for
-    ``random-init``, which is not trained).
-
-    Args:
-        records: result records (from :func:`run_experiment`).
-        metrics: record keys to summarise.
-
-    Returns:
-        A pandas DataFrame indexed by method (and variant when records have one) with
-        ``seeds``, ``<metric> mean``, ``<metric> std``, ``<metric> ci`` and ``train loss`` columns.
-    """
-    import pandas as pd
-
-    df = pd.DataFrame(records)
-    has_variant = "variant" in df and df["variant"].notna().any()
-    if has_variant:
-        df["variant"] = df["variant"].fillna("")
-    keys = ["method"] + (["variant"] if has_variant else [])
-    g = df.groupby(keys, sort=False)
-    out = pd.DataFrame({"seeds": g.size()})
-    for m in metrics:
-        out[f"{m} mean"] = (100 * g[m].mean()).round(2)
-        out[f"{m} std"] = (100 * g[m].std(ddof=1)).round(2)
-        if m in ("probe_top1", "knn_top1"):
-            cis = []
-            for idx in out.index:
-                method, variant = (idx if has_variant else (idx, None))
-                ci = bootstrap_interval(records, method, m, variant=variant)
-                cis.append("" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}")
-            out[f"{m} ci"] = cis
-    if "train_loss" in df:
-        out["train loss"] = g["train_loss"].mean().round(3)
-    return out
-
-
-def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1") -> str:
-    """Say in words whether method ``a`` beats ``b``, against the test set's sampling error
-    and the seeds.
-
-    The difference of the means counts as an effect only when its 95% interval
-    (:func:`difference_interval`: a paired bootstrap over test locations and seeds) excludes
-    zero. The sentence also gives the seed spread and on how many seeds ``a`` was ahead.
-    Records without per-location hits fall back to the plain rule "larger than the sum of
-    the two standard deviations over seeds".
-
-    Returns:
-        One sentence with the numbers in percentage points.
-    """
-    va = np.array([r[metric] for r in records if r["method"] == a]) * 100
-    vb = np.array([r[metric] for r in records if r["method"] == b]) * 100
-    if len(va) == 0 or len(vb) == 0:
-        raise ValueError(f"no records for {a if len(va) == 0 else b!r}")
-    diff = va.mean() - vb.mean()
-    ci = difference_interval(records, a, b, metric)
-    seeds = f"{len(va)} and {len(vb)} seeds"
-    if ci is not None:
-        lo, hi = 100 * ci[0], 100 * ci[1]
-        verdict = (
-            f"{a} is ahead" if lo > 0 else f"{b} is ahead" if hi < 0 else "no difference can be claimed"
-        )
-        wins = ""
-        if len(va) == len(vb) and len(va) > 1:
-            wins = f"; {a} ahead on {int((va > vb).sum())} of {len(va)} paired seeds"
-        spread = f", seed std {va.std(ddof=1):.1f} / {vb.std(ddof=1):.1f}" if min(len(va), len(vb)) > 1 else ""
-        return (
-            f"{a} - {b}: {diff:+.1f} points ({metric}; {seeds}), 95% interval {lo:+.1f} to {hi:+.1f} "
-            f"(test locations and seeds resampled{spread}{wins}): {verdict}."
-        )
-    if min(len(va), len(vb)) < 2:
-        return f"{a} - {b}: {diff:+.1f} points ({metric}) from a single seed: no claim either way."
-    spread = va.std(ddof=1) + vb.std(ddof=1)
-    verdict = "larger than" if abs(diff) > spread else "within"
-    return (
-        f"{a} - {b}: {diff:+.1f} points ({metric}; {seeds}), "
-        f"{verdict} the seed spread ({spread:.1f} points)."
-    )

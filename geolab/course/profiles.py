@@ -1,0 +1,266 @@
+"""Course profiles and the parameters each notebook gets.
+
+A profile (:data:`geolab.config.PROFILES`: ``smoke``, ``cpu``, ``gpu-full`` ...) holds ``common``
+values for every notebook and per-notebook sections. A notebook gets only the keys its
+``parameters`` cell declares (found with papermill); ``--set`` overrides are checked against
+those declarations before anything runs. Also: finding the course notebooks and the kernel.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from geolab import paths
+from geolab.config import PROFILES
+from geolab.course.records import CourseError
+
+#: Notebooks of the course: two digits, an underscore, a name (``03_temporal_positives.ipynb``).
+NOTEBOOK_PATTERN = re.compile(r"^[0-9][0-9]_.+\.ipynb$")
+#: The Jupyter kernel ``make setup`` installs into the venv.
+DEFAULT_KERNEL = "geolab"
+#: Parameters the runner provides itself (never taken from a profile).
+RUNNER_PARAMETERS: tuple[str, ...] = ("results_path", "work_dir")
+
+
+def discover_notebooks(notebooks_dir: str | os.PathLike | None = None, only: Sequence[str] | None = None) -> list[Path]:
+    """The course notebooks, in order.
+
+    Args:
+        notebooks_dir: folder (default :func:`geolab.paths.notebooks_dir`).
+        only: names to keep: a notebook's name (``03_temporal_positives``), its file name, or
+            its two-digit number (``03``). ``None`` keeps all.
+
+    Returns:
+        Paths of the files matching ``[0-9][0-9]_*.ipynb``, sorted by name.
+
+    Raises:
+        CourseError: the folder has no notebooks, or a name in ``only`` matches none.
+    """
+    folder = Path(notebooks_dir) if notebooks_dir is not None else paths.notebooks_dir()
+    if not folder.is_dir():
+        raise CourseError(f"The notebooks folder {folder} does not exist.")
+    found = sorted(p for p in folder.iterdir() if p.is_file() and NOTEBOOK_PATTERN.match(p.name))
+    if not found:
+        raise CourseError(f"No course notebooks (files named like 01_name.ipynb) in {folder}.")
+    if not only:
+        return found
+    keep: list[Path] = []
+    for name in only:
+        key = name[:-6] if name.endswith(".ipynb") else name
+        key = Path(key).name
+        match = [p for p in found
+                 if p.stem == key or (len(key) == 2 and key.isdigit() and p.name.startswith(key + "_"))]
+        if not match:
+            raise CourseError(
+                f"--only {name}: no such notebook in {folder}. Available: {', '.join(p.stem for p in found)}."
+            )
+        keep.extend(m for m in match if m not in keep)
+    return sorted(keep)
+
+
+def load_profile(profile: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A profile as ``{"description", "common": {...}, "notebooks": {name: {...}}}``.
+
+    Args:
+        profile: a name in :data:`geolab.config.PROFILES` (``smoke``, ``cpu``, ``gpu-full``) or
+            a dict of that shape (tests, custom runs).
+
+    Raises:
+        CourseError: unknown name or malformed profile.
+    """
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise CourseError(f"Unknown profile {profile!r}; choose one of {', '.join(PROFILES)}.")
+        prof = copy.deepcopy(dict(PROFILES[profile]))
+        prof.setdefault("name", profile)
+    elif isinstance(profile, Mapping):
+        prof = copy.deepcopy(dict(profile))
+        prof.setdefault("name", "custom")
+    else:
+        raise CourseError(f"A profile is a name or a dict, got {type(profile).__name__}.")
+    unknown = set(prof) - {"name", "description", "common", "notebooks"}
+    if unknown:
+        raise CourseError(f"Profile {prof['name']!r} has unknown sections {sorted(unknown)}; use common and notebooks.")
+    prof.setdefault("description", "")
+    prof.setdefault("common", {})
+    prof.setdefault("notebooks", {})
+    if not isinstance(prof["common"], Mapping) or not isinstance(prof["notebooks"], Mapping):
+        raise CourseError(f"Profile {prof['name']!r}: common and notebooks must be dicts.")
+    for key in RUNNER_PARAMETERS:
+        if key in prof["common"] or any(key in v for v in prof["notebooks"].values()):
+            raise CourseError(f"Profile {prof['name']!r} sets {key!r}, which the runner provides itself.")
+    return prof
+
+
+def declared_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
+    """Names declared in a notebook's ``parameters`` cell, with papermill's inferred defaults.
+
+    Raises:
+        CourseError: the notebook has no cell tagged ``parameters``.
+    """
+    import nbformat  # noqa: PLC0415 - optional extra (geolab[lab]); CLI start-up
+    import papermill  # noqa: PLC0415 - optional extra (geolab[lab]); CLI start-up
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        raise CourseError(
+            f"{notebook}: no cell tagged 'parameters'. Every course notebook has one parameters "
+            "cell right after Setup (tag it in Jupyter: View > Cell toolbar > Tags)."
+        )
+    return papermill.inspect_notebook(str(notebook))
+
+
+def notebook_parameters(
+    profile: Mapping[str, Any], name: str, declared: Iterable[str], overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The parameters one notebook gets from the profile and the overrides.
+
+    The parameters a notebook gets: profile ``common``, then its per-notebook section, then
+    ``overrides`` (``--data``, ``--manifest``, ``--set``), kept only where the notebook declares them.
+
+    Args:
+        profile: a loaded profile (:func:`load_profile`).
+        name: notebook name without ``.ipynb``.
+        declared: names in the notebook's parameters cell.
+        overrides: values that beat the profile.
+
+    Returns:
+        The injected parameters (the runner adds ``results_path`` / ``work_dir``).
+    """
+    merged = {**profile["common"], **profile["notebooks"].get(name, {}), **(overrides or {})}
+    declared = set(declared)
+    return {k: v for k, v in merged.items() if k in declared and k not in RUNNER_PARAMETERS}
+
+
+def check_overrides(
+    overrides: Mapping[str, Any], notebooks: Sequence[Path], profile: Mapping[str, Any] | None = None
+) -> None:
+    """``--set`` values against the course's ``parameters`` cells, before anything runs.
+
+    A key that no notebook of the course declares is an error (a typo such as ``epoch``), and
+    so is a value whose type does not fit the declared default: a whole number for an int
+    default (not a bool), a number for a float, text for a string, true/false for a bool, a
+    list (with fitting items) for a list. A default of ``None`` takes anything, and ``null``
+    is accepted where a profile sets the key to ``None`` (e.g. ``max_steps_per_epoch``). The
+    types come from the notebooks' own declarations, so new parameters need no change here.
+
+    Args:
+        overrides: the ``--set`` values (JSON-parsed), plus the runner's ``data``/``manifest``.
+        notebooks: every notebook of the course (a key declared by one that is not selected
+            is not a typo).
+        profile: the profile in use (its ``None`` values allow ``null``).
+
+    Raises:
+        CourseError: every problem found, each naming the key, the value and what fits.
+    """
+    declared: dict[str, list[tuple[str, Any]]] = {}
+    for nb in notebooks:
+        for name, info in declared_parameters(nb).items():
+            try:
+                default = ast.literal_eval(str(info.get("default")))
+            except (ValueError, SyntaxError):
+                default = None  # not a literal: anything goes
+            declared.setdefault(name, []).append((nb.stem, default))
+    nullable = {k for prof in [*PROFILES.values(), *([profile] if profile else [])]
+                for section in [prof.get("common", {}), *prof.get("notebooks", {}).values()]
+                for k, v in section.items() if v is None}
+    problems = []
+    for key, value in overrides.items():
+        if key not in declared:
+            if key in ("data", "manifest"):
+                continue  # set by --data / --manifest; a course without them ignores them
+            close = difflib.get_close_matches(key, declared, n=1)
+            hint = (f"did you mean {close[0]}?" if close
+                    else f"the course's parameters are {', '.join(sorted(declared))}")
+            problems.append(f"--set {key}: no notebook declares this parameter ({hint})")
+            continue
+        defaults = [d for _, d in declared[key]]
+        if any(d is None for d in defaults) or (value is None and key in nullable):
+            continue
+        if not any(_fits(value, d) for d in defaults):
+            nb, default = declared[key][0]
+            problems.append(f"--set {key}={json.dumps(value)}: {key} takes {_kind(default)} "
+                            f"(declared `{key} = {default!r}` in {nb}), e.g. --set {key}={json.dumps(default)}")
+    if problems:
+        raise CourseError("; ".join(problems))
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type of the declared ``default`` (ints pass for floats)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, list):
+            return False
+        return not default or all(_fits(v, default[0]) for v in value)
+    return isinstance(value, type(default))
+
+
+def _kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "a whole number"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "text"
+    if isinstance(default, (list, tuple)):
+        return f"a list of {_kind(default[0]).replace('a ', '', 1)}s" if default else "a list"
+    return f"a {type(default).__name__}"
+
+
+def check_kernel(kernel_name: str) -> None:
+    """Fail early, with what to do, when the Jupyter kernel is not installed.
+
+    Raises:
+        CourseError: the kernel is missing.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager  # noqa: PLC0415 - optional extra (geolab[lab])
+
+    specs = KernelSpecManager().find_kernel_specs()
+    if kernel_name not in specs:
+        hint = (
+            "Run `make setup` (it installs the kernel into .venv: python -m ipykernel install "
+            f"--sys-prefix --name {DEFAULT_KERNEL})"
+            if kernel_name == DEFAULT_KERNEL
+            else "Install it with `python -m ipykernel install --sys-prefix --name NAME` or pass --kernel"
+        )
+        raise CourseError(
+            f"The Jupyter kernel {kernel_name!r} is not installed "
+            f"(found: {', '.join(sorted(specs)) or 'none'}). {hint}."
+        )
+
+
+def describe_plan(
+    profile: str | Mapping[str, Any],
+    *,
+    data: str | None = None,
+    only: Sequence[str] | None = None,
+    notebooks_dir: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> str:
+    """What ``course run`` would inject into each notebook, without running anything."""
+    prof = load_profile(profile)
+    over = dict(overrides or {})
+    over["data"] = data or over.get("data") or prof["common"].get("data") or "geoworld"
+    check_overrides(over, discover_notebooks(notebooks_dir), prof)
+    lines = [f"profile {prof['name']}: {prof['description']}".rstrip(": ")]
+    for nb in discover_notebooks(notebooks_dir, only):
+        declared = declared_parameters(nb)
+        params = notebook_parameters(prof, nb.stem, declared, over)
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())) or "(defaults only)"
+        lines.append(f"  {nb.stem}: {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,311 @@
+"""The course report: tables of result records over seeds, plots and the paper's numbers.
+
+:func:`summarize` gives mean and std over seeds of every group of records, :func:`write_report`
+writes the markdown and HTML report with its plots and the paper's numbers, and
+:func:`rebuild_report` writes it again from a run's results.json.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from geolab.course.records import DENSE_KEYS, METRIC_KEYS, CourseError, validate_results
+from geolab.course.state import fmt_time
+from geolab.course.stats import bootstrap_interval, seed_mean_std
+from geolab.io import atomic_write, atomic_write_text
+from geolab.paper import PAPER_FMOW_TOP1, PAPER_METHOD_NAMES
+from geolab.tiers import is_simulated
+
+SIMULATION_BANNER = (
+    "**Simulation.** Results on `geoworld` come from a procedurally generated simulation of an "
+    "fMoW-like world, not from satellite images. They show how the methods behave on "
+    "simulated data; they are not the paper's claims and cannot be compared number for number "
+    "with the paper's fMoW results shown beside them."
+)
+
+_GROUP_KEYS = ("notebook", "experiment", "method", "variant", "data", "arch", "image_size", "epochs")
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std over seeds of each metric, per group of records.
+
+    A group is (notebook, experiment, method, variant, data, arch, image_size, epochs); records
+    that differ only in ``seed`` (and extras) are seeds of one group.
+
+    Returns:
+        One dict per group, in first-seen order: the group keys, ``seeds`` (sorted list),
+        for each metric ``<m>_mean``, ``<m>_std`` (``None`` with one seed), ``<m>_values``,
+        and ``probe_top1_ci`` (:func:`geolab.course.stats.bootstrap_interval`, or ``None``).
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in records:
+        key = tuple(r.get(k, "main" if k == "experiment" else "") for k in _GROUP_KEYS)
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for key, recs in groups.items():
+        row: dict[str, Any] = dict(zip(_GROUP_KEYS, key))
+        row["seeds"] = sorted({r.get("seed") for r in recs})
+        row["n"] = len(recs)
+        for m in (*METRIC_KEYS, *DENSE_KEYS, "wall_time_s", "train_loss"):
+            vals = [float(r[m]) for r in recs if r.get(m) is not None]
+            row[f"{m}_values"] = vals
+            row[f"{m}_mean"], row[f"{m}_std"] = seed_mean_std(vals)
+        # a 95% interval that includes the test set's sampling error (bootstrap over test
+        # locations and seeds); None for records without per-location hits
+        ci = bootstrap_interval(list(recs), row["method"], "probe_top1")
+        row["probe_top1_ci"] = list(ci) if ci is not None else None
+        rows.append(row)
+    return rows
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    return "" if not ci else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}"
+
+
+def _loss(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _pct(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if std is not None else f"{100 * mean:.2f}"
+
+
+def _md(text: Any) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _paper(method: str, which: str) -> str:
+    v = PAPER_FMOW_TOP1.get(method, {}).get(which)
+    return f"{v:.2f}" if v is not None else "-"
+
+
+def _plot_group(rows: list[dict[str, Any]], title: str, path: Path, simulation: bool) -> None:
+    """Bar chart of linear-probe top-1 per method, for the report.
+
+    Bar chart of linear-probe top-1 per method (mean; dots = seeds; error bar = std), with the
+    paper's fMoW linear-probe number as a marker where it has one.
+    """
+    import matplotlib  # noqa: PLC0415 - CLI start-up; the Agg backend only when the report draws
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - CLI start-up; after the backend is chosen
+
+    labels = [r["method"] + (f"\n{r['variant']}" if r["variant"] else "") for r in rows]
+    means = [100 * r["probe_top1_mean"] for r in rows]
+    stds = [100 * (r["probe_top1_std"] or 0) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 2), 3.6), dpi=110)
+    xs = list(range(len(rows)))
+    ax.bar(xs, means, yerr=stds, capsize=4, color="#4C72B0", alpha=0.85, label="mean ± std over seeds")
+    for x, r in zip(xs, rows):
+        vals = [100 * v for v in r["probe_top1_values"]]
+        ax.scatter([x] * len(vals), vals, color="black", s=12, zorder=3, label="one seed" if x == 0 else None)
+    paper_x = [x for x, r in zip(xs, rows) if PAPER_FMOW_TOP1.get(r["method"], {}).get("linear_probe") is not None]
+    if paper_x:
+        ax.scatter(
+            paper_x,
+            [PAPER_FMOW_TOP1[rows[x]["method"]]["linear_probe"] for x in paper_x],
+            marker="_",
+            s=600,
+            linewidths=2.5,
+            color="#C44E52",
+            zorder=4,
+            label="paper, fMoW linear probe",
+        )
+    ax.set_xticks(xs, labels, fontsize=8)
+    ax.set_ylabel("linear-probe top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title + ("\n(geoworld: simulation, not the paper's data)" if simulation else ""), fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    try:
+        with atomic_write(path, "wb") as fh:
+            fig.savefig(fh, format="png")
+    finally:
+        plt.close(fig)
+
+
+def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str], str] | None = None) -> str:
+    """The report as markdown (see :func:`write_report`)."""
+    figures = figures or {}
+    lines: list[str] = [f"# geolab course run: profile `{results['profile']}`, data `{results['data']}`", ""]
+    if results.get("simulation"):
+        lines += [f"> {SIMULATION_BANNER}", ""]
+    lines += [
+        f"geolab {results['geolab_version']}, kernel `{results.get('kernel', '?')}`, written {results['created']}. "
+        "Accuracies in percent (mean ± sample std over seeds; no ± with one seed). The paper's "
+        "numbers are fMoW-rgb top-1 with ResNet-50 at 224 px after 200 epochs (Ayush et al., "
+        "ICCV 2021, [arXiv 2011.09980](https://arxiv.org/abs/2011.09980)).",
+        "",
+        "## Notebooks",
+        "",
+        "| notebook | status | wall time | records | note |",
+        "| --- | --- | --- | ---: | --- |",
+    ]
+    total = 0.0
+    for nb in results["notebooks"]:
+        total += nb.get("wall_time_s") or 0.0
+        lines.append(
+            f"| {_md(nb['notebook'])} | {nb['status']} | {fmt_time(nb.get('wall_time_s'))} | "
+            f"{nb.get('records', 0)} | {_md(nb.get('reason', ''))} |"
+        )
+    lines += ["", f"Total notebook time: {fmt_time(total)} (skipped notebooks count their earlier run).", ""]
+    failed = [nb for nb in results["notebooks"] if nb["status"] == "failed"]
+    for nb in failed:
+        e = nb.get("error") or {}
+        lines += [
+            f"**{_md(nb['notebook'])} failed** in cell {e.get('cell_index')} (In [{e.get('exec_count')}]) "
+            f"`{_md(e.get('first_line', ''))}`: {_md(e.get('ename', ''))}: {_md(e.get('evalue', ''))}. "
+            f"The executed notebook `{nb.get('output')}` shows the traceback; its results are left out below.",
+            "",
+        ]
+
+    rows = summarize(results["records"])
+    if not rows:
+        lines += ["## Results", "", "No notebook reported results yet.", ""]
+    else:
+        lines += [
+            "## Linear probe and kNN",
+            "",
+            "Mean ± std over seeds; the interval is a 95% bootstrap over test locations and seeds (it "
+            "includes the test set's sampling error). `random-init` is the untrained backbone.",
+            "",
+            "| notebook | experiment | method | data | arch | image size | epochs | seeds | probe top-1 | 95% interval "
+            "| probe F1 | kNN top-1 | train loss | paper probe top-1 (fMoW) |",
+            "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in rows:
+            if r["probe_top1_mean"] is None and r["miou_mean"] is not None:
+                continue  # a dense transfer record: see its own table
+            method = r["method"] + (f" ({r['variant']})" if r["variant"] else "")
+            paper = _paper(r["method"], "linear_probe")
+            if r["method"] == "supervised":
+                paper = f"{_paper('supervised', 'fine_tuned')} (supervised)"
+            lines.append(
+                f"| {_md(r['notebook'])} | {_md(r['experiment'])} | {_md(method)} | {_md(r['data'])} "
+                f"| {_md(r['arch'])} | "
+                f"{r['image_size']} | {r['epochs']} | {', '.join(map(str, r['seeds']))} | "
+                f"{_pct(r['probe_top1_mean'], r['probe_top1_std'])} | {_ci(r.get('probe_top1_ci'))} | "
+                f"{_pct(r['probe_f1_mean'], r['probe_f1_std'])} | "
+                f"{_pct(r['knn_top1_mean'], r['knn_top1_std'])} | {_loss(r.get('train_loss_mean'))} | {paper} |"
+            )
+        lines.append("")
+        for (nb, exp), fig in figures.items():
+            lines += [f"![Linear-probe top-1 per method, {nb} / {exp}]({fig})", ""]
+        ft = [r for r in rows if r["finetune_top1_mean"] is not None]
+        if ft:
+            lines += [
+                "## Fine-tuning",
+                "",
+                "| notebook | experiment | method | data | seeds | fine-tuned top-1 | paper fine-tuned top-1 (fMoW) |",
+                "| --- | --- | --- | --- | --- | ---: | ---: |",
+            ]
+            for r in ft:
+                lines.append(
+                    f"| {_md(r['notebook'])} | {_md(r['experiment'])} | {_md(r['method'])} | {_md(r['data'])} | "
+                    f"{', '.join(map(str, r['seeds']))} | {_pct(r['finetune_top1_mean'], r['finetune_top1_std'])} | "
+                    f"{_paper(r['method'], 'fine_tuned')} |"
+                )
+            lines.append("")
+        dense = [r for r in rows if r["miou_mean"] is not None]
+        if dense:
+            lines += [
+                "## Dense transfer (segmentation of geoworld masks)",
+                "",
+                "| notebook | initialisation | data | seeds | mIoU | pixel accuracy |",
+                "| --- | --- | --- | --- | ---: | ---: |",
+            ]
+            for r in dense:
+                lines.append(
+                    f"| {_md(r['notebook'])} | {_md(r['method'])} | {_md(r['data'])} "
+                    f"| {', '.join(map(str, r['seeds']))} | "
+                    f"{_pct(r['miou_mean'], r['miou_std'])} | {_pct(r['pixel_acc_mean'], r['pixel_acc_std'])} |"
+                )
+            lines.append("")
+    lines += [
+        "## The paper's numbers",
+        "",
+        "fMoW-rgb top-1 accuracy (%), ResNet-50, Ayush et al. 2021. These are the paper's claims; "
+        "nothing in this run reproduces them unless its data is `fmow` with the `gpu-full` profile.",
+        "",
+        "| method | linear probe (frozen) | fine-tuned |",
+        "| --- | ---: | ---: |",
+    ]
+    for m, v in PAPER_FMOW_TOP1.items():
+        lp = f"{v['linear_probe']:.2f}" if v["linear_probe"] is not None else "-"
+        lines.append(f"| {PAPER_METHOD_NAMES[m]} (`{m}`) | {lp} | {v['fine_tuned']:.2f} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+_HTML_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }}
+table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.5rem; }}
+th {{ background: #f3f3f3; }}
+blockquote {{ background: #fff4d6; border-left: 0.4rem solid #e0a800; margin: 1rem 0; padding: 0.5rem 1rem; }}
+img {{ max-width: 100%; }}
+code {{ background: #f3f3f3; padding: 0 0.2rem; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
+def report_html(markdown_text: str, title: str = "geolab course report") -> str:
+    """Render the report's markdown as a standalone HTML page (mistune, with tables)."""
+    import mistune  # noqa: PLC0415 - optional extra (geolab[lab])
+
+    body = mistune.create_markdown(escape=True, plugins=["table"])(markdown_text)
+    return _HTML_PAGE.format(title=html.escape(title), body=body)
+
+
+def write_report(out: str | os.PathLike, results: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` into the run folder.
+
+    Returns:
+        The markdown and HTML paths.
+    """
+    out = Path(out)
+    figures: dict[tuple[str, str], str] = {}
+    rows = summarize(results["records"])
+    by_exp: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["probe_top1_mean"] is not None:
+            by_exp.setdefault((r["notebook"], r["experiment"]), []).append(r)
+    for (nb, exp), grp in by_exp.items():
+        fname = f"figures/probe_top1_{re.sub(r'[^A-Za-z0-9_.-]+', '-', nb)}_{re.sub(r'[^A-Za-z0-9_.-]+', '-', exp)}.png"
+        sim = any(is_simulated(r["data"]) for r in grp)
+        _plot_group(grp, f"{nb} / {exp}: linear-probe top-1", out / fname, sim)
+        figures[(nb, exp)] = fname
+    md_text = report_markdown(results, figures)
+    md_path, html_path = out / "report.md", out / "report.html"
+    atomic_write_text(md_path, md_text)
+    atomic_write_text(html_path, report_html(md_text, f"geolab course run: {results['profile']} / {results['data']}"))
+    return md_path, html_path
+
+
+def rebuild_report(out: str | os.PathLike) -> tuple[Path, Path]:
+    """Re-read ``<out>/results.json`` (validated) and write the report again.
+
+    Raises:
+        CourseError: no results.json in ``out``.
+    """
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        raise CourseError(f"{path} does not exist; run `geolab course run --out {out}` first.")
+    results = json.loads(path.read_text())
+    validate_results(results)
+    return write_report(out, results)
