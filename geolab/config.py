@@ -191,19 +191,19 @@ class PretrainConfig:
     @property
     def is_moco(self) -> bool:
         """True for the four contrastive methods."""
-        return self.method.startswith("moco")
+        return METHOD_PARTS[self.method].contrastive
 
     @property
     def uses_geo(self) -> bool:
         """True when the method predicts geo clusters (``geoloc``, ``moco-geo``, ``moco-tp-geo``)."""
-        return self.method in ("geoloc", "moco-geo", "moco-tp-geo")
+        return METHOD_PARTS[self.method].geo
 
     @property
     def pair_strategy(self) -> str:
         """The temporal positive strategy actually used (see :attr:`strategy`)."""
         if self.strategy is not None:
             return self.strategy
-        return "any-other" if "-tp" in self.method else "same-image"
+        return "any-other" if METHOD_PARTS[self.method].temporal else "same-image"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (paths as strings) for JSON files and ``weights_only`` checkpoints."""

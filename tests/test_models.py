@@ -171,3 +171,16 @@ def test_geo_head_learns_geo_clusters_on_toy_problem():
     acc = (head(q).argmax(1) == labels).float().mean().item()
     assert first > 0.8 * math.log(k_clusters)  # starts near chance
     assert acc > 0.9, acc
+
+
+def test_every_method_is_described_by_its_parts_once():
+    """METHOD_PARTS is the one place that reads a method's name: each method has an entry, and the
+    config's properties follow it (MoCo methods use the memory bank; -tp methods draw temporal positives)."""
+    from geolab.config import METHOD_PARTS, METHODS, PretrainConfig
+
+    assert set(METHOD_PARTS) == set(METHODS)
+    for method, parts in METHOD_PARTS.items():
+        cfg = PretrainConfig(method=method, manifest="m.parquet", geo_k=4)
+        assert cfg.is_moco == parts.contrastive and cfg.uses_geo == parts.geo
+        assert cfg.pair_strategy == ("any-other" if parts.temporal else "same-image")
+    assert METHOD_PARTS["moco-tp-geo"] == type(METHOD_PARTS["moco"])(contrastive=True, temporal=True, geo=True, labels=False)
