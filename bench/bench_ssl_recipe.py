@@ -14,7 +14,8 @@ numbers in BENCHMARKS.md ("SSL recipe") come from it, on dev world 101.
 import torch, time, numpy as np, sys, json, argparse
 from geolab.models import MoCoModel, build_contrastive_loss, make_backbone
 from geolab.manifest import load_manifest, select_split
-from geolab.datasets import decode_images, label_names, LocationIndex
+from geolab.datasets import decode_images, label_names
+from geolab.positives import LocationIndex
 from geolab.transforms import _Normalize, BatchMoCoV2View
 from geolab.evaluate import extract_features, linear_probe, knn
 p = argparse.ArgumentParser()

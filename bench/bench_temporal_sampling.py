@@ -2,7 +2,7 @@
 
 The official GASSL code finds the temporal positive of an image by globbing the image's
 location folder on every sample and choosing one of the files at random. geolab builds a
-:class:`geolab.datasets.LocationIndex` once from the manifest and draws from numpy arrays.
+:class:`geolab.positives.LocationIndex` once from the manifest and draws from numpy arrays.
 
 This script builds an fMoW-shaped tree of empty files in a temporary folder
 (``train/<category>/<category>_<n>/<category>_<n>_<t>_rgb.jpg``, 1-10 revisits per

@@ -145,7 +145,7 @@ class PretrainConfig:
     geo_k: int = option(100, "geo clusters (paper 100)", type=positive_int)
     alpha: float = option(1.0, "weight of the contrastive loss")
     beta: float = option(1.0, "weight of the geo loss")
-    strategy: str | None = option(None, "temporal positive strategy, one of geolab.datasets.STRATEGIES "
+    strategy: str | None = option(None, "temporal positive strategy, one of geolab.positives.STRATEGIES "
                                   "(default any-other for -tp)", choices=STRATEGY_CHOICES, metavar="STRATEGY")
     seed: int = option(0, type=non_negative_int)
     num_workers: int = option(4, type=non_negative_int)

@@ -3,8 +3,8 @@
 :class:`ImageDataset` (one view per image) and :class:`TemporalPairDataset` (query and its
 temporal positive, drawn by :class:`geolab.positives.LocationIndex`) return the batch dict of
 the training loop; unreadable images are skipped or fail (:data:`BAD_IMAGE_POLICIES`);
-:func:`decode_images` preloads a split. ``LocationIndex``, ``STRATEGIES``, ``SEASONS`` and
-``season_of`` live in :mod:`geolab.positives` and are re-exported here.
+:func:`decode_images` preloads a split. Temporal positive strategies and seasons live in
+:mod:`geolab.positives`.
 """
 
 from __future__ import annotations
@@ -23,14 +23,7 @@ from tqdm.auto import tqdm
 
 from geolab.images import open_rgb
 from geolab.manifest import ManifestError
-from geolab.positives import (  # noqa: F401 - LocationIndex, STRATEGIES, SEASONS, season_of re-exported
-    SEASONS,
-    STRATEGIES,
-    LocationIndex,
-    check_strategy,
-    need_columns,
-    season_of,
-)
+from geolab.positives import LocationIndex, check_strategy, need_columns
 from geolab.transforms import eval_transform, moco_v2_view
 
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
@@ -366,7 +359,7 @@ class TemporalPairDataset(_ManifestDataset):
     Args:
         df: manifest rows (e.g. the train split), with ``geo_cluster`` from
             :func:`geolab.geo.add_geo_clusters` if the geo loss is used (else -1 is returned).
-        strategy: one of :data:`STRATEGIES` (paper: ``"any-other"``; ``"same-image"`` is
+        strategy: one of :data:`geolab.positives.STRATEGIES` (paper: ``"any-other"``; ``"same-image"`` is
             plain MoCo-v2).
         transform: single-view transform (default :func:`geolab.transforms.moco_v2_view`
             at 224 px, the paper's).

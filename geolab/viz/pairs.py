@@ -34,7 +34,7 @@ def pair_figure(
     Args:
         df: a manifest (row positions are used).
         rows: query rows to show.
-        strategy: temporal positive sampling strategy (``geolab.datasets.STRATEGIES``).
+        strategy: temporal positive sampling strategy (``geolab.positives.STRATEGIES``).
         input_size: side of the MoCo-v2 views.
         seed: seeds the positive draw and the augmentations.
         note: a line under the figure (e.g. that the data are simulated).

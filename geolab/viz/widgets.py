@@ -382,11 +382,11 @@ def augmentation_explorer(
     Args:
         df: a manifest (row positions are used, so its index is reset).
         input_size: crop size of the MoCo-v2 views (``geolab.transforms.moco_v2_view``).
-        strategy: temporal positive sampling strategy (``geolab.datasets.STRATEGIES``).
+        strategy: temporal positive sampling strategy (``geolab.positives.STRATEGIES``).
         seed: seed of the first draw; the "new views" button adds 1 per click.
         index: the row shown first.
         transform: the view transform (default ``moco_v2_view(input_size)``).
-        location_index: a ``geolab.datasets.LocationIndex`` (default: built from ``df``).
+        location_index: a ``geolab.positives.LocationIndex`` (default: built from ``df``).
 
     Returns:
         An :class:`AugmentationExplorer` with ``.index``, ``.strategy``, ``.resample``,
