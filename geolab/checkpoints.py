@@ -257,7 +257,7 @@ def check_resume_config(ckpt: dict[str, Any], cfg: PretrainConfig, path: Path,
         )
     diffs = [f"{k}: checkpoint {old.get(k)!r}, now {getattr(cfg, k)!r}"
              for k in RESUME_MUST_MATCH if k in old and old[k] != getattr(cfg, k)]
-    if METHOD_PARTS[cfg.method].contrastive and "method" in old:
+    if cfg.parts.contrastive and "method" in old:
         old_method = METHOD_PARTS.get(str(old["method"]))
         was = old.get("strategy") or ("any-other" if old_method is not None and old_method.temporal else "same-image")
         if was != cfg.pair_strategy:

@@ -189,21 +189,26 @@ class PretrainConfig:
             raise ValueError(f"The memory bank needs queue_size >= 1, got {self.queue_size}.")
 
     @property
+    def parts(self) -> MethodParts:
+        """What the method is made of (:data:`METHOD_PARTS`)."""
+        return METHOD_PARTS[self.method]
+
+    @property
     def is_moco(self) -> bool:
         """True for the four contrastive methods."""
-        return METHOD_PARTS[self.method].contrastive
+        return self.parts.contrastive
 
     @property
     def uses_geo(self) -> bool:
         """True when the method predicts geo clusters (``geoloc``, ``moco-geo``, ``moco-tp-geo``)."""
-        return METHOD_PARTS[self.method].geo
+        return self.parts.geo
 
     @property
     def pair_strategy(self) -> str:
         """The temporal positive strategy actually used (see :attr:`strategy`)."""
         if self.strategy is not None:
             return self.strategy
-        return "any-other" if METHOD_PARTS[self.method].temporal else "same-image"
+        return "any-other" if self.parts.temporal else "same-image"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (paths as strings) for JSON files and ``weights_only`` checkpoints."""

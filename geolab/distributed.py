@@ -27,14 +27,14 @@ class DistributedError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- devices
-def resolve_device(name: str | torch.device | None, local_rank: int | None = 0) -> torch.device:
+def resolve_device(name: str | torch.device | None, local_rank: int | None = None) -> torch.device:
     """The torch device that a device name asks for.
 
     Args:
         name: a :class:`torch.device` (returned as it is); ``None`` or ``"auto"``: CUDA when
             available, else CPU; any other torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
-        local_rank: the GPU index that a bare ``"cuda"`` (or ``"auto"`` on a GPU machine) gets; ``None``
-            leaves it unindexed (``torch.device("cuda")``, the current GPU).
+        local_rank: the GPU index that a bare ``"cuda"`` (or ``"auto"`` on a GPU machine) gets: this
+            process's rank under torchrun; ``None`` (the default) leaves it unindexed (the current GPU).
 
     Returns:
         The device.

@@ -102,7 +102,7 @@ def extract_features(
     Returns:
         ``(features float32 (N, D), labels int64 (N,))``.
     """
-    dev = resolve_device(device, local_rank=None)
+    dev = resolve_device(device)
     classes = classes if classes is not None else label_names(df)
     ds = ImageDataset(df.reset_index(drop=True), transform=eval_transform(image_size), classes=classes)
     loader = torch.utils.data.DataLoader(
@@ -179,7 +179,7 @@ def linear_probe(
         clf.fit(train_x, train_y)
         pred = clf.predict(test_x)
     elif backend == "torch":
-        pred = _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, resolve_device(device, local_rank=None))
+        pred = _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, resolve_device(device))
     else:
         raise ValueError(f"unknown linear probe backend {backend!r}; use 'sklearn' or 'torch'.")
     out: dict[str, Any] = _scores(test_y, pred)
@@ -303,7 +303,7 @@ def fine_tune(
     Returns:
         ``{"top1", "f1"}`` on ``test_df``.
     """
-    dev = resolve_device(device, local_rank=None)
+    dev = resolve_device(device)
     classes = classes or label_names(pd.concat([train_df, test_df]))
     torch.manual_seed(seed)
     net = nn.Sequential(copy.deepcopy(backbone), nn.Linear(int(backbone.feature_dim), len(classes))).to(dev)

@@ -54,7 +54,7 @@ from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
-from geolab.config import METHOD_PARTS, PretrainConfig
+from geolab.config import PretrainConfig
 
 
 class NarrowResNet(torchvision.models.ResNet):
@@ -373,7 +373,7 @@ def build_model(cfg: PretrainConfig, num_classes: int, bn_splits: int) -> nn.Mod
     Returns:
         The model, on the CPU.
     """
-    method = METHOD_PARTS[cfg.method]
+    method = cfg.parts
     if method.contrastive:
         return MoCoModel(cfg.arch, proj_dim=cfg.proj_dim, geo_k=cfg.geo_k if method.geo else 0, bn_splits=bn_splits)
     n = num_classes if method.labels else cfg.geo_k
@@ -402,7 +402,7 @@ def compute_loss(
         ``(loss, parts)`` where ``parts`` has ``loss`` and, where they apply,
         ``contrastive`` and ``geo`` (floats).
     """
-    method = METHOD_PARTS[cfg.method]
+    method = cfg.parts
     amp = bool(cfg.amp) if cfg.amp is not None else batch["query"].device.type == "cuda"  # explicit True: CPU too
     autocast = torch.autocast(batch["query"].device.type, dtype=torch.bfloat16, enabled=amp)
     parts: dict[str, float] = {}

@@ -65,7 +65,7 @@ from geolab.checkpoints import (
     manifest_fingerprint,
     save_checkpoint,
 )
-from geolab.config import METHOD_PARTS, PretrainConfig, add_pretrain_arguments, config_from_args
+from geolab.config import PretrainConfig, add_pretrain_arguments, config_from_args
 from geolab.datasets import ImageDataset, TemporalPairDataset, decode_images, label_names
 from geolab.distributed import (
     DistContext,
@@ -113,7 +113,7 @@ def prepare_data(cfg: PretrainConfig):
         ValueError: fewer train locations than geo clusters.
     """
     df = load_manifest(cfg.manifest, require_splits=(cfg.train_split,))
-    if METHOD_PARTS[cfg.method].geo:
+    if cfg.parts.geo:
         train_locs = df.loc[df["split"] == cfg.train_split, "location_id"].nunique()
         if train_locs < cfg.geo_k:
             raise ValueError(
@@ -127,7 +127,7 @@ def prepare_data(cfg: PretrainConfig):
     # (ds.batch_transform); otherwise each image is read and augmented in PIL by the DataLoader
     images = decode_images(train, cfg.image_size, cfg.on_bad_image, progress=cfg.progress) if cfg.preload else None
     ds: ImageDataset | TemporalPairDataset
-    if METHOD_PARTS[cfg.method].contrastive:
+    if cfg.parts.contrastive:
         ds = TemporalPairDataset(
             train, strategy=cfg.pair_strategy,
             transform=None if cfg.preload else moco_v2_view(cfg.image_size, cfg.crop_min_scale, cfg.jitter_strength),
@@ -252,7 +252,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
     if cfg.batch_size % ctx.world_size:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {ctx.world_size} DDP ranks.")
     per_rank = cfg.batch_size // ctx.world_size
-    contrastive = METHOD_PARTS[cfg.method].contrastive
+    contrastive = cfg.parts.contrastive
     # split BN guards MoCo against the BN leak; the classifiers use plain BatchNorm
     bn_splits = (cfg.bn_splits or auto_bn_splits(per_rank, ctx.world_size)) if contrastive else 1
     if contrastive and bn_splits == 1 and not cfg.bn_splits and not ctx.distributed:  # 1 asked for: no warning
@@ -440,7 +440,7 @@ class _Run:
 def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
     """One epoch; returns the epoch record (mean losses, throughput)."""
     cfg, ctx, model, dataset, steps_per_epoch = run.cfg, run.ctx, run.model, run.dataset, run.steps_per_epoch
-    contrastive = METHOD_PARTS[cfg.method].contrastive
+    contrastive = cfg.parts.contrastive
     seed = epoch_seed(cfg.seed, epoch, ctx.rank)
     seed_everything(seed)
     run.loader_gen.manual_seed(seed)

@@ -31,16 +31,6 @@ from geolab.manifest import ManifestError, load_manifest, scoring_split
 from geolab.models import make_backbone, set_bn_splits
 
 
-def _device(name: str | torch.device) -> torch.device:
-    """:func:`geolab.distributed.resolve_device`, with the dense task's own message for a missing GPU.
-
-    A bare ``"cuda"`` stays unindexed (the current GPU), as the dense task always had it.
-    """
-    if isinstance(name, str) and name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} asked for but no CUDA GPU is available; use device='cpu'.")
-    return resolve_device(name, local_rank=None)
-
-
 def fit_dense(
     model: SegmentationModel,
     dataset: Dataset,
@@ -61,7 +51,7 @@ def fit_dense(
     Returns:
         The mean training loss of each epoch.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     model.to(dev)
     enc = [p for p in model.encoder.parameters() if p.requires_grad]
     groups = [{"params": list(model.decoder.parameters()), "lr": cfg.lr}]
@@ -119,7 +109,7 @@ def evaluate_dense(
     Returns:
         See :func:`segmentation_scores`.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     model.to(dev).eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -132,7 +122,7 @@ def evaluate_dense(
 @torch.no_grad()
 def predict_masks(model: SegmentationModel, images: Tensor, device: str | torch.device = "cpu") -> Tensor:
     """Predicted class ids (N, H, W) for a batch of normalised images (N, 3, H, W)."""
-    dev = _device(device)
+    dev = resolve_device(device)
     model.to(dev).eval()
     return model(images.to(dev)).argmax(1).cpu()
 
@@ -230,7 +220,7 @@ def train_dense(
     names = mask_class_names(num_classes, cfg.class_names)
 
     net, desc = _resolve_backbone(backbone, cfg)
-    dev = _device(cfg.device)
+    dev = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # decoder initialisation and flips
     model = SegmentationModel(
         net,
