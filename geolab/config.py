@@ -15,6 +15,7 @@ from geolab.argtypes import (
     STRATEGY_CHOICES,
     add_dataclass_arguments,
     dataclass_from_args,
+    non_negative_float,
     non_negative_int,
     option,
     positive_float,
@@ -86,6 +87,8 @@ class PretrainConfig:
         momentum: SGD momentum (0.9).
         weight_decay: SGD weight decay (1e-4).
         cosine: cosine learning-rate decay over all steps (paper: on).
+        warmup_epochs: linear learning-rate warm-up from 0 over this many epochs, then the
+            cosine decay (0: none, as the paper; MoCo v3 warms up for 40 epochs).
         temperature: InfoNCE temperature (0.2 MoCo-v2; 0.02 in the official GASSL commands).
         queue_size: memory bank size, the MoCo queue of negative keys (paper: 65536).
         proj_dim: output size of the MoCo projection head (128).
@@ -93,6 +96,10 @@ class PretrainConfig:
         geo_k: number of geo clusters for the geo loss and ``geoloc`` (paper: 100).
         alpha: weight of the contrastive loss (1).
         beta: weight of the geo cross-entropy (1).
+        symmetric: both views of a pair serve as query and as key (the loss averages
+            ``InfoNCE(q1, k2)`` and ``InfoNCE(q2, k1)``; both keys enter the memory bank after
+            the step; the geo loss is taken on both queries): the same positives and losses,
+            twice the signal per step for about twice the compute (MoCo v3, BYOL; off in the paper).
         strategy: temporal positive sampling strategy; ``None`` means ``"same-image"`` for
             ``moco``/``moco-geo`` and ``"any-other"`` for ``moco-tp``/``moco-tp-geo``.
         seed: seeds everything; a CPU run with the same seed is reproducible.
@@ -138,6 +145,8 @@ class PretrainConfig:
     momentum: float = option(0.9, "SGD momentum (0.9)")
     weight_decay: float = 1e-4
     cosine: bool = option(True, "constant learning rate")
+    warmup_epochs: float = option(0.0, "linear learning-rate warm-up over this many epochs (0 = none)",
+                                  type=non_negative_float)
     temperature: float = option(MOCO_V2_TEMPERATURE, "0.2 MoCo-v2 (default); 0.02 official GASSL", type=positive_float)
     queue_size: int = option(65536, "memory bank size (paper 65536)", type=positive_int)
     proj_dim: int = option(128, "output size of the MoCo projection head (128)", type=positive_int)
@@ -145,6 +154,7 @@ class PretrainConfig:
     geo_k: int = option(100, "geo clusters (paper 100)", type=positive_int)
     alpha: float = option(1.0, "weight of the contrastive loss")
     beta: float = option(1.0, "weight of the geo loss")
+    symmetric: bool = option(False, "symmetric loss: both views of a pair are queries (MoCo v3, BYOL)")
     strategy: str | None = option(None, "temporal positive strategy, one of geolab.positives.STRATEGIES "
                                   "(default any-other for -tp)", choices=STRATEGY_CHOICES, metavar="STRATEGY")
     seed: int = option(0, type=non_negative_int)
@@ -181,6 +191,10 @@ class PretrainConfig:
             raise ValueError(f"PretrainConfig.crop_min_scale must be in (0, 1], got {self.crop_min_scale}.")
         if self.jitter_strength < 0:
             raise ValueError(f"PretrainConfig.jitter_strength must be >= 0, got {self.jitter_strength}.")
+        if not self.warmup_epochs >= 0 or self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"PretrainConfig.warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}."
+            )
         if self.temperature <= 0:
             raise ValueError(f"PretrainConfig.temperature must be > 0, got {self.temperature}.")
         if self.uses_geo and self.geo_k < 2:

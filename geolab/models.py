@@ -380,6 +380,18 @@ def build_model(cfg: PretrainConfig, num_classes: int, bn_splits: int) -> nn.Mod
     return Classifier(cfg.arch, n, bn_splits=1)
 
 
+@torch.no_grad()
+def embedding_std(q: Tensor) -> float:
+    """The collapse monitor of SimSiam (section 4.1): std over the batch of L2-normalised embeddings.
+
+    The per-dimension standard deviation of ``q / ||q||``, averaged over dimensions and multiplied
+    by ``sqrt(d)``: about 1 when the embeddings spread over the sphere, 0 when they collapse to
+    one point (torchgeo's SSL trainers log the same quantity).
+    """
+    z = F.normalize(q.detach().float(), dim=1)
+    return float(z.std(dim=0).mean() * z.shape[1] ** 0.5)
+
+
 def compute_loss(
     cfg: PretrainConfig,
     model: nn.Module,
@@ -407,13 +419,19 @@ def compute_loss(
     autocast = torch.autocast(batch["query"].device.type, dtype=torch.bfloat16, enabled=amp)
     parts: dict[str, float] = {}
     if method.contrastive:
+        query, key, geo_cluster = batch["query"], batch["key"], batch.get("geo_cluster")
+        if cfg.symmetric:  # both views are queries: rows (view 1 -> key of view 2) then (view 2 -> key of view 1)
+            query, key = torch.cat([query, key]), torch.cat([key, query])
+            geo_cluster = torch.cat([geo_cluster, geo_cluster]) if geo_cluster is not None else None
         with autocast:
-            q, k, geo = model(batch["query"], batch["key"], distributed=distributed)
+            q, k, geo = model(query, key, distributed=distributed)
+        # one call: every row meets the same memory bank, then all keys are enqueued
         contrastive = criterion(q.float(), k.float())
         loss = cfg.alpha * contrastive
         parts["contrastive"] = float(contrastive.detach())
+        parts["embedding_std"] = embedding_std(q)
         if geo is not None:
-            geo_loss = F.cross_entropy(geo.float(), batch["geo_cluster"])
+            geo_loss = F.cross_entropy(geo.float(), geo_cluster)
             loss = loss + cfg.beta * geo_loss
             parts["geo"] = float(geo_loss.detach())
     else:

@@ -91,12 +91,21 @@ from geolab.models import (
 from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, moco_v2_view, supervised_transform
 
 
-def lr_at(step: int, total_steps: int, cfg: PretrainConfig) -> float:
+def lr_at(step: int, total_steps: int, cfg: PretrainConfig, steps_per_epoch: int = 0) -> float:
     """Learning rate at a global step.
 
-    ``lr * 0.5 * (1 + cos(pi * step / total))`` when ``cfg.cosine`` (MoCo-v2's ``--cos``), else constant.
+    A linear warm-up from ``lr / warmup`` to ``lr`` over the first ``cfg.warmup_epochs`` epochs
+    (``steps_per_epoch`` of them each), then ``lr * 0.5 * (1 + cos(pi * t))`` with ``t`` going
+    from 0 to 1 over the remaining steps when ``cfg.cosine`` (MoCo-v2's ``--cos``), else constant.
+    Without warm-up this is MoCo-v2's schedule exactly.
     """
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if warmup > 0 and step < warmup:
+        return cfg.lr * (step + 1) / warmup
     if not cfg.cosine or total_steps <= 0:
+        return cfg.lr
+    step, total_steps = step - warmup, total_steps - warmup
+    if total_steps <= 0:
         return cfg.lr
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
@@ -461,7 +470,7 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
         with ddp_guard(ctx, f"epoch {epoch + 1} step {i + 1}"):
             batch = _to_device(next(it), ctx.device, channels_last, getattr(dataset, "batch_transform", None))
             step = global_step + i
-            lr = lr_at(step, run.total_steps, cfg)
+            lr = lr_at(step, run.total_steps, cfg, steps_per_epoch)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             if contrastive:

@@ -15,10 +15,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geolab.config import RANDOM_INIT
+
 #: Level of the intervals shown beside every comparison.
 CONFIDENCE = 0.95
 #: Bootstrap resamples behind each interval.
 N_BOOTSTRAP = 2000
+
+
+#: A run whose probe top-1 is below the mean of random init + this many points is stuck (issue 22).
+STUCK_MARGIN = 5.0
+
+
+def stuck_records(records: list[dict[str, Any]], method: str, metric: str = "probe_top1") -> list[dict[str, Any]]:
+    """The records of ``method`` that score below random init's mean + :data:`STUCK_MARGIN` points.
+
+    Empty when ``records`` hold no random-init row (nothing to judge against) or for random init itself.
+    """
+    init = [r[metric] for r in records if r["method"] == RANDOM_INIT and r.get(metric) is not None]
+    if not init or method == RANDOM_INIT:
+        return []
+    floor = sum(init) / len(init) + STUCK_MARGIN / 100
+    return [r for r in records if r["method"] == method and r.get(metric) is not None and r[metric] < floor]
 
 
 def seed_mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
@@ -120,6 +138,37 @@ def difference_interval(
     return float(np.quantile(diff, tail)), float(np.quantile(diff, 1 - tail))
 
 
+def paired_difference_interval(
+    records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
+) -> tuple[float, float] | None:
+    """A 95% interval for ``mean(a) - mean(b)`` with seeds *and* test locations paired.
+
+    Like :func:`difference_interval`, but a resample draws the seeds once for both methods
+    (seed s of ``a`` beside seed s of ``b``: they share the initial weights and the data
+    order) as well as the test locations. With unequal seed sets it falls back to
+    :func:`difference_interval`. None without per-location hits.
+    """
+    ga, gb = _group(records, a), _group(records, b)
+    sa, sb = [r.get("seed") for r in ga], [r.get("seed") for r in gb]
+    if sorted(sa) != sorted(sb) or len(set(sa)) != len(sa):
+        return difference_interval(records, a, b, metric, seed)
+    ga = sorted(ga, key=lambda r: r.get("seed"))
+    gb = sorted(gb, key=lambda r: r.get("seed"))
+    ha, hb = _hits(ga, metric), _hits(gb, metric)
+    if ha is None or hb is None or len(ha[1]) != len(hb[1]) or not np.array_equal(ha[1], hb[1]):
+        return None
+    rng = np.random.default_rng(seed)
+    sizes = ha[1]
+    counts = rng.multinomial(len(sizes), np.full(len(sizes), 1 / len(sizes)), size=N_BOOTSTRAP)
+    denom = np.maximum(sizes @ counts.T, 1)
+    per_seed = (ha[0] @ counts.T) / denom - (hb[0] @ counts.T) / denom  # (S, B) paired differences
+    s = per_seed.shape[0]
+    pick = rng.integers(s, size=(N_BOOTSTRAP, s))
+    boot = per_seed[pick, np.arange(N_BOOTSTRAP)[:, None]].mean(axis=1)
+    tail = (1 - CONFIDENCE) / 2
+    return float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))
+
+
 def method_table(records: list[dict[str, Any]], metrics: tuple[str, ...] = ("probe_top1", "probe_f1", "knn_top1")):
     """Mean, standard deviation over seeds and a 95% interval of each method's metrics, in percent.
 
@@ -163,8 +212,11 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
     """Say in words whether method ``a`` beats ``b``, against the test set's sampling error and the seeds.
 
     The difference of the means counts as an effect only when its 95% interval
-    (:func:`difference_interval`: a paired bootstrap over test locations and seeds) excludes
-    zero. The sentence also gives the seed spread and on how many seeds ``a`` was ahead.
+    (:func:`paired_difference_interval`: a bootstrap that resamples the test locations and the
+    seeds together for both methods) excludes zero. The sentence also gives the seed spread and
+    on how many seeds ``a`` was ahead, and names any run of ``a`` or ``b`` that is stuck (probes
+    below random init + :data:`STUCK_MARGIN` points, when the records hold random init): a
+    verdict that rests on a run that did not learn says so.
     Records without per-location hits fall back to the plain rule "larger than the sum of
     the two standard deviations over seeds".
 
@@ -176,8 +228,11 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
     if len(va) == 0 or len(vb) == 0:
         raise ValueError(f"no records for {a if len(va) == 0 else b!r}")
     diff = va.mean() - vb.mean()
-    ci = difference_interval(records, a, b, metric)
+    ci = paired_difference_interval(records, a, b, metric)
     seeds = f"{len(va)} and {len(vb)} seeds"
+    stuck = [f"{m} seed {r.get('seed')}" for m in (a, b) for r in stuck_records(records, m)]
+    caveat = (f" Caveat: it rests on stuck run(s) {', '.join(stuck)} (below random init + {STUCK_MARGIN:g} points)."
+              if stuck else "")
     if ci is not None:
         lo, hi = 100 * ci[0], 100 * ci[1]
         verdict = (
@@ -189,7 +244,7 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
         spread = f", seed std {va.std(ddof=1):.1f} / {vb.std(ddof=1):.1f}" if min(len(va), len(vb)) > 1 else ""
         return (
             f"{a} - {b}: {diff:+.1f} points ({metric}; {seeds}), 95% interval {lo:+.1f} to {hi:+.1f} "
-            f"(test locations and seeds resampled{spread}{wins}): {verdict}."
+            f"(test locations and seeds resampled{spread}{wins}): {verdict}.{caveat}"
         )
     if min(len(va), len(vb)) < 2:
         return f"{a} - {b}: {diff:+.1f} points ({metric}) from a single seed: no claim either way."
@@ -197,5 +252,5 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
     verdict = "larger than" if abs(diff) > spread else "within"
     return (
         f"{a} - {b}: {diff:+.1f} points ({metric}; {seeds}), "
-        f"{verdict} the seed spread ({spread:.1f} points)."
+        f"{verdict} the seed spread ({spread:.1f} points).{caveat}"
     )
