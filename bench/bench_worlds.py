@@ -15,7 +15,8 @@ Development worlds only: never world 0 (the course's, held out) and never tuned 
     .venv/bin/python bench/bench_worlds.py --worlds 101 102 103 104 105 --tag after \
         [--profile cpu] [--set lr=0.03 ...] [--methods moco moco-tp] [--seeds 0 1 2]
 
-Runs go to ``runs/bench-worlds/<tag>/world-<seed>/`` (a rerun reuses finished runs); every
+Runs go to ``runs/bench-worlds/<tag>/world-<seed>/`` (a rerun reuses finished runs;
+``--collect`` only rebuilds the tables from the finished runs found there); every
 record (without per-location hits) goes to ``docs/reference/bench_worlds_<tag>.jsonl`` and the
 tables to ``docs/reference/bench_worlds_<tag>.md``.
 """
@@ -37,6 +38,24 @@ MAIN_METHODS = ("random-init", "moco", "moco-tp", "moco-geo", "moco-tp-geo", "su
 _NOT_TRAINING = {"data", "manifest", "world_locations", "world_size", "world_seed", "seeds"}
 
 
+def collected_records(experiments: Path) -> list[dict]:
+    """Records rebuilt from every finished run (``result.json``) under ``experiments``.
+
+    What :func:`~geolab.course.experiment.run_experiment` records, read back by folder
+    (``<method>-seed<N>-<key>``) whatever the key, so tables survive a change of geolab's version.
+    """
+    out = []
+    for path in sorted(experiments.glob("*/result.json")):
+        stored = json.loads(path.read_text())
+        method, _, rest = path.parent.name.rpartition("-seed")
+        ev = stored["evaluation"]
+        out.append({"method": method, "seed": int(rest.split("-")[0]), "probe_top1": ev["linear_probe"]["top1"],
+                    "knn_top1": ev["knn"]["top1"], "probe_hits": ev["linear_probe"].get("hits"),
+                    "knn_hits": ev["knn"].get("hits"), "test_location_images": ev.get("test_location_images"),
+                    "checkpoint": stored["checkpoint"], **stored.get("training", {})})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worlds", type=int, nargs="+", default=[101, 102, 103, 104, 105])
@@ -45,6 +64,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the profile's seeds")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a training setting")
     p.add_argument("--tag", default="dev")
+    p.add_argument("--collect", action="store_true", help="no training: tables from the runs already in the folders")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "reference"))
     a = p.parse_args()
     if 0 in a.worlds:
@@ -70,7 +90,10 @@ def main() -> None:
         folder = paths.runs_dir() / "bench-worlds" / a.tag / f"world-{world}"
         results = folder / "records" / "main.jsonl"
         results.parent.mkdir(parents=True, exist_ok=True)
-        records = run_methods(methods, seeds, manifest, data="geoworld", results_path=str(results), **train)
+        if a.collect:
+            records = collected_records(folder / "experiments")
+        else:
+            records = run_methods(methods, seeds, manifest, data="geoworld", results_path=str(results), **train)
         summary = world_summary(records, world)
         summary["seconds"] = round(time.perf_counter() - t0)
         summaries.append(summary)

@@ -226,7 +226,7 @@ def load_state_dict_checked(module: nn.Module, state: dict[str, Tensor], source:
 RESUME_MUST_MATCH = ("method", "arch", "batch_size", "proj_dim", "geo_k", "queue_size", "seed", "image_size",
                       "temperature", "lr", "momentum", "weight_decay", "alpha", "beta", "ema_momentum", "cosine",
                       "bn_splits", "max_steps_per_epoch", "train_split", "preload",
-                      "crop_min_scale", "jitter_strength")
+                      "crop_min_scale", "jitter_strength", "warmup_epochs", "symmetric", "head_bn")
 
 
 def manifest_fingerprint(manifest: str | os.PathLike) -> dict[str, str]:

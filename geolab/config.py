@@ -92,6 +92,9 @@ class PretrainConfig:
         temperature: InfoNCE temperature (0.2 MoCo-v2; 0.02 in the official GASSL commands).
         queue_size: memory bank size, the MoCo queue of negative keys (paper: 65536).
         proj_dim: output size of the MoCo projection head (128).
+        head_bn: BatchNorm in the projection head's hidden and output layers, as MoCo v3
+            (MoCo-v2 and the paper: none). It keeps short runs from starting on a plateau where
+            every projection points the same way (:class:`geolab.models.MoCoModel`).
         ema_momentum: momentum of the key encoder update (MoCo: 0.999).
         geo_k: number of geo clusters for the geo loss and ``geoloc`` (paper: 100).
         alpha: weight of the contrastive loss (1).
@@ -150,6 +153,7 @@ class PretrainConfig:
     temperature: float = option(MOCO_V2_TEMPERATURE, "0.2 MoCo-v2 (default); 0.02 official GASSL", type=positive_float)
     queue_size: int = option(65536, "memory bank size (paper 65536)", type=positive_int)
     proj_dim: int = option(128, "output size of the MoCo projection head (128)", type=positive_int)
+    head_bn: bool = option(False, "BatchNorm in the projection head's layers (MoCo v3's head; MoCo-v2: none)")
     ema_momentum: float = option(0.999, "key encoder momentum (0.999)")
     geo_k: int = option(100, "geo clusters (paper 100)", type=positive_int)
     alpha: float = option(1.0, "weight of the contrastive loss")
@@ -390,6 +394,11 @@ _GEOWORLD_RECIPE: dict[str, Any] = {
     "data": "geoworld",
     "manifest": "",
     "world_seed": 0,
+    # BatchNorm in the projection head (MoCo v3's head; issue 22, BENCHMARKS.md "Stuck runs"): without
+    # it a small ResNet's projections start nearly parallel (normalised std ~0.15), the InfoNCE loss
+    # sits near chance for ~150 steps, and one +TP seed in three took off too late to learn (dev worlds
+    # 101, 102: 2 of 6 +TP runs under half their best sibling's gain). The positives and losses are the paper's.
+    "head_bn": True,
     "queue_size": 512,
     "lr": 0.03,
     "ema_momentum": 0.99,

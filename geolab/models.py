@@ -230,6 +230,12 @@ class MoCoModel(nn.Module):
         proj_dim: projection output size (128).
         geo_k: geo clusters for the geo head; 0 = no geo head (``moco``, ``moco-tp``).
         bn_splits: :class:`SplitBatchNorm2d` chunks on one device (1 under DDP).
+        head_bn: BatchNorm in the projection heads' layers, hidden and output (MoCo v3's head;
+            lightly's ``MoCoProjectionHead(batch_norm=True)``). MoCo-v2 has none. Why it is an
+            option: at initialisation a small ResNet's projections all point nearly the same way
+            (normalised std ~0.15 of 1; :func:`embedding_std`), every negative is as close as the
+            positive, and InfoNCE's gradient is weak until they spread; BatchNorm centres them
+            from the first step (BENCHMARKS.md, "Stuck runs").
 
     Attributes:
         backbone, projection_head: the query encoder ``f_q``.
@@ -238,12 +244,13 @@ class MoCoModel(nn.Module):
         feature_dim: backbone output size (what the linear probe sees).
     """
 
-    def __init__(self, arch: str = "resnet50", proj_dim: int = 128, geo_k: int = 0, bn_splits: int = 1) -> None:
+    def __init__(self, arch: str = "resnet50", proj_dim: int = 128, geo_k: int = 0, bn_splits: int = 1,
+                 head_bn: bool = False) -> None:
         super().__init__()
         self.arch = arch
         self.backbone, self.feature_dim = make_backbone(arch, bn_splits)
         # MoCo-v2: hidden layer as wide as the features (2048 for ResNet-50), 128-d output.
-        self.projection_head = MoCoProjectionHead(self.feature_dim, self.feature_dim, proj_dim)
+        self.projection_head = MoCoProjectionHead(self.feature_dim, self.feature_dim, proj_dim, batch_norm=head_bn)
         self.backbone_momentum = copy.deepcopy(self.backbone)
         self.projection_head_momentum = copy.deepcopy(self.projection_head)
         deactivate_requires_grad(self.backbone_momentum)
@@ -375,7 +382,8 @@ def build_model(cfg: PretrainConfig, num_classes: int, bn_splits: int) -> nn.Mod
     """
     method = cfg.parts
     if method.contrastive:
-        return MoCoModel(cfg.arch, proj_dim=cfg.proj_dim, geo_k=cfg.geo_k if method.geo else 0, bn_splits=bn_splits)
+        return MoCoModel(cfg.arch, proj_dim=cfg.proj_dim, geo_k=cfg.geo_k if method.geo else 0, bn_splits=bn_splits,
+                         head_bn=cfg.head_bn)
     n = num_classes if method.labels else cfg.geo_k
     return Classifier(cfg.arch, n, bn_splits=1)
 
