@@ -58,6 +58,11 @@ def manifests_dir() -> Path:
     return REPO_ROOT / "data_manifests"
 
 
+def reference_dir() -> Path:
+    """``docs/reference/``: the committed reference runs and benchmark records (e.g. the robustness benchmark)."""
+    return REPO_ROOT / "docs" / "reference"
+
+
 def notebooks_dir() -> Path:
     """The course's notebooks."""
     return REPO_ROOT / "notebooks"

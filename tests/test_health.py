@@ -161,3 +161,29 @@ def test_a_seed_far_behind_its_siblings_is_lagging(tmp_path: Path):
     assert table.verdict[0].startswith("LAGGING") and list(table.verdict[1:]) == ["learned", "learned"]
     assert "LAGGING (moco-tp seed 0)" in health_verdict(init + tp)
     assert world_summary(init + tp, 9)["lagging"] == ["moco-tp seed 0"]
+
+
+def test_expected_ranges_place_a_run_within_or_below(tmp_path: Path):
+    """Benchmark records of two worlds give each method its range of world means and of single runs;
+    a run's mean is placed within or below it, and runs with other settings get no range."""
+    from geolab.course.health import beside_expected, expected_ranges
+
+    rows = []
+    for world, base in ((101, 0.50), (102, 0.56)):
+        for seed, d in enumerate((-0.02, 0.0, 0.02)):
+            for method, off in (("random-init", -0.12), ("moco", 0.0), ("moco-tp", 0.08)):
+                rows.append({"world": world, "method": method, "seed": seed, "probe_top1": base + off + d,
+                             "arch": "resnet18-w16", "image_size": 32, "epochs": 0 if method == "random-init" else 25})
+    path = tmp_path / "bench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ranges = expected_ranges(path)
+    assert list(ranges.index) == ["random-init", "moco", "moco-tp"]
+    assert ranges.loc["moco", "world mean min"] == 50.0 and ranges.loc["moco", "world mean max"] == 56.0
+    assert ranges.loc["moco", "run min"] == 48.0 and ranges.loc["moco", "runs"] == 6
+    mine = [{"method": "moco", "seed": s, "probe_top1": 0.53, "arch": "resnet18-w16", "image_size": 32, "epochs": 25}
+            for s in range(3)] + [{"method": "moco-tp", "seed": 0, "probe_top1": 0.45, "arch": "resnet18-w16",
+                                   "image_size": 32, "epochs": 25}]
+    table = beside_expected(mine, path)
+    assert table.loc["moco", "this run is"] == "within" and table.loc["moco-tp", "this run is"] == "below"
+    assert beside_expected([{**r, "epochs": 3} for r in mine], path) is None
+    assert expected_ranges(tmp_path / "missing.jsonl") is None

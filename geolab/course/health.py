@@ -20,9 +20,11 @@ and against chance:
   The failure of issue 22 looked like this: a +TP seed whose loss left chance ~150 steps late and
   probed 45% beside 58-59% for its siblings, above random init + 5 but not a result of the method.
 
-:func:`run_health` gives the table, :func:`health_verdict` the sentence a notebook prints, and
+:func:`run_health` gives the table, :func:`health_verdict` the sentence a notebook prints,
 :func:`world_summary` / :func:`world_table_markdown` the per-world rows of
-``bench/bench_worlds.py``.
+``bench/bench_worlds.py``, and :func:`beside_expected` sets a run's means beside the range that
+benchmark measured over development worlds, so that a learner on any world can tell a normal
+result from an unlucky one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from geolab import paths
 from geolab.config import RANDOM_INIT
 from geolab.course.stats import STUCK_MARGIN, paired_difference_interval, seed_mean_std
 
@@ -236,3 +239,72 @@ def world_table_markdown(summaries: Sequence[Mapping[str, Any]], tag: str, profi
               f"or collapsed): {stuck} of {total} trained runs. Lagging runs (under {LAGGING_SHARE:.0%} of the probe "
               f"gain of their method's best seed): {lagging} of {total}.", ""]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ expected ranges
+#: The robustness benchmark's records (``bench/bench_worlds.py --tag cpu``) and the profile they measure.
+EXPECTED_FILE = "bench_worlds_cpu.jsonl"
+EXPECTED_PROFILE = "cpu"
+
+
+def expected_ranges(path: str | Path | None = None) -> pd.DataFrame | None:
+    """Per method, the range of probe top-1 over the benchmark's development worlds (points).
+
+    Args:
+        path: the benchmark's records (default ``docs/reference/`` + :data:`EXPECTED_FILE`).
+
+    Returns:
+        Index ``method``; columns ``worlds``, ``runs``, ``world mean min``/``max`` (the range of the
+        per-world means over seeds), ``run min``/``max`` (the range of single runs). None when the
+        file is missing (an installed geolab without the repository's docs).
+    """
+    path = Path(path) if path is not None else paths.reference_dir() / EXPECTED_FILE
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    df = pd.DataFrame(rows)
+    df["probe"] = 100 * df["probe_top1"]
+    per_world = df.groupby(["method", "world"])["probe"].mean().groupby("method")
+    per_run = df.groupby("method")["probe"]
+    out = pd.DataFrame({"worlds": per_world.size(), "runs": per_run.size(),
+                        "world mean min": per_world.min(), "world mean max": per_world.max(),
+                        "run min": per_run.min(), "run max": per_run.max()})
+    order = [m for m in (RANDOM_INIT, *SSL_METHODS, "supervised") if m in out.index]
+    return out.loc[order].round(1)
+
+
+def same_settings_as_benchmark(records: Sequence[Mapping[str, Any]], path: str | Path | None = None) -> bool:
+    """True when every trained record's (arch, image size, epochs) is among the benchmark's."""
+    path = Path(path) if path is not None else paths.reference_dir() / EXPECTED_FILE
+    if not path.exists():
+        return False
+    bench = {(r.get("arch"), r.get("image_size"), r.get("epochs"))
+             for r in map(json.loads, path.read_text().splitlines()) if r.get("epochs")}
+    mine = {(r.get("arch"), r.get("image_size"), r.get("epochs")) for r in records if r.get("epochs")}
+    return bool(mine) and mine <= bench
+
+
+def beside_expected(records: Sequence[Mapping[str, Any]], path: str | Path | None = None) -> pd.DataFrame | None:
+    """This run's mean probe top-1 per method beside the development worlds' range, with a word on each.
+
+    ``within`` the range of world means, ``below``/``above`` it (a method below the range on this
+    world: look for a stuck run in the health check before reading an effect into it). None without
+    the benchmark's records, or when this run's trained settings (arch, image size, epochs) are not
+    the benchmark's (another profile: its ranges do not apply).
+    """
+    ranges = expected_ranges(path)
+    if ranges is None or not same_settings_as_benchmark(records, path):
+        return None
+    rows = []
+    for method in ranges.index:
+        vals = [100 * r["probe_top1"] for r in records if r["method"] == method and r.get("probe_top1") is not None]
+        if not vals:
+            continue
+        mean = sum(vals) / len(vals)
+        lo, hi = ranges.loc[method, "world mean min"], ranges.loc[method, "world mean max"]
+        where = "within" if lo <= mean <= hi else "below" if mean < lo else "above"
+        rows.append({"method": method, "this run": round(mean, 1), "seeds": len(vals),
+                     "dev worlds": int(ranges.loc[method, "worlds"]), "range of world means": f"{lo:.1f}-{hi:.1f}",
+                     "range of single runs": f"{ranges.loc[method, 'run min']:.1f}-{ranges.loc[method, 'run max']:.1f}",
+                     "this run is": where})
+    return pd.DataFrame(rows).set_index("method") if rows else None

@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from geolab.course import health
 from geolab.course.records import DENSE_KEYS, METRIC_KEYS, CourseError, validate_results
 from geolab.course.state import fmt_time
-from geolab.course.stats import bootstrap_interval, seed_mean_std
+from geolab.course.stats import bootstrap_interval, seed_mean_std, stuck_records
 from geolab.io import atomic_write, atomic_write_text
 from geolab.paper import PAPER_FMOW_TOP1, PAPER_METHOD_NAMES
 from geolab.tiers import is_simulated
@@ -134,6 +135,32 @@ def _plot_group(rows: list[dict[str, Any]], title: str, path: Path, simulation: 
         plt.close(fig)
 
 
+def _expected_section(results: Mapping[str, Any]) -> list[str]:
+    """The main comparison beside the robustness benchmark's range over development worlds (cpu profile only)."""
+    if results.get("profile") != health.EXPECTED_PROFILE or not results.get("simulation"):
+        return []
+    seen, main = set(), []
+    for r in results["records"]:
+        if r.get("experiment", "main") == "main" and r.get("key") not in seen:
+            seen.add(r.get("key"))
+            main.append(r)
+    table = health.beside_expected(main)
+    if table is None:
+        return []
+    stuck = [f"{m} seed {r.get('seed')}" for m in table.index for r in stuck_records(main, m)]
+    lines = ["## Beside the development worlds", "",
+             f"This run's mean probe top-1 beside the range that the same comparison gave on the robustness "
+             f"benchmark's development worlds (`bench/bench_worlds.py`, records in docs/reference/"
+             f"{health.EXPECTED_FILE}). Stuck runs here (probe below random init + {health.STUCK_MARGIN:g} points): "
+             f"{', '.join(stuck) if stuck else 'none'}.", "",
+             "| method | this run | seeds | dev worlds | range of world means | range of single runs | this run is |",
+             "| --- | ---: | ---: | ---: | --- | --- | --- |"]
+    for method, row in table.iterrows():
+        lines.append(f"| {_md(method)} | {row['this run']:.1f} | {row['seeds']} | {row['dev worlds']} | "
+                     f"{row['range of world means']} | {row['range of single runs']} | {row['this run is']} |")
+    return [*lines, ""]
+
+
 def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str], str] | None = None) -> str:
     """The report as markdown (see :func:`write_report`)."""
     figures = figures or {}
@@ -201,6 +228,7 @@ def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str]
         lines.append("")
         for (nb, exp), fig in figures.items():
             lines += [f"![Linear-probe top-1 per method, {nb} / {exp}]({fig})", ""]
+        lines += _expected_section(results)
         ft = [r for r in rows if r["finetune_top1_mean"] is not None]
         if ft:
             lines += [
