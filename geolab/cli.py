@@ -159,6 +159,8 @@ def _add_real_data(dsub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="cache folder (manifest.parquet inside)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     p.add_argument("--quality", type=int_between(1, 100), default=95, help="JPEG quality, 1-100 (default 95)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a manifest.parquet, images/ or prepare_failed.csv in --out that prepare did not write")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_data_prepare)
 
@@ -222,7 +224,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from geolab.sources.prepare import prepare_cache  # noqa: PLC0415 - start-up: pandas
 
     print(prepare_cache(args.manifest, args.out, short_side=args.short_side, quality=args.quality,
-                        workers=args.workers, progress=not args.no_progress).summary())
+                        workers=args.workers, progress=not args.no_progress, force=args.force).summary())
     return 0
 
 
@@ -425,12 +427,15 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         help="write a checkpoint's query backbone as a plain torchvision ResNet state dict (+ JSON)",
         description="The file people share and load elsewhere: only the query backbone's tensors "
         "(torch.load(weights_only=True); torchvision.models.resnetXX() loads it with strict=False, "
-        "only fc.* missing), and a JSON beside it (method, arch, image size, normalisation, epochs, data).",
+        "only fc.* missing), and a JSON beside it (method, arch, image size, normalisation, epochs, data). "
+        "Files at --out or its .json that an earlier export did not write are not replaced without --force.",
     )
     p.add_argument("checkpoint", type=Path, help="geolab checkpoint (or official GASSL .pth.tar / state dict)")
     p.add_argument("--out", required=True, type=Path, help="backbone file to write, e.g. backbone.pth")
     p.add_argument("--arch", default=None,
                    help="architecture of an official file or state dict (default: inferred)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a .pth or .json at --out that an earlier `geolab export` did not write")
     p.set_defaults(func=_engine_export)
 
 
@@ -488,7 +493,8 @@ def _engine_evaluate(args: argparse.Namespace) -> int:
 def _engine_export(args: argparse.Namespace) -> int:
     from geolab.weights import export_backbone  # noqa: PLC0415 - start-up: torch
 
-    weights, sidecar = export_backbone(args.checkpoint, args.out, arch=args.arch)  # errors: as _engine_evaluate's
+    # errors: as _engine_evaluate's, and OutputRefusedError (a FileExistsError) for files it did not write
+    weights, sidecar = export_backbone(args.checkpoint, args.out, arch=args.arch, force=args.force)
     size = weights.stat().st_size / 2**20
     print(f"{weights} ({size:.1f} MiB, backbone only) and {sidecar}")
     return 0

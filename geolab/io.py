@@ -4,6 +4,13 @@ Every checkpoint, manifest, cache file and result goes through :func:`atomic_wri
 are written to a temporary file in the same folder, flushed and fsync'ed, then renamed over
 the target (``os.replace`` is atomic on POSIX), so a reader sees the old file or the new one,
 never a mix.
+
+**The output rule** (:func:`check_output_file`, :func:`check_output_folder`): a command writes only
+files it owns, that is its own output names in a folder, or a folder it made or recognises as its
+own; it refuses to replace anything else unless the user passes ``--force``; and it never writes
+into the folder of its own input (not even with ``--force``). ``geolab export``, ``geolab data
+prepare`` and ``geolab course run`` check their ``--out`` with these two functions before any
+work; ``geolab pretrain`` keeps the stricter :func:`check_run_folder` (no foreign file at all).
 """
 
 from __future__ import annotations
@@ -14,13 +21,20 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 
 class DiskSpaceError(OSError):
     """Not enough free space to write what was asked."""
+
+
+class OutputRefusedError(FileExistsError):
+    """An output would replace a file the command does not own, or land in its own input's folder.
+
+    The message names the user's path and says what to do (``--force``, or another ``--out``).
+    """
 
 
 @contextlib.contextmanager
@@ -36,7 +50,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     wraps it in a RuntimeError) is raised as :class:`DiskSpaceError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # else os.replace's "[Errno 21]" would name the temporary file
+        raise IsADirectoryError(f"Cannot write the file {path}: it is a folder; choose another file name.")
+    _make_folder(path.parent, f"Cannot write {path}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:
@@ -58,6 +74,26 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
                 "Free some space or point GEOLAB_CACHE / --out at a larger disk.",
             ) from exc
         raise
+
+
+def _make_folder(folder: Path, context: str) -> None:
+    """``folder.mkdir(parents=True)``, with an error naming the file in the way instead of ``[Errno 17]``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = _file_in_the_way(folder)
+        if blocker is None:
+            raise
+        raise NotADirectoryError(f"{context}: {blocker} is a file, not a folder; choose another path.") from None
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing path at or above ``folder`` when it is not a folder (``None``: none is)."""
+    p = Path(os.path.abspath(folder.expanduser()))
+    for candidate in (p, *p.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def _disk_full(exc: BaseException) -> bool:
@@ -144,4 +180,118 @@ def check_run_folder(out: str | os.PathLike, own: set[str], marker: str | os.Pat
         raise FileExistsError(
             f"{option} {out} already holds files that are not a geolab run's ({shown}) and no checkpoint; "
             f"choose an empty or new {option} folder so that nothing of yours is overwritten."
+        )
+
+
+# ----------------------------------------------------------------------------- the output rule
+def _shown(paths: list[Path]) -> str:
+    return ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def _refuse_input(out: Path, inputs: Sequence[str | os.PathLike], own: Collection[str], option: str,
+                  command: str) -> None:
+    """Never write into the folder of an input, nor over an input (see the module docstring)."""
+    real = Path(os.path.realpath(out.expanduser()))
+    for src in inputs:
+        src_real = Path(os.path.realpath(Path(src).expanduser()))
+        home = src_real if src_real.is_dir() else src_real.parent
+        if real == home:
+            which = f"{src}, the input folder" if src_real.is_dir() else f"the folder of the input {src}"
+            raise OutputRefusedError(f"{option} {out} is {which}; {command} never writes into its input's folder "
+                                     f"(it would replace or mix with what is there); choose another {option}.")
+        if any(real / name == src_real for name in own):
+            raise OutputRefusedError(f"{option} {out}: {command} would write over its input {src}; choose another "
+                                     f"{option}.")
+
+
+def check_output_file(
+    path: str | os.PathLike,
+    *,
+    ours: bool,
+    command: str,
+    option: str = "--out",
+    given: str | os.PathLike | None = None,
+    inputs: Sequence[str | os.PathLike] = (),
+    force: bool = False,
+) -> None:
+    """Check an output file before any work, by the output rule (module docstring).
+
+    Args:
+        path: the file that will be written.
+        ours: ``path`` does not exist, or exists and was written by ``command`` (the caller
+            recognises its own files, e.g. by a marker inside them).
+        command: the command's name for messages (``"geolab export"``).
+        option: the option that named the path (``--out``).
+        given: the path as the user gave it, when ``path`` is derived from it (a sidecar).
+        inputs: files the command reads; ``path`` must be none of them.
+        force: the user passed ``--force``: replace a file that is not ours.
+
+    Raises:
+        IsADirectoryError: ``path`` is a folder.
+        NotADirectoryError: a file stands where a folder above ``path`` would have to be.
+        OutputRefusedError: ``path`` is an input, or exists, is not ours and ``force`` is off.
+    """
+    path = Path(path)
+    given = Path(given) if given is not None else path
+    what = f"{option} {given}" if given == path else f"{path} (written beside {option} {given})"
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} is a folder; give a file name such as {path / 'backbone.pth'}"
+                                if given == path else f"{what} is a folder; choose another {option}.")
+    blocker = _file_in_the_way(path.parent)
+    if blocker is not None:
+        raise NotADirectoryError(f"{what}: {blocker} is a file, so the folder cannot be made; choose another {option}.")
+    for src in inputs:
+        if os.path.realpath(path.expanduser()) == os.path.realpath(Path(src).expanduser()):
+            raise OutputRefusedError(f"{what} is the input {src} itself; choose another {option}.")
+    if path.exists() and not ours and not force:
+        raise OutputRefusedError(f"{what} already exists and was not written by {command}; pass --force to replace "
+                                 f"it, or choose another {option}.")
+
+
+def check_output_folder(
+    out: str | os.PathLike,
+    *,
+    own: Collection[str],
+    ours: bool,
+    command: str,
+    option: str = "--out",
+    inputs: Sequence[str | os.PathLike] = (),
+    force: bool | None = False,
+) -> None:
+    """Check an output folder before any work, by the output rule (module docstring).
+
+    Args:
+        out: the folder (made when missing).
+        own: the names ``command`` writes directly inside ``out``.
+        ours: ``out`` is a folder ``command`` made (it recognises a marker of its own there).
+        command: the command's name for messages (``"geolab data prepare"``).
+        option: the option that named the folder.
+        inputs: files or folders the command reads: ``out`` must be neither one of them nor the
+            folder holding one (a folder input is its own folder), with or without ``force``.
+        force: the user passed ``--force``: replace files of the ``own`` names in a folder that is
+            not ours. ``None``: the command has no such option (its ``--force`` means something
+            else), so nothing foreign is ever replaced.
+
+    Raises:
+        NotADirectoryError: ``out`` is a file, or a file stands where a folder above it would be.
+        OutputRefusedError: ``out`` is an input's folder, or a folder not ours that holds files of
+            the ``own`` names (the first three named) and ``force`` is off.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{option} {out} is a file, not a folder; choose a folder (it is made when missing).")
+    blocker = _file_in_the_way(out)
+    if blocker is not None:
+        raise NotADirectoryError(f"{option} {out}: {blocker} is a file, so the folder cannot be made; "
+                                 f"choose another {option}.")
+    _refuse_input(out, inputs, own, option, command)
+    if not out.is_dir() or ours or force:
+        return
+    clash = [out / name for name in sorted(own) if (out / name).exists() or (out / name).is_symlink()]
+    if clash:
+        it = "it" if len(clash) == 1 else "them"
+        what = f"pass --force to replace {it}, or choose" if force is False else "choose"
+        raise OutputRefusedError(
+            f"{option} {out} is not a folder made by {command}, but it holds {_shown(clash)}, which {command} "
+            f"would replace; {what} another {option}."
         )

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from geolab import __version__
 from geolab.checkpoints import CheckpointError, check_checkpoint, load_state_dict_checked, read_checkpoint_file
-from geolab.io import atomic_torch_save, atomic_write_json
+from geolab.io import atomic_torch_save, atomic_write_json, check_output_file
 from geolab.models import ARCHS, make_backbone
 from geolab.sources.official import QUERY_PREFIX, backbone_from_official, official_query_state
 from geolab.transforms import IMAGENET_NORMALIZE
@@ -345,8 +345,44 @@ def _normalisation() -> dict[str, Any]:
     }
 
 
+def _our_sidecar(side: Path, weights: Path) -> bool:
+    """``side`` is the JSON sidecar ``geolab export`` wrote for ``weights`` (its ``format``, ``weights`` entries)."""
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == EXPORT_FORMAT and meta.get("weights") == weights.name
+
+
+def check_export_out(checkpoint: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> tuple[Path, Path]:
+    """Check ``geolab export``'s two output files by the output rule of :mod:`geolab.io`, before any work.
+
+    An export is recognised by its sidecar: a JSON with ``"format": "geolab-backbone"`` naming the
+    weights file, and the weights file whose SHA-256 that sidecar records. Anything else at
+    either path (a geoworld's ``world.json``, someone's ``.pth``) is not replaced without ``force``.
+
+    Returns:
+        ``(weights file, sidecar)``.
+
+    Raises:
+        WeightsError: ``out`` ends in ``.json`` (the sidecar would be the file itself).
+        geolab.io.OutputRefusedError: ``out`` is the checkpoint, or a file there is not an export's
+            and ``force`` is off (named, with what to do).
+        IsADirectoryError, NotADirectoryError: a folder where a file goes, or a file where a folder goes.
+    """
+    src, out = Path(checkpoint), Path(out)
+    side = sidecar_path(out)
+    if side == out:
+        raise WeightsError(f"--out {out}: choose a new file name ending in .pth (not .json: the JSON sidecar "
+                           "takes the same name with .json).")
+    check_output_file(out, ours=_read_sidecar(out) is not None, command="geolab export", inputs=[src], force=force)
+    check_output_file(side, ours=_our_sidecar(side, out), command="geolab export", given=out, inputs=[src],
+                      force=force)
+    return out, side
+
+
 def export_backbone(
-    checkpoint: str | os.PathLike, out: str | os.PathLike, arch: str | None = None
+    checkpoint: str | os.PathLike, out: str | os.PathLike, arch: str | None = None, force: bool = False
 ) -> tuple[Path, Path]:
     """Write the query backbone of ``checkpoint`` as a bare torchvision ResNet state dict.
 
@@ -360,17 +396,16 @@ def export_backbone(
         checkpoint: any of the three kinds of weights files (:func:`load_weights`).
         out: the backbone file to write (e.g. ``backbone.pth``).
         arch: as in :func:`load_weights`.
+        force: replace files at ``out`` and its sidecar that an earlier export did not write.
 
     Returns:
         ``(weights file, sidecar)``.
 
     Raises:
-        WeightsError: ``out`` is the checkpoint itself, or a sidecar path that is the file.
-        Everything :func:`load_weights` raises.
+        Everything :func:`check_export_out` (checked first) and :func:`load_weights` raise.
     """
-    src, out = Path(checkpoint), Path(out)
-    if out.resolve() == src.resolve() or sidecar_path(out) == out:
-        raise WeightsError(f"--out {out}: choose a new file name ending in .pth (not the checkpoint, not .json).")
+    src = Path(checkpoint)
+    out, side = check_export_out(src, out, force=force)
     backbone = load_weights(src, arch)
     meta = backbone.geolab_meta
     state = {k: v.detach().cpu().clone().contiguous() for k, v in backbone.state_dict().items()}
@@ -400,6 +435,5 @@ def export_backbone(
         "source": {"kind": meta.get("kind"), "file": str(src)},
         "load": f"torch.load({out.name!r}, weights_only=True) -> model.load_state_dict(state, strict=False)",
     }
-    side = sidecar_path(out)
     atomic_write_json(side, sidecar)
     return out, side

@@ -311,6 +311,37 @@ def test_setup_errors_stop_before_anything_runs(tmp_path: Path, monkeypatch: pyt
         course.load_profile({"common": {"results_path": "x"}})
 
 
+def test_run_out_that_is_a_file_or_not_a_run_folder_is_refused(tmp_path: Path, capsys) -> None:
+    """Issue 23: --out that is a file gave a raw "[Errno 17]"; --out the repository (or any folder
+    whose notebooks/, report.md... are not a run's) would have its files replaced by the run's.
+    Refused before anything runs, --force included (for course run it means "rerun notebooks");
+    a folder of an earlier run (state/ or .lock) is still a run folder."""
+    nbs = tmp_path / "nbs"
+    write_nb(nbs / "01_a.ipynb", "x = 1")
+    (tmp_path / "a-file").write_text("x")
+    assert cli.main(["course", "run", "--profile", "smoke", "--notebooks-dir", str(nbs),
+                     "--out", str(tmp_path / "a-file" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "a-file is a file, so the folder cannot be made" in err and "Errno" not in err
+    with pytest.raises(NotADirectoryError, match="a-file is a file, not a folder"):
+        course.run_course("smoke", tmp_path / "a-file", notebooks_dir=nbs)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own report\n")
+    with pytest.raises(FileExistsError, match=r"not a folder made by geolab course run, but it holds .*report\.md"):
+        course.run_course("smoke", mine, notebooks_dir=nbs, force=True)
+    write_nb(tmp_path / "notebooks" / "01_a.ipynb", "x = 1")
+    with pytest.raises(FileExistsError, match="would write over its input"):  # out/notebooks is the course's own
+        course.run_course("smoke", tmp_path, notebooks_dir=tmp_path / "notebooks")
+    with pytest.raises(FileExistsError, match="the input folder"):
+        course.run_course("smoke", nbs, notebooks_dir=nbs)
+    assert (mine / "report.md").read_text() == "my own report\n" and sorted(p.name for p in mine.iterdir()) == [
+        "report.md"]
+    (mine / "state").mkdir()  # an earlier run's folder: not refused (the missing kernel is the next check)
+    with pytest.raises(course.CourseError, match="'geolab-test-missing' is not installed"):
+        course.run_course("smoke", mine, notebooks_dir=nbs, kernel_name="geolab-test-missing")
+
+
 def test_set_typos_and_wrong_types_are_errors_in_run_and_plan(tmp_path: Path) -> None:
     """--set keys no notebook declares (a typo) and values whose type does not fit the declared
     default are errors naming each problem, in `course plan` and before `course run` executes

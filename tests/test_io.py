@@ -75,3 +75,63 @@ def test_disk_full_during_torch_save_is_a_disk_space_error(tmp_path, monkeypatch
     monkeypatch.undo()
     assert torch.load(target, weights_only=True)["w"].shape == (4,)
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+# ----------------------------------------------------------------------------- the output rule
+def test_output_rule_refuses_foreign_files_and_input_folders(tmp_path):
+    """Protects issue 23's data-loss fixes: a command replaces only its own files (or anything with
+    --force), never writes into its input's folder (not even with --force), and says the user's
+    path, not a temporary file's, when --out is a file or a folder."""
+    from geolab.io import OutputRefusedError, check_output_file, check_output_folder
+
+    (tmp_path / "mine.json").write_text("{}")
+    with pytest.raises(OutputRefusedError, match=r"mine\.json already exists and was not written by geolab x; pass "
+                       r"--force to replace it, or choose another --out"):
+        check_output_file(tmp_path / "mine.json", ours=False, command="geolab x")
+    check_output_file(tmp_path / "mine.json", ours=True, command="geolab x")
+    check_output_file(tmp_path / "mine.json", ours=False, command="geolab x", force=True)
+    with pytest.raises(OutputRefusedError, match="is the input"):
+        check_output_file(tmp_path / "mine.json", ours=True, command="geolab x", inputs=[tmp_path / "mine.json"],
+                          force=True)
+    with pytest.raises(IsADirectoryError, match="is a folder; give a file name"):
+        check_output_file(tmp_path, ours=True, command="geolab x")
+    with pytest.raises(NotADirectoryError, match=r"mine\.json is a file, so the folder cannot be made"):
+        check_output_file(tmp_path / "mine.json" / "sub" / "b.pth", ours=True, command="geolab x")
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.parquet").write_text("theirs")
+    own = {"manifest.parquet", "images"}
+    with pytest.raises(OutputRefusedError, match=r"is the folder of the input .*manifest\.parquet; geolab x never "
+                       "writes into its input's folder"):
+        check_output_folder(data, own=own, ours=True, command="geolab x", inputs=[data / "manifest.parquet"],
+                            force=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.parquet").write_text("theirs")
+    (other / "notes.txt").write_text("not a name geolab x writes: left alone")
+    with pytest.raises(OutputRefusedError, match=r"not a folder made by geolab x, but it holds .*other/manifest\.parquet"
+                       r", which geolab x would replace; pass --force to replace it"):
+        check_output_folder(other, own=own, ours=False, command="geolab x")
+    check_output_folder(other, own=own, ours=False, command="geolab x", force=True)
+    check_output_folder(other, own=own, ours=True, command="geolab x")
+    with pytest.raises(OutputRefusedError, match="; choose another --out") as err:  # force=None: no --force offered
+        check_output_folder(other, own=own, ours=False, command="geolab x", force=None)
+    assert "--force" not in str(err.value)
+    with pytest.raises(OutputRefusedError, match="would write over its input"):
+        check_output_folder(tmp_path, own={"data"}, ours=True, command="geolab x", inputs=[data])
+    with pytest.raises(NotADirectoryError, match=r"--out .*mine\.json is a file, not a folder"):
+        check_output_folder(tmp_path / "mine.json", own=own, ours=False, command="geolab x")
+    check_output_folder(tmp_path / "new" / "deeper", own=own, ours=False, command="geolab x")
+    assert (other / "manifest.parquet").read_text() == "theirs" and not (tmp_path / "new").exists()
+
+
+def test_atomic_write_over_a_folder_or_under_a_file_names_the_users_path(tmp_path):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(IsADirectoryError, match=r"Cannot write the file .*a-folder: it is a folder") as err:
+        atomic_write_text(tmp_path / "a-folder", "new")
+    assert ".tmp" not in str(err.value)
+    with pytest.raises(NotADirectoryError, match=r"Cannot write .*a-file/x/y\.json: .*a-file is a file, not a folder"):
+        atomic_write_json(tmp_path / "a-file" / "x" / "y.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder"]

@@ -135,3 +135,37 @@ def test_small_jpegs_are_copied_not_reencoded(tmp_path):
     with pytest.raises(OSError):
         prepare.prepare_image(str(broken), str(tmp_path / "never.jpg"), 256)
     assert not (tmp_path / "never.jpg").exists()
+
+
+def test_prepare_never_writes_into_its_input_folder_nor_over_a_foreign_manifest(tmp_path, capsys):
+    """Issue 23: `data prepare M --out <M's folder>` replaced the source manifest (and a geoworld
+    folder then "reused" the prepared one as the original world). The input's folder is refused
+    even with --force; a manifest.parquet in a folder that is not a cache (no prepare.json) is
+    refused without --force; a cache folder of its own is reused; --out that is a file is one line."""
+    from geolab.cli import main
+
+    src = _manifest(tmp_path)
+    before = src.read_bytes()
+    for extra in ([], ["--force"]):
+        assert main(["data", "prepare", str(src), "--out", str(src.parent), "--workers", "1", "--no-progress",
+                     *extra]) == 2
+        assert "is the folder of the input" in capsys.readouterr().err
+    assert src.read_bytes() == before and not (src.parent / "prepare.json").exists()
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "manifest.parquet").write_bytes(b"someone's manifest")
+    with pytest.raises(FileExistsError, match=r"holds .*foreign/manifest\.parquet, which geolab data prepare would "
+                       r"replace; pass --force"):
+        prepare.prepare_cache(src, foreign, short_side=32, workers=1, progress=False)
+    assert (foreign / "manifest.parquet").read_bytes() == b"someone's manifest"
+    assert sorted(p.name for p in foreign.iterdir()) == ["manifest.parquet"]
+    prepare.prepare_cache(src, foreign, short_side=32, workers=1, progress=False, force=True)
+    assert len(load_manifest(foreign / "manifest.parquet")) == len(SIZES)
+    again = prepare.prepare_cache(src, foreign, short_side=32, workers=1, progress=False)  # now a cache of its own
+    assert again.reused == len(SIZES)
+
+    (tmp_path / "a-file").write_text("x")
+    assert main(["data", "prepare", str(src), "--out", str(tmp_path / "a-file"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "a-file is a file, not a folder" in err and "Errno" not in err

@@ -106,6 +106,38 @@ def test_export_is_a_small_torchvision_state_dict_with_a_sidecar(trained, tmp_pa
     assert load_backbone(weights).geolab_meta["source"] == "state-dict"
 
 
+def test_export_never_replaces_files_it_did_not_write(trained, tmp_path: Path, capsys):
+    """Issue 23: exporting into a geoworld folder as world.pth would have replaced its world.json,
+    and an existing .pth was overwritten silently. Now a .pth or .json that an earlier export did
+    not write is refused (one line naming it and --force) before anything is loaded or written;
+    a file the export wrote itself (its sidecar's format and sha256) is replaced; --force replaces."""
+    _manifest, ckpt, _state = trained
+    world = tmp_path / "geoworld"
+    world.mkdir()
+    (world / "world.json").write_text('{"seed": 0}\n')
+    assert main(["export", str(ckpt), "--out", str(world / "world.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "world.json (written beside --out" in err and "not written by geolab export; pass --force" in err
+    assert (world / "world.json").read_text() == '{"seed": 0}\n' and not (world / "world.pth").exists()
+
+    theirs = tmp_path / "theirs.pth"
+    theirs.write_bytes(b"someone's weights")
+    assert main(["export", str(ckpt), "--out", str(theirs)]) == 2
+    assert "--out" in capsys.readouterr().err and theirs.read_bytes() == b"someone's weights"
+    assert not sidecar_path(theirs).exists()
+
+    weights, sidecar = export_backbone(ckpt, tmp_path / "mine.pth")
+    export_backbone(ckpt, weights)  # its own export: replaced without --force
+    weights.write_bytes(b"edited since the export")  # the sidecar's sha256 no longer matches: not ours
+    with pytest.raises(FileExistsError, match=r"mine\.pth already exists and was not written by geolab export"):
+        export_backbone(ckpt, weights)
+    assert main(["export", str(ckpt), "--out", str(world / "world.pth"), "--force"]) == 0
+    assert json.loads((world / "world.json").read_text())["format"] == "geolab-backbone"
+    assert main(["export", str(ckpt), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; give a file name" in err and ".tmp" not in err
+
+
 def test_torch_hub_local_returns_the_backbone(trained, tmp_path: Path):
     """torch.hub.load(<checkout>, "resnet18_gassl", source="local", weights=PATH) returns the
     exported backbone (no network); the ResNet-50 entry point refuses ResNet-18 weights and

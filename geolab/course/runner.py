@@ -10,6 +10,10 @@ A run folder (``--out``, default ``runs/<profile>-<data>``) holds::
     report.md, report.html     tables (mean +- std over seeds), plots, the paper's numbers
     figures/*.png
 
+A folder that is neither new nor a run's (no ``state/``, no ``.lock``) and holds any of these names
+is refused before anything runs, as is the notebooks' folder or the manifest's (:func:`check_run_out`,
+the output rule of :mod:`geolab.io`).
+
 How a notebook takes part: its ``parameters`` cell (tagged ``parameters``, the quick CPU
 defaults) declares names such as ``data``, ``epochs``, ``seeds`` and ``results_path = None``.
 The runner injects, for each notebook, only the profile's keys that the notebook declares
@@ -64,7 +68,7 @@ from geolab.course.state import (
     write_state,
 )
 from geolab.envcheck import kernel_manager_config
-from geolab.io import atomic_write_json
+from geolab.io import atomic_write_json, check_output_folder
 from geolab.tiers import TIERS as DATA_TIERS
 from geolab.tiers import fmow_mini_manifest
 
@@ -128,6 +132,29 @@ class CoursePlan:
     selected: list[Path]
     parameters: dict[str, tuple[dict[str, Any], set[str]]]
     warnings: list[str]
+
+
+#: What a course run writes directly inside its folder (``.lock``: :func:`_run_lock`).
+RUN_FOLDER_FILES = frozenset({
+    ".lock", "notebooks", "records", "state", "work", "results.json", "report.md", "report.html", "figures",
+})
+
+
+def check_run_out(out: Path, inputs: Sequence[str | os.PathLike]) -> None:
+    """Check a course run's folder by :mod:`geolab.io`'s output rule, before anything runs.
+
+    A folder is a course run's when it has ``state/`` or ``.lock`` (the runner makes ``.lock``
+    first). Any other folder that holds a file of :data:`RUN_FOLDER_FILES`'s names (say the
+    repository itself, whose ``notebooks/`` would be replaced by the executed copies) is refused;
+    ``--force`` does not override this, since for ``course run`` it means "rerun notebooks".
+
+    Raises:
+        NotADirectoryError: ``out`` is a file, or a file stands where a folder above it would be.
+        geolab.io.OutputRefusedError: ``out`` is the notebooks' folder or the manifest's, its
+            ``notebooks/`` is the course's own, or it is not a run folder and holds those names.
+    """
+    check_output_folder(out, own=RUN_FOLDER_FILES, ours=(out / "state").is_dir() or (out / ".lock").is_file(),
+                        command="geolab course run", inputs=inputs, force=None)
 
 
 def default_out(profile_name: str, data: str) -> Path:
@@ -261,12 +288,16 @@ def plan_course(
     overrides: Mapping[str, Any] | None = None,
     notebooks_dir: str | os.PathLike | None = None,
     kernel_name: str = DEFAULT_KERNEL,
+    check_out: bool = False,
 ) -> CoursePlan:
     """Check a run's set-up and settle every selected notebook's parameters (arguments as :func:`run_course`).
+
+    ``check_out``: also check the run folder (:func:`check_run_out`), as :func:`run_course` does.
 
     Raises:
         CourseError: unknown profile or data tier, missing kernel or manifest, no notebooks,
             a notebook without parameters cell, a ``--set`` typo or a value of the wrong type.
+        NotADirectoryError, geolab.io.OutputRefusedError: with ``check_out``, see :func:`check_run_out`.
     """
     prof = load_profile(profile)
     overrides = dict(overrides or {})
@@ -276,9 +307,11 @@ def plan_course(
     tier = _data_tier(prof, data, manifest, overrides)
     all_nbs = discover_notebooks(notebooks_dir)
     check_overrides(overrides, all_nbs, prof)  # typos and wrong types are errors, before anything runs
+    out = Path(out) if out is not None else default_out(prof["name"], tier)
+    if check_out:
+        check_run_out(out, [all_nbs[0].parent, *([manifest] if manifest is not None else [])])
     check_kernel(kernel_name)
     selected = discover_notebooks(notebooks_dir, only) if only else all_nbs
-    out = Path(out) if out is not None else default_out(prof["name"], tier)
     out = out.expanduser().resolve()
     parameters: dict[str, tuple[dict[str, Any], set[str]]] = {}
     for nb in selected:
@@ -420,9 +453,11 @@ def run_course(
     Raises:
         CourseError: set-up problems found before anything runs (unknown profile or data
             tier, missing kernel or manifest, no notebooks, a notebook without parameters cell).
+        NotADirectoryError, geolab.io.OutputRefusedError: ``out`` is a file, or a folder that is not a
+            run's and holds files of a run's names, or an input's folder (:func:`check_run_out`).
     """
     plan = plan_course(profile, out, data=data, manifest=manifest, only=only, overrides=overrides,
-                       notebooks_dir=notebooks_dir, kernel_name=kernel_name)
+                       notebooks_dir=notebooks_dir, kernel_name=kernel_name, check_out=True)
     prof, out = plan.profile, plan.out
     for w in plan.warnings:
         log(f"warning: {w}")

@@ -14,7 +14,11 @@ which is several times faster than decoding at full size.
 The work runs in parallel over the CPU cores and is resumable: each cache file is written
 atomically, so a file that exists is complete and is skipped on the next run. The parameters of
 a cache (short side, quality) are recorded in ``prepare.json``; reusing a folder with other
-parameters is refused rather than mixing sizes.
+parameters is refused rather than mixing sizes. ``prepare.json`` is also how a folder is
+recognised as a cache (:mod:`geolab.io`'s output rule): in a folder without it, a
+``manifest.parquet``, ``images/`` or ``prepare_failed.csv`` is someone else's and is not replaced
+without ``force``; the folder of the source manifest is never written into (the prepared manifest
+would replace the source's, and a geoworld folder would then "reuse" it as the original world).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from geolab.images import to_rgb
-from geolab.io import atomic_write, atomic_write_json, atomic_write_text, ensure_free_space
+from geolab.io import atomic_write, atomic_write_json, atomic_write_text, check_output_folder, ensure_free_space
 from geolab.manifest import load_manifest, save_manifest
 from geolab.sources.build import Skipped
 
@@ -42,6 +46,9 @@ CACHE_VERSION = 1
 DEFAULT_SHORT_SIDE = 256
 JPEG_QUALITY = 95
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: What :func:`prepare_cache` writes directly inside its folder; ``prepare.json`` marks the folder as a cache.
+CACHE_MARKER = "prepare.json"
+CACHE_FILES = frozenset({CACHE_MARKER, "manifest.parquet", "images", "prepare_failed.csv"})
 
 
 class PrepareError(RuntimeError):
@@ -138,7 +145,7 @@ def _work(job: tuple[int, str, str, int, int]) -> tuple[int, Any]:
 
 def _check_params(out_dir: Path, short_side: int, quality: int) -> None:
     params = {"version": CACHE_VERSION, "short_side": short_side, "quality": quality}
-    p = out_dir / "prepare.json"
+    p = out_dir / CACHE_MARKER
     if p.exists():
         try:
             old = json.loads(p.read_text())
@@ -161,6 +168,7 @@ def prepare_cache(
     workers: int | None = None,
     progress: bool = True,
     manifest_out: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> PrepareReport:
     """Build (or complete) the prepared cache of ``manifest`` and a manifest that points at it.
 
@@ -173,6 +181,9 @@ def prepare_cache(
         workers: processes (default: all CPU cores).
         progress: show a progress bar.
         manifest_out: the new manifest (default ``out_dir/manifest.parquet``).
+        force: in a folder that is not a cache (no ``prepare.json``), replace the
+            ``manifest.parquet``, ``images/`` and ``prepare_failed.csv`` found there (files already
+            under ``images/`` are then taken as cache files).
 
     Returns:
         A :class:`PrepareReport`. Unreadable images are left out of the new manifest and listed
@@ -182,13 +193,19 @@ def prepare_cache(
 
     Raises:
         PrepareError: ``out_dir`` holds a cache with other parameters, or no image was readable.
+        geolab.io.OutputRefusedError: ``out_dir`` is the folder of ``manifest``, or a folder that is not a
+            cache and holds files of the cache's names (without ``force``).
+        NotADirectoryError: ``out_dir`` is a file, or a file stands where a folder above it would be.
         geolab.io.DiskSpaceError: not enough room for the cache (estimate).
         geolab.manifest.ManifestError: the source manifest is invalid.
     """
     if short_side < 8:
         raise ValueError(f"short_side must be at least 8 pixels, got {short_side}")
+    given = Path(out_dir)
+    check_output_folder(given, own=CACHE_FILES, ours=(given / CACHE_MARKER).is_file(), command="geolab data prepare",
+                        inputs=[manifest], force=force)
     df = load_manifest(manifest, check_files=False)
-    out_dir = Path(out_dir).expanduser().resolve()
+    out_dir = given.expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_params(out_dir, short_side, quality)
     manifest_out = Path(manifest_out) if manifest_out is not None else out_dir / "manifest.parquet"
