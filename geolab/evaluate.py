@@ -43,6 +43,7 @@ from geolab.config import PROBE_C_GRID, ProbeConfig
 from geolab.datasets import ImageDataset, label_names
 from geolab.distributed import resolve_device
 from geolab.manifest import load_manifest, scoring_split, select_split
+from geolab.manifest_cells import shorten
 from geolab.transforms import eval_transform, supervised_transform
 from geolab.weights import load_weights
 
@@ -340,13 +341,13 @@ def _check_eval_splits(train, test, cfg: ProbeConfig, test_split: str, linear: b
     if linear and len(train_classes) < 2:
         raise ValueError(
             f"{cfg.manifest}: the '{cfg.train_split}' split has {len(train_classes)} class "
-            f"({', '.join(sorted(train_classes))}); a linear probe needs at least two. Use a manifest whose "
-            "training split holds several labels."
+            f"({', '.join(map(shorten, sorted(train_classes)))}); a linear probe needs at least two. Use a manifest "
+            "whose training split holds several labels."
         )
     unseen = test.loc[~test["label"].isin(train_classes), "label"]
     if len(unseen):
         names = sorted(unseen.unique())
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        shown = ", ".join(map(shorten, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         raise ValueError(
             f"{cfg.manifest}: {len(unseen)} of the {len(test)} '{test_split}' images have classes absent from the "
             f"'{cfg.train_split}' split ({shown}); no classifier trained on '{cfg.train_split}' can predict them. "

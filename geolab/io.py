@@ -126,6 +126,26 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON in ``path``; a truncated or damaged file is a ``ValueError`` naming it.
+
+    Args:
+        path: the file.
+        fix: what the user can do, for the message ("rerun ... to write it again").
+
+    Raises:
+        ValueError: not valid JSON: ``<path>, line L, column C: not valid JSON (<why>); <fix>``
+            instead of ``json``'s message, which names no file.
+    """
+    text = Path(path).read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        why = "the file is empty" if not text.strip() else exc.msg
+        raise ValueError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON ({why}; truncated or "
+                         f"damaged?); {fix}") from None
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_write` (a killed save keeps the previous file)."""
     import torch  # noqa: PLC0415 - start-up: the CLI imports geolab.io, most of its commands never need torch

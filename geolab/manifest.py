@@ -36,12 +36,14 @@ import pandas as pd
 
 from geolab.io import atomic_write
 from geolab.manifest_cells import (
+    PATH_CHARACTERS,
     all_text,
     blank_mask,
     outside_root,
     parse_timestamps,
     relative_to_root,
     resolve_paths,
+    shorten,
     show_value,
     to_float,
 )
@@ -264,7 +266,7 @@ def validate_manifest(
         row = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero((out["image_id"] == out["image_id"].iat[row]).to_numpy())[0])
         raise rep.error(
-            f"image_id '{out['image_id'].iat[row]}' is used again (first at row {first}"
+            f"image_id {show_value(out['image_id'].iat[row])} is used again (first at row {first}"
             + (f", line {first + 2}" if rep.is_csv else "")
             + "); image ids must be unique: drop the duplicate row or give it a new id.",
             row=row,
@@ -288,7 +290,8 @@ def validate_manifest(
             first_row = int(np.flatnonzero((out["location_id"] == loc).to_numpy())[0])
             at = f"row {first_row}" + (f" (line {first_row + 2})" if rep.is_csv else "")
             raise rep.error(
-                f"location '{loc}' has {col} '{out[col].iat[row]}' here but '{first_val.iat[row]}' at "
+                f"location {show_value(loc)} has {col} {show_value(out[col].iat[row])} here but "
+                f"{show_value(first_val.iat[row])} at "
                 f"{at}; all images of a location must share one {col} ({why}). "
                 f"Fix the {col} or give these images their own location_id.",
                 row=row,
@@ -313,7 +316,8 @@ def validate_manifest(
                 more = f" ({rows.size - 1} more missing)" if rows.size > 1 else ""
                 base = f" relative to {root}" if root is not None and not os.path.isabs(str(values[row])) else ""
                 raise rep.error(
-                    f"file not found: {resolved[row]}{more}. The {col} is '{values[row]}'{base}; "
+                    f"file not found: {shorten(resolved[row], PATH_CHARACTERS)}{more}. The {col} is "
+                    f"{show_value(values[row], PATH_CHARACTERS)}{base}; "
                     "paths are absolute or relative to the manifest's folder. Fix the path, restore "
                     "the file, or validate with check_files=False (`--no-check-files`).",
                     row=row,
@@ -343,8 +347,9 @@ def _check_space_variants(series: pd.Series, col: str, rep: _Reporter) -> None:
             spaced = value if value != value.strip() else other
             row = int(np.flatnonzero((series == spaced).to_numpy())[0])
             raise rep.error(
-                f"{col} '{spaced}' differs from {col} '{spaced.strip()}' only by surrounding spaces, which "
-                f"would make them two {'classes' if col == 'label' else 'splits'}; write '{spaced.strip()}'.",
+                f"{col} {show_value(spaced)} differs from {col} {show_value(spaced.strip())} only by surrounding "
+                f"spaces, which would make them two {'classes' if col == 'label' else 'splits'}; write "
+                f"{show_value(spaced.strip())}.",
                 row=row,
                 column=col,
             )
@@ -358,7 +363,9 @@ def _check_confined(resolved: list[str | None], values: np.ndarray, col: str, ro
         row = int(rows[0])
         more = f" ({rows.size - 1} more rows like it)" if rows.size > 1 else ""
         raise rep.error(
-            f"{col} '{values[row]}' resolves to {os.path.realpath(str(resolved[row]))}, outside the manifest's "
+            f"{col} {show_value(values[row], PATH_CHARACTERS)} resolves to "
+            f"{shorten(os.path.realpath(str(resolved[row])), PATH_CHARACTERS)}, outside "
+            "the manifest's "
             f"folder {os.path.realpath(root)}{more}; with --confine-to-root every image must lie inside it. "
             "Move the images under the manifest's folder, or drop --confine-to-root for a manifest you trust.",
             row=row,
@@ -377,7 +384,7 @@ def paths_outside_root(df: pd.DataFrame, root: str | os.PathLike) -> int:
 def _check_split_present(df: pd.DataFrame, split: str, rep: _Reporter) -> None:
     if not (df["split"] == split).any():
         counts = df["split"].value_counts()
-        have = ", ".join(f"{k} ({v} images)" for k, v in counts.items()) or "none"
+        have = ", ".join(f"{shorten(k)} ({v} images)" for k, v in counts.items()) or "none"
         raise rep.error(
             f"split '{split}' is empty: no row has split == '{split}' (the manifest has {have}). "
             f"Assign some locations to '{split}' or choose one of the splits present.",
@@ -452,6 +459,13 @@ def load_manifest(
     """
     path = Path(path).expanduser()
     rep = _Reporter(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*") if p.suffix.lower() in (".parquet", ".pq", ".csv"))
+        hint = f" (this folder holds {', '.join(inside[:3])})" if inside else ""
+        raise rep.error(
+            f"is a folder, not a manifest file; give the manifest file itself (Parquet or CSV), e.g. "
+            f"{path / (inside[0] if inside else 'manifest.parquet')}{hint}."
+        )
     if not path.is_file():
         raise rep.error(
             "manifest file not found. Check the path; `geolab data world` builds the default "

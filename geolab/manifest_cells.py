@@ -31,17 +31,31 @@ class Reporter(Protocol):
         """Raise for the first True in ``bad``, counting the others."""
 
 
-def show_value(value: Any) -> str:
-    """A cell's value as an error message quotes it (text in quotes, at most 60 characters)."""
+#: Characters of a value an error message quotes before it shortens it (:func:`shorten`).
+SHOWN_CHARACTERS = 80
+#: The same for file paths, which people need whole to find the file (deep folders are long).
+PATH_CHARACTERS = 300
+
+
+def shorten(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """``text`` as an error message quotes it: whole up to ``limit`` characters, else its start and the length.
+
+    One home for this, so that a 1 MB label or path never fills a terminal:
+    ``shorten("x" * 1000)`` is ``"xxx...x... (1000 characters)"`` (the first ``limit`` characters).
+    """
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def show_value(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
+    """A cell's value as an error message quotes it: text in quotes, shortened as by :func:`shorten`."""
     if isinstance(value, str):
-        text = f"'{value}'"
-    elif isinstance(value, (bool, np.bool_)):
-        text = str(bool(value))
-    elif isinstance(value, (int, float, np.integer, np.floating)):
-        text = repr(float(value)) if isinstance(value, (float, np.floating)) else str(int(value))
-    else:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        return f"'{value}'" if len(value) <= limit else f"'{value[:limit]}...' ({len(value)} characters)"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return repr(float(value)) if isinstance(value, (float, np.floating)) else str(int(value))
+    return shorten(repr(value), limit)
 
 
 def is_blank(value: Any) -> bool:

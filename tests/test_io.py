@@ -135,3 +135,18 @@ def test_atomic_write_over_a_folder_or_under_a_file_names_the_users_path(tmp_pat
     with pytest.raises(NotADirectoryError, match=r"Cannot write .*a-file/x/y\.json: .*a-file is a file, not a folder"):
         atomic_write_json(tmp_path / "a-file" / "x" / "y.json", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "a-folder"]
+
+
+def test_damaged_json_names_the_file_line_and_column(tmp_path):
+    """Issue 23: a truncated results.json gave json's "Expecting value: line 1 column 13", naming no file."""
+    from geolab.io import read_json
+
+    (tmp_path / "results.json").write_text('{"records": [\n')
+    with pytest.raises(ValueError, match=r"results\.json, line 2, column 1: not valid JSON \(Expecting value; "
+                       r"truncated or damaged\?\); rerun it"):
+        read_json(tmp_path / "results.json", "rerun it")
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(ValueError, match=r"empty\.json, line 1, column 1: not valid JSON \(the file is empty"):
+        read_json(tmp_path / "empty.json", "rerun it")
+    (tmp_path / "ok.json").write_text('{"records": []}')
+    assert read_json(tmp_path / "ok.json", "rerun it") == {"records": []}

@@ -310,6 +310,32 @@ def test_unreadable_files(tmp_path: Path):
         assert info.value.file == str(p), name
 
 
+def test_a_folder_given_as_manifest_says_so(good: Path):
+    """Issue 23: a folder gave "manifest file not found"; now it says it is a folder and which
+    manifest file (Parquet/CSV) it holds."""
+    err = _expect(lambda: load_manifest(good.parent), row=None, column=None, contains="is a folder, not a manifest")
+    assert f"e.g. {good}" in str(err) and "Parquet or CSV" in str(err) and "not found" not in str(err)
+
+
+def test_long_values_are_shortened_in_errors(good: Path):
+    """Issue 23: a 1 MB label was echoed whole on the error line. Quoted values are cut to 80
+    characters plus their length (geolab.manifest_cells.shorten), the rest of the message kept."""
+    from geolab.manifest_cells import shorten
+
+    assert shorten("x" * 80) == "x" * 80 and shorten("y" * 1000) == "y" * 80 + "... (1000 characters)"
+    df = load_manifest(good)
+    loc = df["location_id"].value_counts().index[0]
+    rows = np.flatnonzero(df["location_id"] == loc)
+    big = "z" * 1_000_000
+
+    def edit(d):
+        d.loc[rows[1], "label"] = big
+
+    err = str(_expect(lambda: load_manifest(_tamper(good, "csv", edit)), row=int(rows[1]), column="label",
+                      contains="(1000000 characters)"))
+    assert len(err) < 600 and "z" * 81 not in err and "give these images their own location_id" in err
+
+
 def test_many_bad_rows_are_counted(good: Path):
     """The first bad row is named and the others counted (fix all at once)."""
 

@@ -8,7 +8,6 @@ writes the markdown and HTML report with its plots and the paper's numbers, and
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from geolab.course import health
 from geolab.course.records import DENSE_KEYS, METRIC_KEYS, CourseError, validate_results
 from geolab.course.state import fmt_time
 from geolab.course.stats import bootstrap_interval, seed_mean_std, stuck_records
-from geolab.io import atomic_write, atomic_write_text
+from geolab.io import atomic_write, atomic_write_text, read_json
 from geolab.paper import PAPER_FMOW_TOP1, PAPER_METHOD_NAMES
 from geolab.tiers import is_simulated
 
@@ -330,10 +329,12 @@ def rebuild_report(out: str | os.PathLike) -> tuple[Path, Path]:
 
     Raises:
         CourseError: no results.json in ``out``.
+        ValueError: results.json is not valid JSON (file, line and column named; :func:`geolab.io.read_json`).
     """
     path = Path(out) / "results.json"
     if not path.is_file():
         raise CourseError(f"{path} does not exist; run `geolab course run --out {out}` first.")
-    results = json.loads(path.read_text())
+    results = read_json(path, f"rerun `geolab course run --out {out}` (with the same options) to write it again: "
+                              "notebooks that succeeded are skipped and their records gathered anew.")
     validate_results(results)
     return write_report(out, results)
