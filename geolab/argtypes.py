@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import typing
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
@@ -28,6 +29,17 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (``--retries``, ``--num-workers``, ``--seed``...)."""
     return _int_at_least(text, 0)
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (``--lr``, ``--alpha``...): ``nan`` and ``inf`` are refused, as every float option's."""
+    try:
+        value = float(text)
+    except ValueError:  # argparse's own words for a plain float option, which these options were
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number")
+    return value
 
 
 def positive_float(text: str) -> float:
@@ -137,8 +149,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, exclude:
     """One option per field of the dataclass ``cls`` (in field order), except the fields in ``exclude``.
 
     Each option stores into ``dest=<field name>`` with the field's default. Its type is the
-    ``type`` of the field's :func:`option`, else read from the type hint (``int``, ``float``,
-    ``str``; ``Path`` when the hint names it; ``X | None`` as ``X``). A ``bool`` field is a flag:
+    ``type`` of the field's :func:`option`, else read from the type hint (``int``, ``float`` as
+    :func:`finite_float`, ``str``; ``Path`` when the hint names it; ``X | None`` as ``X``). A ``bool`` field is a flag:
     ``--<name>`` when it defaults to ``False``, ``--no-<name>`` when it defaults to ``True``, both
     for ``bool | None`` (neither given: ``None``).
 
@@ -190,8 +202,10 @@ def _option_type(cls: type, name: str, members: list[Any]) -> Callable[[str], An
     """The argparse ``type`` for a field whose hint, ``None`` left out, is ``members``."""
     if Path in members:
         return Path
-    if members in ([int], [float]):
-        return members[0]
+    if members == [int]:
+        return int
+    if members == [float]:
+        return finite_float  # float() would take "nan" and "inf"
     if members == [str]:
         return None  # argparse's default: the text itself
     raise TypeError(f"{cls.__name__}.{name}: no command-line type for {members}; "

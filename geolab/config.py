@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,22 @@ from geolab.argtypes import (
     positive_float,
     positive_int,
 )
+
+
+def check_finite(config: Any) -> None:
+    """Refuse NaN and infinities in every number field of a config dataclass (issue 23).
+
+    ``nan <= 0`` is False, so a range check alone lets ``temperature=nan`` through to a "loss
+    became nan" many steps later; the config dataclasses call this first in ``__post_init__``.
+
+    Raises:
+        ValueError: ``<Class>.<field> must be a finite number, got nan.``
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+            raise ValueError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}.")
+
 
 # --------------------------------------------------------------------------- engine
 #: Training methods of the paper, one loop for all (see :mod:`geolab.train`).
@@ -186,6 +204,7 @@ class PretrainConfig:
     preload: bool = option(False, "decode images once into memory, augment batches of tensors")
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.method not in METHODS:
             raise ValueError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
         for name in ("epochs", "batch_size", "image_size"):
@@ -291,6 +310,13 @@ class ProbeConfig:
     seed: int = option(0, "seeds the probe", type=non_negative_int)
     arch: str | None = option(None, "architecture of an official file or state dict (default: inferred)")
 
+    def __post_init__(self) -> None:
+        check_finite(self)
+        if self.C is not None and not self.C > 0:
+            raise ValueError(f"ProbeConfig.C must be > 0 (or None to choose it on the val split), got {self.C}.")
+        if not self.knn_temperature > 0:
+            raise ValueError(f"ProbeConfig.knn_temperature must be > 0, got {self.knn_temperature}.")
+
 
 #: Decoders of the dense transfer task (see :mod:`geolab.dense`).
 DENSE_DECODERS: tuple[str, ...] = ("fpn", "fcn")
@@ -359,6 +385,7 @@ class DenseConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.decoder not in DENSE_DECODERS:
             raise ValueError(f"Unknown decoder {self.decoder!r}; choose one of {', '.join(DENSE_DECODERS)}.")
         if self.encoder_depth not in ("layer3", "layer4"):

@@ -112,6 +112,11 @@ def test_the_options_that_were_missing_round_trip() -> None:
     (["--epochs", "0"], r"argument --epochs: 0 must be >= 1"),
     (["--temperature", "0"], r"argument --temperature: 0 must be a finite number > 0"),
     (["--dist-timeout", "soon"], r"argument --dist-timeout: invalid float value: 'soon'"),
+    # issue 23: float("nan") and float("inf") are numbers to Python, not to a learning rate
+    (["--lr", "nan"], r"argument --lr: nan must be a finite number$"),
+    (["--alpha=-inf"], r"argument --alpha: -inf must be a finite number$"),
+    (["--temperature", "NaN"], r"argument --temperature: NaN must be a finite number > 0"),
+    (["--warmup-epochs", "nan"], r"argument --warmup-epochs: nan must be a finite number >= 0"),
 ])
 def test_a_bad_value_is_one_clear_line(words: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -119,6 +124,26 @@ def test_a_bad_value_is_one_clear_line(words: list[str], message: str, capsys: p
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.search(message, err), err
+
+
+def test_config_dataclasses_refuse_nan_and_infinity() -> None:
+    """Issue 23: ``nan <= 0`` is False, so PretrainConfig(temperature=nan) (a notebook parameter,
+    ``--set temperature=NaN``) passed the > 0 check and ended as "loss became nan". Every number
+    field of the config dataclasses must be finite; the error names the field."""
+    import math
+
+    base = dict(method="moco", manifest="m.parquet", out="o")
+    for name, value in (("temperature", math.nan), ("lr", math.inf), ("alpha", -math.inf), ("epochs", math.nan)):
+        with pytest.raises(ValueError, match=rf"^PretrainConfig\.{name} must be a finite number, got {value}\.$"):
+            PretrainConfig(**base, **{name: value})
+    for name, value in (("C", math.nan), ("knn_temperature", math.inf)):
+        with pytest.raises(ValueError, match=rf"^ProbeConfig\.{name} must be a finite number"):
+            ProbeConfig(checkpoint="c", manifest="m", **{name: value})
+    with pytest.raises(ValueError, match="ProbeConfig.C must be > 0"):
+        ProbeConfig(checkpoint="c", manifest="m", C=-1.0)
+    with pytest.raises(ValueError, match=r"^DenseConfig\.lr must be a finite number"):
+        DenseConfig(lr=math.nan)
+    assert PretrainConfig(**base, temperature=0.07).temperature == 0.07 and ProbeConfig("c", "m", C=0.1).C == 0.1
 
 
 def test_probe_and_knn_options_come_from_probe_config() -> None:
