@@ -289,7 +289,8 @@ class ProbeConfig:
         k: neighbours of the kNN classifier (20, as InstDisc/MoCo's monitor).
         knn_temperature: weight ``exp(sim / T)`` of each neighbour (0.07).
         seed: seeds the probe.
-        arch: the weights' architecture (``None``: the file's, else inferred; :mod:`geolab.weights`).
+        arch: the weights' architecture (``None``: the file's, else inferred; :mod:`geolab.weights`); for
+            a geolab checkpoint it must be the checkpoint's own (:func:`geolab.weights.check_arch`).
     """
 
     # Each field is an option of ``geolab probe`` / ``geolab knn`` (see PretrainConfig).
@@ -308,7 +309,8 @@ class ProbeConfig:
     k: int = option(20, "neighbours (default 20)", type=positive_int)
     knn_temperature: float = option(0.07, "weight exp(similarity / T) of each neighbour (0.07)", type=positive_float)
     seed: int = option(0, "seeds the probe", type=non_negative_int)
-    arch: str | None = option(None, "architecture of an official file or state dict (default: inferred)")
+    arch: str | None = option(None, "architecture of an official file or state dict (default: inferred); "
+                              "a geolab checkpoint's own, or an error")
 
     def __post_init__(self) -> None:
         check_finite(self)

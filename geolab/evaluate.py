@@ -45,7 +45,7 @@ from geolab.distributed import resolve_device
 from geolab.manifest import load_manifest, scoring_split, select_split
 from geolab.manifest_cells import shorten
 from geolab.transforms import eval_transform, supervised_transform
-from geolab.weights import load_weights
+from geolab.weights import check_arch, load_weights
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -414,7 +414,7 @@ def evaluate_checkpoint(
         A JSON-ready dict: checkpoint, method, arch, image_size, splits and sizes, and
         ``linear_probe`` ``{"top1", "f1"}`` and/or ``knn`` ``{"top1", "k"}``.
     """
-    backbone = load_backbone(cfg.checkpoint, cfg.arch)
+    backbone = check_arch(load_backbone(cfg.checkpoint, cfg.arch), cfg.arch)  # --arch must not be ignored
     meta = backbone.geolab_meta
     image_size = int(cfg.image_size or meta.get("image_size") or 224)
     df = load_manifest(cfg.manifest)

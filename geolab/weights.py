@@ -302,6 +302,31 @@ def load_weights(path: str | os.PathLike, arch: str | None = None) -> nn.Module:
     return backbone
 
 
+def check_arch(backbone: nn.Module, arch: str | None) -> nn.Module:
+    """Refuse an ``arch`` the loaded weights were not built as (one file, one ``--arch``).
+
+    :func:`load_weights` applies ``arch`` to official files and bare state dicts only: a geolab
+    checkpoint carries its own, so ``geolab probe --arch resnet50`` on a ResNet-18 checkpoint used
+    to be silently ignored, and the result read as a ResNet-50's. Where one file meets one
+    ``--arch`` (``geolab probe`` / ``knn`` / ``export``), a disagreement is an error;
+    :func:`geolab.evaluate.probe_weights` keeps the convention (one ``arch`` for a mix of files).
+
+    Returns:
+        ``backbone``, when ``arch`` is ``None`` or the one it was built as.
+
+    Raises:
+        WeightsError: naming the file, both architectures and what to pass.
+    """
+    meta = backbone.geolab_meta
+    if arch is not None and meta.get("arch") != arch:
+        raise WeightsError(
+            f"{meta.get('checkpoint')}: --arch {arch} disagrees with the file, a {meta.get('kind')} of "
+            f"{meta.get('arch')} (a geolab checkpoint carries its own architecture); drop --arch or pass "
+            f"--arch {meta.get('arch')}."
+        )
+    return backbone
+
+
 def _from_geolab_checkpoint(ckpt: dict[str, Any], path: Path) -> nn.Module:
     ckpt = check_checkpoint(ckpt, path)  # header checks (format, version) with a clear error
     state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
@@ -395,7 +420,8 @@ def export_backbone(
     Args:
         checkpoint: any of the three kinds of weights files (:func:`load_weights`).
         out: the backbone file to write (e.g. ``backbone.pth``).
-        arch: as in :func:`load_weights`.
+        arch: as in :func:`load_weights`; for a geolab checkpoint it must be the checkpoint's own
+            (:func:`check_arch`).
         force: replace files at ``out`` and its sidecar that an earlier export did not write.
 
     Returns:
@@ -406,7 +432,7 @@ def export_backbone(
     """
     src = Path(checkpoint)
     out, side = check_export_out(src, out, force=force)
-    backbone = load_weights(src, arch)
+    backbone = check_arch(load_weights(src, arch), arch)
     meta = backbone.geolab_meta
     state = {k: v.detach().cpu().clone().contiguous() for k, v in backbone.state_dict().items()}
     atomic_torch_save(state, out)

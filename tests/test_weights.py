@@ -138,6 +138,24 @@ def test_export_never_replaces_files_it_did_not_write(trained, tmp_path: Path, c
     assert "is a folder; give a file name" in err and ".tmp" not in err
 
 
+def test_an_arch_that_disagrees_with_a_geolab_checkpoint_is_an_error(trained, tmp_path: Path, capsys):
+    """Issue 23: `probe --arch resnet50` on a ResNet-18 geolab checkpoint was silently ignored (the
+    result then read as a ResNet-50's). For one file and one --arch (probe, knn, export) a
+    disagreement is one line naming both archs; the checkpoint's own arch, or none, is fine;
+    probe_weights keeps applying arch to official files and state dicts only."""
+    manifest, ckpt, state = trained
+    for argv in (["probe", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--num-workers", "0"],
+                 ["knn", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--num-workers", "0"],
+                 ["export", str(ckpt), "--out", str(tmp_path / "b.pth")]):
+        assert main([*argv, "--arch", "resnet50"]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--arch resnet50 disagrees with the file" in err[0], err
+        assert "drop --arch or pass --arch resnet18" in err[0]
+    assert not (tmp_path / "b.pth").exists()
+    weights, _side = export_backbone(ckpt, tmp_path / "b.pth", arch="resnet18")
+    assert load_backbone(weights, arch="resnet18").geolab_meta["arch"] == "resnet18"
+
+
 def test_torch_hub_local_returns_the_backbone(trained, tmp_path: Path):
     """torch.hub.load(<checkout>, "resnet18_gassl", source="local", weights=PATH) returns the
     exported backbone (no network); the ResNet-50 entry point refuses ResNet-18 weights and
