@@ -84,6 +84,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "notes").mkdir()
     (root / "notes" / "notes.txt").write_text("my notes\n")
     (root / "json-folder").mkdir()
+    # issue 23: files that export, prepare and course run must not replace
+    (root / "geoworld").mkdir()  # shaped like a geoworld folder: world.json beside its manifest
+    (root / "geoworld" / "world.json").write_text('{"seed": 0}\n')
+    shutil.copy(manifest, root / "geoworld" / "manifest.parquet")
+    (root / "theirs.pth").write_bytes(b"someone's weights")
+    (root / "my-report").mkdir()
+    (root / "my-report" / "report.md").write_text("my own report\n")
+    (root / "broken-run").mkdir()
+    (root / "broken-run" / "results.json").write_text('{"records": [\n')  # truncated
+    long_row = rows.splitlines()[0].replace(f",{df.label[0]},", "," + "z" * 1_000_000 + ",")
+    (root / "data" / "long-label.csv").write_text(MANIFEST_COLUMNS + "\n" + "\n".join([*rows.splitlines()[:2],
+                                                  long_row.replace(df.image_id[0], "extra")]) + "\n")
     return {"root": root, "manifest": manifest, "run": run, "ckpt": run / "checkpoints" / "last.pt",
             "data": root / "data"}
 
@@ -198,6 +210,35 @@ CASES = [
     Case("course-set-type", "course plan --profile smoke --set epochs=two", r'--set epochs="two": epochs takes a whole number'),
     Case("course-set-runner-key", "course run --profile smoke --set results_path=x --out {tmp}/run", r"results_path is provided by the runner"),
     Case("course-profile-unknown", "course plan --profile tiny", r"Unknown profile 'tiny'"),
+    # issue 23: files a command did not make are not replaced; one line naming the user's path
+    Case("export-into-geoworld", "export {ckpt} --out {root}/geoworld/world.pth", r"geoworld/world\.json \(written "
+         r"beside --out .*world\.pth\) already exists and was not written by geolab export; pass --force"),
+    Case("export-over-foreign-pth", "export {ckpt} --out {root}/theirs.pth",
+         r"--out .*theirs\.pth already exists and was not written by geolab export; pass --force to replace it"),
+    Case("export-out-is-a-folder", "export {ckpt} --out {root}/notes", r"--out .*notes is a folder; give a file name"),
+    Case("export-out-under-a-file", "export {ckpt} --out {root}/a-file/b.pth",
+         r"--out .*a-file/b\.pth: .*a-file is a file, so the folder cannot be made"),
+    Case("prepare-into-input-folder", "data prepare {manifest} --out {data} --force",
+         r"--out .*data is the folder of the input .*manifest\.parquet; geolab data prepare never writes into"),
+    Case("prepare-foreign-manifest", "data prepare {manifest} --out {root}/geoworld", r"not a folder made by geolab "
+         r"data prepare, but it holds .*geoworld/manifest\.parquet, which .* replace; pass --force"),
+    Case("prepare-out-is-a-file", "data prepare {manifest} --out {root}/a-file", r"--out .*a-file is a file, not a folder"),
+    Case("course-out-is-a-file", "course run --profile smoke --out {root}/a-file", r"--out .*a-file is a file, not a folder"),
+    Case("course-out-not-a-run", "course run --profile smoke --out {root}/my-report --force",
+         r"not a folder made by geolab course run, but it holds .*my-report/report\.md"),
+    Case("course-report-truncated", "course report {root}/broken-run",
+         r"broken-run/results\.json, line 2, column 1: not valid JSON .*rerun `geolab course run --out"),
+    # issue 23: messages
+    Case("manifest-is-a-folder", "data validate {data}", r"data: is a folder, not a manifest file; .*Parquet or CSV"),
+    Case("label-1mb", "data validate {data}/long-label.csv",
+         r"label 'z{80}\.\.\.' \(1000000 characters\) here but '\w+' at row 0(?!.*z{81})"),
+    Case("temperature-nan", ARGS + " --temperature nan", r"argument --temperature: nan must be a finite number > 0"),
+    Case("lr-inf", ARGS + " --lr inf", r"argument --lr: inf must be a finite number$"),
+    Case("probe-arch-disagrees", EVAL.replace("{cmd}", "probe") + " --arch resnet50",
+         r"last\.pt: --arch resnet50 disagrees with the file, a geolab-checkpoint of resnet18 .*drop --arch or pass "
+         r"--arch resnet18"),
+    Case("export-arch-disagrees", "export {ckpt} --out {tmp}/b.pth --arch resnet50",
+         r"--arch resnet50 disagrees with the file, .* pass --arch resnet18"),
     # the fMoW downloader
     Case("download-repeated-token", "data fmow-download --endpoint {endpoint} --bucket test-bucket --prefix fmow/ --path-style "
          "--categories airport --locations-per-category 1 --val-locations-per-category 0 --out {tmp}/dl --no-progress "
