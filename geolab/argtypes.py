@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import importlib
 import math
+import numbers
 import typing
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
@@ -224,3 +225,18 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
     """
     names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
+
+def check_finite(config: Any) -> None:
+    """Refuse NaN and infinities in every number field of a config dataclass (issue 23).
+
+    ``nan <= 0`` is False, so a range check alone lets ``temperature=nan`` through to a "loss
+    became nan" many steps later; the config dataclasses call this first in ``__post_init__``.
+
+    Raises:
+        ValueError: ``<Class>.<field> must be a finite number, got nan.``
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+            raise ValueError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}.")

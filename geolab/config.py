@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from geolab.argtypes import (
     DEVICE_CHOICES,
     STRATEGY_CHOICES,
     add_dataclass_arguments,
+    check_finite,
     dataclass_from_args,
     non_negative_float,
     non_negative_int,
@@ -23,22 +22,6 @@ from geolab.argtypes import (
     positive_float,
     positive_int,
 )
-
-
-def check_finite(config: Any) -> None:
-    """Refuse NaN and infinities in every number field of a config dataclass (issue 23).
-
-    ``nan <= 0`` is False, so a range check alone lets ``temperature=nan`` through to a "loss
-    became nan" many steps later; the config dataclasses call this first in ``__post_init__``.
-
-    Raises:
-        ValueError: ``<Class>.<field> must be a finite number, got nan.``
-    """
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
-            raise ValueError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}.")
-
 
 # --------------------------------------------------------------------------- engine
 #: Training methods of the paper, one loop for all (see :mod:`geolab.train`).
