@@ -54,6 +54,9 @@ def test_key_changes_with_what_is_learned_not_with_where_it_is_written(tmp_path)
     manifest = make_manifest(tmp_path, n_locations=6)
     base = PretrainConfig(method="moco", manifest=str(manifest), **TINY)
     assert experiment_key(base) == experiment_key(PretrainConfig(method="moco", manifest=str(manifest), out="elsewhere", **TINY))
+    # memory layout is not the maths: a channels-last run is reused by a course that asks for the default layout
+    assert experiment_key(base) == experiment_key(
+        PretrainConfig(method="moco", manifest=str(manifest), **{**TINY, "channels_last": True}))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco", manifest=str(manifest), **{**TINY, "epochs": 2}))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco-geo", manifest=str(manifest), **TINY))
     tp = PretrainConfig(method="moco-tp", manifest=str(manifest), **TINY)

@@ -32,8 +32,10 @@ from geolab.evaluate import evaluate_checkpoint
 from geolab.io import atomic_write_json
 from geolab.train import pretrain
 
-#: PretrainConfig fields that do not change what is learned (left out of the key).
-_NOT_IN_KEY = {"out", "resume", "progress", "tensorboard", "num_workers", "log_every", "knn_every", "device"}
+#: PretrainConfig fields that do not change what is learned (left out of the key): where it runs and how
+#: tensors are laid out in memory change the floating-point rounding, not the maths.
+_NOT_IN_KEY = {"out", "resume", "progress", "tensorboard", "num_workers", "log_every", "knn_every", "device",
+               "channels_last"}
 
 
 def experiments_dir(results_path: str | os.PathLike | None = "") -> Path:
