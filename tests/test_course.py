@@ -7,6 +7,7 @@ seven in total.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -188,6 +189,68 @@ def test_failing_notebook_is_named_earlier_outputs_kept_and_rerun_continues(
     course.validate_results(results)
     assert [r["method"] for r in results["records"]] == ["moco", "moco-geo", "moco-tp-geo"]
     assert [nb["status"] for nb in results["notebooks"]] == ["skipped", "ok", "ok"]
+
+
+def _cmdline(p) -> str:  # noqa: ANN001 - a psutil.Process
+    try:
+        return " ".join(p.cmdline())
+    except Exception:  # noqa: BLE001 - gone meanwhile
+        return "?"
+
+
+def test_killed_run_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Issue 23: `kill -9` of `geolab course run` left the training workers a notebook had started
+    (and multiprocessing's resource tracker) running, reparented to init, ~1 GB each. A notebook
+    starts two workers with geolab's own pool (geolab.processes.process_pool, what run_experiments
+    and the geoworld renderer use) that would sleep for minutes; the runner is SIGKILLed; within
+    seconds none of its descendants (kernel, workers, resource tracker) may be left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    nbs = tmp_path / "nbs"
+    ready = tmp_path / "ready"
+    write_nb(nbs / "01_pool.ipynb", 'data = "geoworld"\nresults_path = ""',
+             "import time\nfrom pathlib import Path\nfrom geolab.processes import process_pool",
+             "pool = process_pool(2)\nlist(pool.map(time.sleep, [0.5, 0.5]))  # both workers up and tied to the kernel\n"
+             f"Path({str(ready)!r}).touch()\n[f.result() for f in [pool.submit(time.sleep, 300) for _ in range(2)]]")
+    cmd = [sys.executable, "-m", "geolab.cli", "course", "run", "--profile", "smoke", "--notebooks-dir", str(nbs),
+           "--out", str(tmp_path / "run"), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    runner = psutil.Process(proc.pid)
+    tree: list = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not ready.exists():
+            assert proc.poll() is None, "the run ended before its workers started"
+            time.sleep(0.2)
+        assert ready.exists(), "the notebook's workers did not start within 90 s"
+        tree = runner.children(recursive=True)
+        workers = [p for p in tree if "multiprocessing" in _cmdline(p)]
+        assert len(tree) >= 4 and len(workers) >= 3, [_cmdline(p) for p in tree]  # kernel, 2 workers, tracker
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+        def alive() -> list:
+            out = []
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:  # orphans may wait unreaped
+                        out.append(p)
+            return out
+
+        deadline = time.monotonic() + 10
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [(p.pid, _cmdline(p)[:80]) for p in alive()]
+        assert not left, f"left running after the runner was killed: {left}"
+    finally:
+        for p in [runner, *tree]:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
 
 
 # --------------------------------------------------------------------------- no papermill
