@@ -427,6 +427,54 @@ def test_set_typos_and_wrong_types_are_errors_in_run_and_plan(tmp_path: Path) ->
     assert not (tmp_path / "run" / "notebooks").exists()
 
 
+def test_values_are_checked_by_geolabs_own_rules_before_anything_runs(tmp_path: Path) -> None:
+    """Issue 23: `--set seeds=[]`, `max_steps_per_epoch=-5`, `device=tpu`, a bad arch... were
+    accepted and failed 10-35 s later inside a notebook as raw IndexError/KeyError, blamed on the
+    notebook. Now every value a selected notebook would run with (its defaults, the profile, --set)
+    is checked first by the rules of PretrainConfig (geolab pretrain's options) and, for
+    notebook-only parameters, by geolab.course.profiles.NOTEBOOK_RULES: one line naming each
+    parameter, its value and the rule, the notebook where only some are concerned; nothing runs."""
+    nbs = tmp_path / "nbs"
+    write_nb(nbs / "01_a.ipynb", 'data = "geoworld"\nepochs = 1\nwarmup_epochs = 0.0\nseeds = [0]\n'
+             'max_steps_per_epoch = 4\ndevice = "cpu"\narch = "resnet18"')
+    write_nb(nbs / "02_b.ipynb", 'data = "geoworld"\nepochs = 1\nseeds = [0]\ngeo_k_values = [4]\n'
+             'strategies = ["any-other"]\nmax_locations = None')
+    good = {"seeds": [1, 2], "max_locations": 3, "arch": "resnet18-w16", "device": "auto", "max_steps_per_epoch": None}
+    assert "02_b: " in course.describe_plan("smoke", notebooks_dir=nbs, overrides=good)
+    cases = {
+        "seeds": ([], "--set seeds=[]: is empty; list at least 1 (each a valid PretrainConfig.seed)."),
+        "max_steps_per_epoch": (-5, "--set max_steps_per_epoch=-5: PretrainConfig.max_steps_per_epoch: -5 must be "
+                                    ">= 1 (in 01_a)."),
+        "device": ("tpu", "--set device=\"tpu\": PretrainConfig.device: invalid choice 'tpu'; choose one of auto, "
+                          "cpu, cuda (in 01_a)."),
+        "epochs": (-1, "--set epochs=-1: PretrainConfig.epochs: -1 must be >= 1."),
+        "arch": ("resnet999", "PretrainConfig.arch: invalid choice 'resnet999'; choose one of resnet18, resnet34"),
+        "geo_k_values": ([8, 1], "--set geo_k_values=[8, 1]: item 1: Method 'moco-tp-geo' needs geo_k >= 2 geo "
+                                 "clusters, got 1 (in 02_b)."),
+        "strategies": (["sideways"], "item 'sideways': PretrainConfig.strategy: invalid choice 'sideways'"),
+        "max_locations": (0, "--set max_locations=0: 0 must be >= 1 (in 02_b)."),
+        "warmup_epochs": (2.0, "these values together: PretrainConfig.warmup_epochs must be in [0, epochs=1], got "
+                               "2.0 (in 01_a)."),
+    }
+    for key, (value, expected) in cases.items():
+        for call in (lambda: course.describe_plan("smoke", notebooks_dir=nbs, overrides={key: value}),
+                     lambda: course.run_course("smoke", tmp_path / "run", notebooks_dir=nbs, overrides={key: value})):
+            with pytest.raises(course.CourseError) as err:
+                call()
+            assert expected in str(err.value) and "\n" not in str(err.value), (key, str(err.value))
+    # a profile's notebook section and a notebook's own default are named as such
+    profile = {"common": {"data": "geoworld"}, "notebooks": {"02_b": {"seeds": [-1]}}}
+    with pytest.raises(course.CourseError, match=r"profile 'custom', section 02_b: seeds=\[-1\]: item -1: "
+                       r"PretrainConfig.seed: -1 must be >= 0 \(in 02_b\)"):
+        course.run_course(profile, tmp_path / "run", notebooks_dir=nbs)
+    write_nb(nbs / "03_c.ipynb", 'data = "geoworld"\nbn_splits = -1')
+    with pytest.raises(course.CourseError, match=r"the default `bn_splits = -1`: PretrainConfig.bn_splits: -1 must "
+                       r"be >= 0 \(in 03_c\)"):
+        course.describe_plan("smoke", notebooks_dir=nbs, only=["03"])
+    assert course.describe_plan("smoke", notebooks_dir=nbs, only=["01", "02"])  # --only: 03 is not checked
+    assert not (tmp_path / "run" / "notebooks").exists() and not (tmp_path / "run" / "state").exists()
+
+
 def test_profiles_have_the_documented_shape() -> None:
     """Every shipped profile loads and names its world seed (geoworld); gpu-full carries the paper's settings."""
     from geolab.config import PROFILES
