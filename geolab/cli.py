@@ -33,8 +33,8 @@ from geolab.argtypes import (
 )
 from geolab.config import ProbeConfig, add_pretrain_arguments, config_from_args
 from geolab.envcheck import environment_report, problems
-from geolab.io import atomic_write_json, check_run_folder
-from geolab.paths import RUN_FILES
+from geolab.io import atomic_write_json
+from geolab.paths import check_run_out
 
 if TYPE_CHECKING:
     from geolab.sources.build import BuildReport
@@ -463,9 +463,8 @@ def _check_output_file(path: Path | None, option: str) -> None:
 
 
 def _engine_pretrain(args: argparse.Namespace) -> int:
-    # the checks that need no torch first, so that a wrong --out is said in a moment (the
-    # marker is geolab.checkpoints.checkpoint_path, spelled out to keep torch unimported here)
-    check_run_folder(args.out, set(RUN_FILES), args.out / "checkpoints" / "last.pt")
+    # the checks that need no torch first, so that a wrong --out is said in a moment
+    check_run_out(args.out, args.manifest)
     _check_device(args.device)
     from geolab.train import pretrain  # noqa: PLC0415 - start-up: torch
 

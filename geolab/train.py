@@ -56,7 +56,6 @@ from geolab import __version__
 from geolab.checkpoints import (
     CheckpointError,
     check_checkpoint_space,
-    check_out_folder,
     check_resume_config,
     checkpoint_header,
     checkpoint_path,
@@ -88,6 +87,7 @@ from geolab.models import (
     load_memory_bank_state,
     memory_bank_state,
 )
+from geolab.paths import check_run_out
 from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, moco_v2_view, supervised_transform
 
 
@@ -273,7 +273,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
     if per_rank % bn_splits:
         raise ValueError(f"per-rank batch {per_rank} is not divisible by bn_splits={bn_splits}.")
 
-    check_out_folder(out, ckpt_file)
+    check_run_out(out, cfg.manifest)  # new, empty or a run's; never the manifest's folder
     manifest_id = manifest_fingerprint(cfg.manifest)  # at the start: what this run trains on
     ckpt = None
     if ckpt_file.exists():

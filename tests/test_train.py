@@ -191,16 +191,33 @@ def test_resume_refuses_another_manifest_or_loss_and_optimizer_settings(finished
 
 
 def test_out_folder_with_other_files_or_a_file_is_refused(manifest: Path, tmp_path: Path, monkeypatch):
-    """--out that holds someone's files (and no checkpoint) or that is a file is refused before
-    anything is written; a run that cannot hold its checkpoint stops before epoch 1."""
+    """--out that holds someone's files and is not a run's, or that is a file, is refused before
+    anything is written, by geolab.io's output rule (one rule for every command): a run's folder is
+    recognised by its checkpoint or by the config.json it writes first, not by the file's name, so
+    someone's config.json is not taken for a run's and replaced (issue 23); never the manifest's
+    folder. A run that cannot hold its checkpoint stops before epoch 1."""
     import geolab.train as train_mod
 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match=r"not a geolab run's \(notes\.txt\)"):
+    with pytest.raises(FileExistsError, match=r"--out .*mine is not a folder made by geolab pretrain, but it holds "
+                       r".*notes\.txt; .*choose another --out"):
         pretrain(quick_config(manifest, mine))
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "config.json").write_text('{"my": "settings"}\n')  # a name a run writes, but not a run's file
+    with pytest.raises(FileExistsError, match=r"not a folder made by geolab pretrain, but it holds .*config\.json"):
+        pretrain(quick_config(manifest, theirs))
+    assert (theirs / "config.json").read_text() == '{"my": "settings"}\n'
+    with pytest.raises(FileExistsError, match=r"is the folder of the input .*; geolab pretrain never writes into"):
+        pretrain(quick_config(manifest, manifest.parent))
+    unfinished = tmp_path / "unfinished"  # a run killed before its first checkpoint: its own, rerun into it
+    pretrain(quick_config(manifest, unfinished, max_steps_per_epoch=1))
+    shutil.rmtree(unfinished / "checkpoints")
+    (unfinished / "notes.txt").write_text("a note beside my run")
+    assert pretrain(quick_config(manifest, unfinished, max_steps_per_epoch=1)).is_file()
     afile = tmp_path / "a-file"
     afile.write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
