@@ -204,6 +204,7 @@ def check_output_file(
     given: str | os.PathLike | None = None,
     inputs: Sequence[str | os.PathLike] = (),
     force: bool = False,
+    example: str = "backbone.pth",
 ) -> None:
     """Check an output file before any work, by the output rule (module docstring).
 
@@ -216,6 +217,7 @@ def check_output_file(
         given: the path as the user gave it, when ``path`` is derived from it (a sidecar).
         inputs: files the command reads; ``path`` must be none of them.
         force: the user passed ``--force``: replace a file that is not ours.
+        example: a file name to suggest when ``path`` is a folder.
 
     Raises:
         IsADirectoryError: ``path`` is a folder.
@@ -226,7 +228,7 @@ def check_output_file(
     given = Path(given) if given is not None else path
     what = f"{option} {given}" if given == path else f"{path} (written beside {option} {given})"
     if path.is_dir():
-        raise IsADirectoryError(f"{what} is a folder; give a file name such as {path / 'backbone.pth'}"
+        raise IsADirectoryError(f"{what} is a folder; give a file name such as {path / example}"
                                 if given == path else f"{what} is a folder; choose another {option}.")
     blocker = _file_in_the_way(path.parent)
     if blocker is not None:
