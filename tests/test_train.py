@@ -244,6 +244,34 @@ def test_temporal_positives_on_singletons_warn(tmp_path: Path):
         prepare_data(quick_config(revisited, tmp_path / "b", "moco-tp", image_size=16))
 
 
+def test_one_timestamp_per_location_warns(tmp_path: Path):
+    """Issue 23: locations with several images that all carry one timestamp (a manifest dated by
+    location, or duplicated images) were accepted without a word, though their temporal positives
+    are never of another time. The revisit warning names the manifest, the share of such locations
+    and what it means; a manifest with real revisits, or a run without temporal positives, says nothing."""
+    import warnings
+
+    from geolab.manifest import load_manifest, save_manifest
+
+    revisited = make_manifest(tmp_path / "revisited", n_locations=8, revisits=(2, 3), size=16)
+    df = load_manifest(revisited)
+    first = df["location_id"] == df["location_id"].iloc[0]  # keeps its revisits at different times
+    df.loc[~first, "timestamp"] = df[~first].groupby("location_id")["timestamp"].transform("min")
+    one_time = tmp_path / "revisited" / "one-time.parquet"
+    save_manifest(df, one_time)
+    n = int((df[df.split == "train"].groupby("location_id").size() > 1).sum())
+    assert df.loc[first, "split"].iloc[0] == "train" and n > 2
+    with pytest.warns(UserWarning, match=rf"one-time\.parquet: {round(100 * (n - 1) / n)}% of the 'train' locations "
+                      rf"with several images \({n - 1} of {n}\) have one timestamp for all of them, so their "
+                      r"temporal positives are other "
+                      r"images of the same moment, not of another time \('any-other'.*timestamp column"):
+        prepare_data(quick_config(one_time, tmp_path / "a", "moco-tp", image_size=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        prepare_data(quick_config(revisited, tmp_path / "b", "moco-tp", image_size=16))
+        prepare_data(quick_config(one_time, tmp_path / "c", "moco", image_size=16))  # same-image: no time involved
+
+
 def test_mismatched_weights_name_the_keys():
     """Loading a ResNet-18 state into a ResNet-50 lists missing/unexpected/shape-mismatched keys."""
     small, _ = make_backbone("resnet18")
