@@ -240,3 +240,36 @@ def check_finite(config: Any) -> None:
         value = getattr(config, f.name)
         if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
             raise ValueError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}.")
+
+
+def check_fields(config: Any) -> None:
+    """Every rule a config dataclass declares for its fields' values, for configs built in Python too.
+
+    :func:`check_finite`, then each field's :func:`option` rules as argparse applies them to the
+    command line: its ``type`` when it is one of this module's checks (:func:`positive_int`,
+    :func:`non_negative_float`, :func:`int_between` ...) and its ``choices``. So a notebook's or the
+    course runner's ``PretrainConfig(max_steps_per_epoch=-5)`` or ``device="tpu"`` is refused by the
+    very rule that refuses ``--max-steps-per-epoch -5`` (one declaration, issue 23). ``None`` passes
+    (it means "the default" wherever a field allows it).
+
+    Raises:
+        ValueError: ``<Class>.<field>: -5 must be >= 1.`` or ``<Class>.<field>: invalid choice 'tpu';
+            choose one of auto, cpu, cuda.``
+    """
+    check_finite(config)
+    name = type(config).__name__
+    for f in dataclasses.fields(config):
+        spec, value = f.metadata.get(OPTION_KEY), getattr(config, f.name)
+        if not spec or value is None:
+            continue
+        rule = spec.get("type")
+        if callable(rule) and getattr(rule, "__module__", None) == __name__:
+            try:
+                rule(str(value))
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"{name}.{f.name}: {exc}.") from None
+        choices = spec.get("choices")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{name}.{f.name}: invalid choice {value!r}; choose one of "
+                             f"{', '.join(str(c) for c in choices)}.")
+

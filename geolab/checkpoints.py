@@ -22,9 +22,8 @@ from torch import Tensor, nn
 from geolab import __version__
 from geolab.config import METHOD_PARTS, RANDOM_INIT, PretrainConfig
 from geolab.distributed import seed_everything
-from geolab.io import atomic_torch_save, check_run_folder, ensure_free_space
+from geolab.io import atomic_torch_save, ensure_free_space
 from geolab.models import make_backbone, memory_bank_state
-from geolab.paths import RUN_FILES
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
 CHECKPOINT_FORMAT = 1
@@ -282,14 +281,6 @@ def check_resume_config(ckpt: dict[str, Any], cfg: PretrainConfig, path: Path,
             f"{path}: cannot resume with other settings ({'; '.join(diffs)}). A resumed run must equal an "
             "uninterrupted one: resume with the checkpoint's settings, or train into another --out."
         )
-
-
-def check_out_folder(out: Path, ckpt_file: Path) -> None:
-    """Refuse an ``--out`` that is a file, or a folder holding files that are not a geolab run's.
-
-    See :func:`geolab.io.check_run_folder`.
-    """
-    check_run_folder(out, set(RUN_FILES), ckpt_file)
 
 
 def check_checkpoint_space(ckpt_file: Path, model: nn.Module, criterion: nn.Module | None) -> None:

@@ -33,8 +33,8 @@ from geolab.argtypes import (
 )
 from geolab.config import ProbeConfig, add_pretrain_arguments, config_from_args
 from geolab.envcheck import environment_report, problems
-from geolab.io import atomic_write_json, check_run_folder
-from geolab.paths import RUN_FILES
+from geolab.io import atomic_write_json, check_output_file
+from geolab.paths import check_run_out
 
 if TYPE_CHECKING:
     from geolab.sources.build import BuildReport
@@ -420,6 +420,8 @@ def _add_engine(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=what)
         add_dataclass_arguments(p, ProbeConfig, exclude=exclude)
         p.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
+        p.add_argument("--force", action="store_true",
+                       help="replace a --json file that geolab probe or knn did not write")
         p.set_defaults(func=_engine_evaluate, engine_eval=name)
 
     p = sub.add_parser(
@@ -449,23 +451,23 @@ def _check_device(name: str) -> None:
                             "use --device cpu or --device auto.")
 
 
-def _check_output_file(path: Path | None, option: str) -> None:
-    """An output file option (``--json``) must name a file whose folder can exist, before the run."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise UserError(f"{option} {path} is a folder; give a file name, e.g. {path / 'result.json'}.")
-    parent = path.expanduser().resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UserError(f"{option} {path}: {parent} is a file, so the folder cannot be made; choose another path.")
+#: ``format`` of the JSON that ``geolab probe`` / ``knn --json`` write: how they recognise their own file.
+EVALUATION_FORMAT = "geolab-evaluation"
+
+
+def _our_evaluation(path: Path) -> bool:
+    """``path`` is a result ``geolab probe`` or ``knn`` wrote (its ``format``; before issue 23: its keys)."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and (meta.get("format") == EVALUATION_FORMAT
+                                       or {"checkpoint", "manifest", "test_split", "train_images"} <= meta.keys())
 
 
 def _engine_pretrain(args: argparse.Namespace) -> int:
-    # the checks that need no torch first, so that a wrong --out is said in a moment (the
-    # marker is geolab.checkpoints.checkpoint_path, spelled out to keep torch unimported here)
-    check_run_folder(args.out, set(RUN_FILES), args.out / "checkpoints" / "last.pt")
+    # the checks that need no torch first, so that a wrong --out is said in a moment
+    check_run_out(args.out, args.manifest)
     _check_device(args.device)
     from geolab.train import pretrain  # noqa: PLC0415 - start-up: torch
 
@@ -477,13 +479,17 @@ def _engine_evaluate(args: argparse.Namespace) -> int:
     # the checks that need no torch first
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
-    _check_output_file(args.json, "--json")
+    if args.json is not None:  # the output rule of geolab.io: replace only our own result, or with --force
+        check_output_file(args.json, ours=_our_evaluation(args.json), command=f"geolab {args.engine_eval}",
+                          option="--json", inputs=[args.checkpoint, args.manifest], force=args.force,
+                          example="result.json")
     _check_device(args.device)
     from geolab.evaluate import evaluate_checkpoint  # noqa: PLC0415 - start-up: torch
 
     # CheckpointError and OfficialCheckpointError are ValueErrors: user errors (see main)
     cfg = dataclass_from_args(ProbeConfig, args)
     result = evaluate_checkpoint(cfg, linear=args.engine_eval == "probe", knn_eval=args.engine_eval == "knn")
+    result = {"format": EVALUATION_FORMAT, **result}
     if args.json is not None:
         atomic_write_json(args.json, result)
     print(json.dumps(result, indent=2, sort_keys=True))

@@ -14,7 +14,7 @@ from geolab.argtypes import (
     DEVICE_CHOICES,
     STRATEGY_CHOICES,
     add_dataclass_arguments,
-    check_finite,
+    check_fields,
     dataclass_from_args,
     non_negative_float,
     non_negative_int,
@@ -187,26 +187,19 @@ class PretrainConfig:
     preload: bool = option(False, "decode images once into memory, augment batches of tensors")
 
     def __post_init__(self) -> None:
-        check_finite(self)
         if self.method not in METHODS:
             raise ValueError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        for name in ("epochs", "batch_size", "image_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"PretrainConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        check_fields(self)  # the options' rules (types, choices) and finite numbers
         if not 0 < self.crop_min_scale <= 1:
             raise ValueError(f"PretrainConfig.crop_min_scale must be in (0, 1], got {self.crop_min_scale}.")
         if self.jitter_strength < 0:
             raise ValueError(f"PretrainConfig.jitter_strength must be >= 0, got {self.jitter_strength}.")
-        if not self.warmup_epochs >= 0 or self.warmup_epochs > self.epochs:
+        if self.warmup_epochs > self.epochs:  # >= 0: its option's rule
             raise ValueError(
                 f"PretrainConfig.warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}."
             )
-        if self.temperature <= 0:
-            raise ValueError(f"PretrainConfig.temperature must be > 0, got {self.temperature}.")
         if self.uses_geo and self.geo_k < 2:
             raise ValueError(f"Method {self.method!r} needs geo_k >= 2 geo clusters, got {self.geo_k}.")
-        if self.is_moco and self.queue_size < 1:
-            raise ValueError(f"The memory bank needs queue_size >= 1, got {self.queue_size}.")
 
     @property
     def parts(self) -> MethodParts:
@@ -296,11 +289,7 @@ class ProbeConfig:
                               "a geolab checkpoint's own, or an error")
 
     def __post_init__(self) -> None:
-        check_finite(self)
-        if self.C is not None and not self.C > 0:
-            raise ValueError(f"ProbeConfig.C must be > 0 (or None to choose it on the val split), got {self.C}.")
-        if not self.knn_temperature > 0:
-            raise ValueError(f"ProbeConfig.knn_temperature must be > 0, got {self.knn_temperature}.")
+        check_fields(self)
 
 
 #: Decoders of the dense transfer task (see :mod:`geolab.dense`).
@@ -370,7 +359,7 @@ class DenseConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        check_finite(self)
+        check_fields(self)
         if self.decoder not in DENSE_DECODERS:
             raise ValueError(f"Unknown decoder {self.decoder!r}; choose one of {', '.join(DENSE_DECODERS)}.")
         if self.encoder_depth not in ("layer3", "layer4"):
@@ -584,6 +573,8 @@ class WorldConfig:
     noise_max: float = 0.02
 
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"WorldConfig.seed: the world seed must be >= 0, got {self.seed}.")
         if self.size < 16:
             raise ValueError(f"WorldConfig.size must be >= 16 pixels, got {self.size}.")
         if self.locations < 10:

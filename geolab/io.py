@@ -9,8 +9,9 @@ never a mix.
 files it owns, that is its own output names in a folder, or a folder it made or recognises as its
 own; it refuses to replace anything else unless the user passes ``--force``; and it never writes
 into the folder of its own input (not even with ``--force``). ``geolab export``, ``geolab data
-prepare`` and ``geolab course run`` check their ``--out`` with these two functions before any
-work; ``geolab pretrain`` keeps the stricter :func:`check_run_folder` (no foreign file at all).
+prepare``, ``geolab course run`` and ``geolab pretrain`` check their ``--out`` with these two functions
+before any work (a run folder of ``pretrain`` must moreover be new or empty when it is not a run's:
+``empty=True``), and ``geolab probe``/``knn`` their ``--json``.
 """
 
 from __future__ import annotations
@@ -173,36 +174,6 @@ def ensure_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -
         )
 
 
-def check_run_folder(out: str | os.PathLike, own: set[str], marker: str | os.PathLike, option: str = "--out") -> None:
-    """Refuse an output folder that is a file, or that holds someone else's files and no checkpoint.
-
-    Files which are not this tool's own (``own``: names it writes) while ``marker`` (its checkpoint) is
-    absent would be overwritten or mixed with. An unfinished run's own files are fine.
-
-    Args:
-        out: the output folder.
-        own: the file names the tool writes there.
-        marker: the checkpoint whose presence makes the folder a run's.
-        option: the option's name, for the messages.
-
-    Raises:
-        NotADirectoryError: ``out`` is a file.
-        FileExistsError: ``out`` holds other files (named, the first three).
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{option} {out} is a file, not a folder; choose a folder for the run.")
-    if not out.is_dir() or Path(marker).exists():
-        return
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise FileExistsError(
-            f"{option} {out} already holds files that are not a geolab run's ({shown}) and no checkpoint; "
-            f"choose an empty or new {option} folder so that nothing of yours is overwritten."
-        )
-
-
 # ----------------------------------------------------------------------------- the output rule
 def _shown(paths: list[Path]) -> str:
     return ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
@@ -233,6 +204,7 @@ def check_output_file(
     given: str | os.PathLike | None = None,
     inputs: Sequence[str | os.PathLike] = (),
     force: bool = False,
+    example: str = "backbone.pth",
 ) -> None:
     """Check an output file before any work, by the output rule (module docstring).
 
@@ -245,6 +217,7 @@ def check_output_file(
         given: the path as the user gave it, when ``path`` is derived from it (a sidecar).
         inputs: files the command reads; ``path`` must be none of them.
         force: the user passed ``--force``: replace a file that is not ours.
+        example: a file name to suggest when ``path`` is a folder.
 
     Raises:
         IsADirectoryError: ``path`` is a folder.
@@ -255,7 +228,7 @@ def check_output_file(
     given = Path(given) if given is not None else path
     what = f"{option} {given}" if given == path else f"{path} (written beside {option} {given})"
     if path.is_dir():
-        raise IsADirectoryError(f"{what} is a folder; give a file name such as {path / 'backbone.pth'}"
+        raise IsADirectoryError(f"{what} is a folder; give a file name such as {path / example}"
                                 if given == path else f"{what} is a folder; choose another {option}.")
     blocker = _file_in_the_way(path.parent)
     if blocker is not None:
@@ -277,6 +250,7 @@ def check_output_folder(
     option: str = "--out",
     inputs: Sequence[str | os.PathLike] = (),
     force: bool | None = False,
+    empty: bool = False,
 ) -> None:
     """Check an output folder before any work, by the output rule (module docstring).
 
@@ -291,11 +265,13 @@ def check_output_folder(
         force: the user passed ``--force``: replace files of the ``own`` names in a folder that is
             not ours. ``None``: the command has no such option (its ``--force`` means something
             else), so nothing foreign is ever replaced.
+        empty: a folder not ours must hold nothing at all, not only none of the ``own`` names: a run
+            folder, whose files would otherwise be mixed with someone's (``geolab pretrain``).
 
     Raises:
         NotADirectoryError: ``out`` is a file, or a file stands where a folder above it would be.
         OutputRefusedError: ``out`` is an input's folder, or a folder not ours that holds files of
-            the ``own`` names (the first three named) and ``force`` is off.
+            the ``own`` names (with ``empty``: any file; the first three named) and ``force`` is off.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -307,6 +283,12 @@ def check_output_folder(
     _refuse_input(out, inputs, own, option, command)
     if not out.is_dir() or ours or force:
         return
+    if empty and (held := sorted(out.iterdir())):
+        raise OutputRefusedError(
+            f"{option} {out} is not a folder made by {command}, but it holds {_shown(held)}; {command} writes into "
+            f"a new or empty folder, so that nothing of yours is replaced or mixed with its files: choose another "
+            f"{option}."
+        )
     clash = [out / name for name in sorted(own) if (out / name).exists() or (out / name).is_symlink()]
     if clash:
         it = "it" if len(clash) == 1 else "them"

@@ -15,7 +15,9 @@ Sampling strategies (:data:`STRATEGIES`):
         location has none.
     ``same-image``: the query image itself (plain MoCo-v2: two augmentations of one image).
 A location with a single image always falls back to the same image; the share of such
-rows is :attr:`LocationIndex.singleton_share`.
+rows is :attr:`LocationIndex.singleton_share`. A location whose images all carry one timestamp
+has positives from other images, but none from another time
+(:attr:`LocationIndex.one_time_locations`).
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class LocationIndex:
         n_locations: number of distinct locations.
         singleton_share: share of rows whose location has a single image (their temporal
             positive is the image itself).
+        multi_image_locations: number of locations with two images or more.
+        one_time_locations: how many of those have the same timestamp on every image (their
+            temporal positive is another image of the same moment, never of another time).
         other_season_fallback_share: share of rows of multi-image locations with no image
             in another season (``other-season`` falls back to ``any-other`` for them).
         seasons: season index of each row (see :func:`season_of`).
@@ -146,6 +151,11 @@ class LocationIndex:
 
         self._make_views()
         self.singleton_share = float(np.mean(self._count == 1)) if n else 0.0
+        # rows are sorted by time inside each location: one timestamp when the first equals the last
+        multi = counts > 1
+        first_t, last_t = t[order[loc_start]], t[order[loc_start + counts - 1]]
+        self.multi_image_locations = int(multi.sum())
+        self.one_time_locations = int((multi & (first_t == last_t)).sum())
         no_other = (self._count > 1) & (self._count == self._season_size)
         self.other_season_fallback_share = float(np.mean(no_other)) if n else 0.0
 

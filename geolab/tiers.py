@@ -18,6 +18,17 @@ TIERS = ("geoworld", "fmow-mini", "fmow", "geoimagenet")
 SIMULATED = frozenset({"geoworld"})
 
 
+def check_tier(data: str) -> str:
+    """``data`` when it is one of :data:`TIERS`.
+
+    Raises:
+        ValueError: ``Unknown data tier 'x'; choose one of geoworld, fmow-mini, fmow, geoimagenet.``
+    """
+    if data not in TIERS:
+        raise ValueError(f"Unknown data tier {data!r}; choose one of {', '.join(TIERS)}.")
+    return data
+
+
 def fmow_mini_manifest() -> Path:
     """Where ``geolab data fmow-download`` writes the fmow-mini manifest by default."""
     return paths.download_dir() / "fmow-mini" / "manifest.parquet"
@@ -47,8 +58,7 @@ def resolve_manifest(
         ValueError: unknown tier.
         FileNotFoundError: a real tier's manifest is missing, with how to make it.
     """
-    if data not in TIERS:
-        raise ValueError(f"Unknown data tier {data!r}; choose one of {', '.join(TIERS)}.")
+    check_tier(data)
     if manifest:
         path = Path(manifest).expanduser()
         if not path.exists():

@@ -56,7 +56,6 @@ from geolab import __version__
 from geolab.checkpoints import (
     CheckpointError,
     check_checkpoint_space,
-    check_out_folder,
     check_resume_config,
     checkpoint_header,
     checkpoint_path,
@@ -88,6 +87,8 @@ from geolab.models import (
     load_memory_bank_state,
     memory_bank_state,
 )
+from geolab.paths import check_run_out
+from geolab.positives import LocationIndex
 from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, moco_v2_view, supervised_transform
 
 
@@ -145,7 +146,7 @@ def prepare_data(cfg: PretrainConfig):
         ds.batch_transform = (
             BatchMoCoV2View(cfg.image_size, cfg.crop_min_scale, cfg.jitter_strength) if cfg.preload else None
         )
-        _warn_singletons(cfg, ds.singleton_share)
+        _warn_revisits(cfg, ds.index)
     else:
         ds = ImageDataset(
             train, transform=None if cfg.preload else supervised_transform(cfg.image_size),
@@ -155,21 +156,34 @@ def prepare_data(cfg: PretrainConfig):
     return ds, train, df, classes
 
 
-def _warn_singletons(cfg: PretrainConfig, share: float) -> None:
-    """Temporal positives need revisits.
+def _warn_revisits(cfg: PretrainConfig, index: LocationIndex) -> None:
+    """Temporal positives need revisits: images of one location taken at different times.
 
-    Say when many training images have none (their key is the same image, as in plain MoCo) and when the run is
-    plain MoCo in all but name.
+    Say when many training images have none (their key is the same image, as in plain MoCo), when the run is
+    plain MoCo in all but name, and when most locations with several images give them all one timestamp (their
+    positives are other images of the same moment: a manifest that dates its images by location, or a
+    duplicated image, not the paper's revisits).
     """
-    if cfg.pair_strategy == "same-image" or share < 0.5:
+    if cfg.pair_strategy == "same-image":
         return
-    what = ("every location has a single image, so this run is plain MoCo-v2 (two augmentations of one image)"
-            if share >= 1.0 else "their temporal positive falls back to the same image")
-    warnings.warn(
-        f"{cfg.manifest}: {share:.0%} of the '{cfg.train_split}' images are the only image of their location; "
-        f"{what}. Temporal positives need locations imaged several times.",
-        stacklevel=3,
-    )
+    share = index.singleton_share
+    if share >= 0.5:
+        what = ("every location has a single image, so this run is plain MoCo-v2 (two augmentations of one image)"
+                if share >= 1.0 else "their temporal positive falls back to the same image")
+        warnings.warn(
+            f"{cfg.manifest}: {share:.0%} of the '{cfg.train_split}' images are the only image of their location; "
+            f"{what}. Temporal positives need locations imaged several times.",
+            stacklevel=3,
+        )
+    multi, one_time = index.multi_image_locations, index.one_time_locations
+    if multi and one_time / multi >= 0.5:
+        warnings.warn(
+            f"{cfg.manifest}: {one_time / multi:.0%} of the '{cfg.train_split}' locations with several images "
+            f"({one_time} of {multi}) have one timestamp for all of them, so their temporal positives are other "
+            f"images of the same moment, not of another time ('{cfg.pair_strategy}' has no time to choose by); "
+            "check the manifest's timestamp column (the acquisition time of each image).",
+            stacklevel=3,
+        )
 
 
 # ----------------------------------------------------------------------------- logging
@@ -273,7 +287,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
     if per_rank % bn_splits:
         raise ValueError(f"per-rank batch {per_rank} is not divisible by bn_splits={bn_splits}.")
 
-    check_out_folder(out, ckpt_file)
+    check_run_out(out, cfg.manifest)  # new, empty or a run's; never the manifest's folder
     manifest_id = manifest_fingerprint(cfg.manifest)  # at the start: what this run trains on
     ckpt = None
     if ckpt_file.exists():

@@ -93,6 +93,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "my-report" / "report.md").write_text("my own report\n")
     (root / "broken-run").mkdir()
     (root / "broken-run" / "results.json").write_text('{"records": [\n')  # truncated
+    (root / "their-config").mkdir()  # a config.json that no geolab run wrote
+    (root / "their-config" / "config.json").write_text('{"my": "settings"}\n')
+    (root / "theirs.json").write_text('{"my": "numbers"}\n')
+    one_time = df.copy()  # several images per location, one timestamp for all of them
+    one_time["timestamp"] = one_time.groupby("location_id")["timestamp"].transform("min")
+    save_manifest(one_time, root / "data" / "one-time.parquet")
     long_row = rows.splitlines()[0].replace(f",{df.label[0]},", "," + "z" * 1_000_000 + ",")
     (root / "data" / "long-label.csv").write_text(MANIFEST_COLUMNS + "\n" + "\n".join([*rows.splitlines()[:2],
                                                   long_row.replace(df.image_id[0], "extra")]) + "\n")
@@ -184,7 +190,8 @@ CASES = [
     Case("doctor-cache-is-a-file", "doctor", r"^problem: geolab's cache .*a-file \(GEOLAB_CACHE\) is a file", code=1,
          marker="problem: geolab's cache", env={"GEOLAB_CACHE": "{root}/a-file"}),
     Case("pretrain-out-is-a-file", ARGS.replace("{tmp}/new", "{root}/a-file"), r"--out .*a-file is a file, not a folder"),
-    Case("pretrain-out-has-files", ARGS.replace("{tmp}/new", "{root}/notes"), r"not a geolab run's \(notes\.txt\) and no checkpoint"),
+    Case("pretrain-out-has-files", ARGS.replace("{tmp}/new", "{root}/notes"),
+         r"--out .*notes is not a folder made by geolab pretrain, but it holds .*notes\.txt; .*choose another --out"),
     Case("cuda-without-gpu", ARGS + " --device cuda", r"--device cuda: no CUDA GPU is available", needs_no_cuda=True),
     Case("geo-k-above-locations", TRAIN.replace("moco-tp", "moco-geo") + " --geo-k 5", r"geo_k=5 .*only 4 locations\. Use --geo-k 2 or fewer"),
     Case("batch-above-split", TRAIN + " --batch-size 64", r"'train' split has 10 images, fewer than one batch of 64"),
@@ -239,6 +246,36 @@ CASES = [
          r"--arch resnet18"),
     Case("export-arch-disagrees", "export {ckpt} --out {tmp}/b.pth --arch resnet50",
          r"--arch resnet50 disagrees with the file, .* pass --arch resnet18"),
+    # issue 23, round 2: every course value checked before the first notebook, by geolab's own rules
+    Case("course-set-seeds-empty", "course run --profile smoke --set seeds=[] --out {tmp}/run",
+         r"--set seeds=\[\]: is empty; list at least 1 \(each a valid PretrainConfig\.seed\)"),
+    Case("course-set-max-steps-negative", "course run --profile smoke --set max_steps_per_epoch=-5 --out {tmp}/run",
+         r"--set max_steps_per_epoch=-5: PretrainConfig\.max_steps_per_epoch: -5 must be >= 1"),
+    Case("course-set-device-tpu", "course run --profile smoke --set device=tpu --out {tmp}/run",
+         r"--set device=\"tpu\": PretrainConfig\.device: invalid choice 'tpu'; choose one of auto, cpu, cuda"),
+    Case("course-set-epochs-negative", "course plan --profile smoke --set epochs=-1",
+         r"--set epochs=-1: PretrainConfig\.epochs: -1 must be >= 1"),
+    Case("course-set-batch-0", "course run --profile smoke --set batch_size=0 --out {tmp}/run",
+         r"--set batch_size=0: PretrainConfig\.batch_size: 0 must be >= 1"),
+    Case("course-set-arch-unknown", "course plan --profile smoke --set arch=resnet999",
+         r"PretrainConfig\.arch: invalid choice 'resnet999'; choose one of resnet18"),
+    Case("course-set-geo-k-values", "course plan --profile smoke --set geo_k_values=[1]",
+         r"--set geo_k_values=\[1\]: item 1: .*needs geo_k >= 2 geo clusters, got 1 \(in 05_ablations\)"),
+    Case("course-data-unknown", "course plan --profile smoke --data mnist", r"Unknown data tier 'mnist'; choose one of"),
+    Case("course-gpu-without-cuda", "course run --profile gpu --out {tmp}/run",
+         r"device='cuda' in \w+, but no CUDA GPU is available here", needs_no_cuda=True),
+    # issue 23, round 2: pretrain --out and probe --json by the one output rule; one-timestamp locations
+    Case("pretrain-out-foreign-config", ARGS.replace("{tmp}/new", "{root}/their-config"),
+         r"not a folder made by geolab pretrain, but it holds .*their-config/config\.json"),
+    Case("pretrain-out-manifest-folder", ARGS.replace("{tmp}/new", "{data}"),
+         r"--out .*data is the folder of the input .*manifest\.parquet; geolab pretrain never writes into"),
+    Case("probe-json-foreign", EVAL.replace("{cmd}", "probe") + " --json {root}/theirs.json",
+         r"--json .*theirs\.json already exists and was not written by geolab probe; pass --force to replace it"),
+    Case("knn-json-is-the-manifest", EVAL.replace("{cmd}", "knn") + " --json {manifest} --force",
+         r"--json .*manifest\.parquet is the input .*manifest\.parquet itself"),
+    Case("pretrain-one-timestamp", TRAIN.replace("{manifest}", "{data}/one-time.parquet"),
+         r"one-time\.parquet: 100% of the 'train' locations with several images \(\d+ of \d+\) have one timestamp",
+         code=0, marker="one timestamp for all"),
     # the fMoW downloader
     Case("download-repeated-token", "data fmow-download --endpoint {endpoint} --bucket test-bucket --prefix fmow/ --path-style "
          "--categories airport --locations-per-category 1 --val-locations-per-category 0 --out {tmp}/dl --no-progress "
@@ -274,14 +311,18 @@ def _run(case: Case, w: dict[str, Path], tmp: Path) -> tuple[subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def results(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
-    """Every row's outcome, the rows run :data:`WORKERS` at a time."""
+def results(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> dict[str, tuple]:
+    """The outcome of every row that pytest selected (all, unless ``-k``), :data:`WORKERS` at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    tmps = {c.id: tmp_path_factory.mktemp(c.id) for c in CASES}
+    chosen = {item.callspec.params["case"].id for item in request.session.items
+              if hasattr(item, "callspec") and "case" in item.callspec.params}
+    cases = [c for c in CASES if c.id in chosen]
+    tmps = {c.id: tmp_path_factory.mktemp(c.id) for c in cases}
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        done = pool.map(lambda c: (_run(c, world, tmps[c.id]), tmps[c.id]), CASES)
-        return {c.id: out for c, out in zip(CASES, done)}
+        done = pool.map(lambda c: (_run(c, world, tmps[c.id]), tmps[c.id]), cases)
+        return {c.id: out for c, out in zip(cases, done)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

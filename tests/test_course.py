@@ -7,6 +7,7 @@ seven in total.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -190,6 +191,68 @@ def test_failing_notebook_is_named_earlier_outputs_kept_and_rerun_continues(
     assert [nb["status"] for nb in results["notebooks"]] == ["skipped", "ok", "ok"]
 
 
+def _cmdline(p) -> str:  # noqa: ANN001 - a psutil.Process
+    try:
+        return " ".join(p.cmdline())
+    except Exception:  # noqa: BLE001 - gone meanwhile
+        return "?"
+
+
+def test_killed_run_leaves_no_process_behind(tmp_path: Path) -> None:
+    """Issue 23: `kill -9` of `geolab course run` left the training workers a notebook had started
+    (and multiprocessing's resource tracker) running, reparented to init, ~1 GB each. A notebook
+    starts two workers with geolab's own pool (geolab.processes.process_pool, what run_experiments
+    and the geoworld renderer use) that would sleep for minutes; the runner is SIGKILLed; within
+    seconds none of its descendants (kernel, workers, resource tracker) may be left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    nbs = tmp_path / "nbs"
+    ready = tmp_path / "ready"
+    write_nb(nbs / "01_pool.ipynb", 'data = "geoworld"\nresults_path = ""',
+             "import time\nfrom pathlib import Path\nfrom geolab.processes import process_pool",
+             "pool = process_pool(2)\nlist(pool.map(time.sleep, [0.5, 0.5]))  # both workers up and tied to the kernel\n"
+             f"Path({str(ready)!r}).touch()\n[f.result() for f in [pool.submit(time.sleep, 300) for _ in range(2)]]")
+    cmd = [sys.executable, "-m", "geolab.cli", "course", "run", "--profile", "smoke", "--notebooks-dir", str(nbs),
+           "--out", str(tmp_path / "run"), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    runner = psutil.Process(proc.pid)
+    tree: list = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not ready.exists():
+            assert proc.poll() is None, "the run ended before its workers started"
+            time.sleep(0.2)
+        assert ready.exists(), "the notebook's workers did not start within 90 s"
+        tree = runner.children(recursive=True)
+        workers = [p for p in tree if "multiprocessing" in _cmdline(p)]
+        assert len(tree) >= 4 and len(workers) >= 3, [_cmdline(p) for p in tree]  # kernel, 2 workers, tracker
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+        def alive() -> list:
+            out = []
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:  # orphans may wait unreaped
+                        out.append(p)
+            return out
+
+        deadline = time.monotonic() + 10
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [(p.pid, _cmdline(p)[:80]) for p in alive()]
+        assert not left, f"left running after the runner was killed: {left}"
+    finally:
+        for p in [runner, *tree]:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
 # --------------------------------------------------------------------------- no papermill
 def _results(records: list[dict]) -> dict:
     return {
@@ -362,6 +425,54 @@ def test_set_typos_and_wrong_types_are_errors_in_run_and_plan(tmp_path: Path) ->
         assert '--set epochs="two": epochs takes a whole number (declared `epochs = 1` in 01_a)' in msg
         assert "seeds takes a list of whole numbers" in msg and "flag takes true or false" in msg
     assert not (tmp_path / "run" / "notebooks").exists()
+
+
+def test_values_are_checked_by_geolabs_own_rules_before_anything_runs(tmp_path: Path) -> None:
+    """Issue 23: `--set seeds=[]`, `max_steps_per_epoch=-5`, `device=tpu`, a bad arch... were
+    accepted and failed 10-35 s later inside a notebook as raw IndexError/KeyError, blamed on the
+    notebook. Now every value a selected notebook would run with (its defaults, the profile, --set)
+    is checked first by the rules of PretrainConfig (geolab pretrain's options) and, for
+    notebook-only parameters, by geolab.course.profiles.NOTEBOOK_RULES: one line naming each
+    parameter, its value and the rule, the notebook where only some are concerned; nothing runs."""
+    nbs = tmp_path / "nbs"
+    write_nb(nbs / "01_a.ipynb", 'data = "geoworld"\nepochs = 1\nwarmup_epochs = 0.0\nseeds = [0]\n'
+             'max_steps_per_epoch = 4\ndevice = "cpu"\narch = "resnet18"')
+    write_nb(nbs / "02_b.ipynb", 'data = "geoworld"\nepochs = 1\nseeds = [0]\ngeo_k_values = [4]\n'
+             'strategies = ["any-other"]\nmax_locations = None')
+    good = {"seeds": [1, 2], "max_locations": 3, "arch": "resnet18-w16", "device": "auto", "max_steps_per_epoch": None}
+    assert "02_b: " in course.describe_plan("smoke", notebooks_dir=nbs, overrides=good)
+    cases = {
+        "seeds": ([], "--set seeds=[]: is empty; list at least 1 (each a valid PretrainConfig.seed)."),
+        "max_steps_per_epoch": (-5, "--set max_steps_per_epoch=-5: PretrainConfig.max_steps_per_epoch: -5 must be "
+                                    ">= 1 (in 01_a)."),
+        "device": ("tpu", "--set device=\"tpu\": PretrainConfig.device: invalid choice 'tpu'; choose one of auto, "
+                          "cpu, cuda (in 01_a)."),
+        "epochs": (-1, "--set epochs=-1: PretrainConfig.epochs: -1 must be >= 1."),
+        "arch": ("resnet999", "PretrainConfig.arch: invalid choice 'resnet999'; choose one of resnet18, resnet34"),
+        "geo_k_values": ([8, 1], "--set geo_k_values=[8, 1]: item 1: Method 'moco-tp-geo' needs geo_k >= 2 geo "
+                                 "clusters, got 1 (in 02_b)."),
+        "strategies": (["sideways"], "item 'sideways': PretrainConfig.strategy: invalid choice 'sideways'"),
+        "max_locations": (0, "--set max_locations=0: 0 must be >= 1 (in 02_b)."),
+        "warmup_epochs": (2.0, "these values together: PretrainConfig.warmup_epochs must be in [0, epochs=1], got "
+                               "2.0 (in 01_a)."),
+    }
+    for key, (value, expected) in cases.items():
+        for call in (lambda: course.describe_plan("smoke", notebooks_dir=nbs, overrides={key: value}),
+                     lambda: course.run_course("smoke", tmp_path / "run", notebooks_dir=nbs, overrides={key: value})):
+            with pytest.raises(course.CourseError) as err:
+                call()
+            assert expected in str(err.value) and "\n" not in str(err.value), (key, str(err.value))
+    # a profile's notebook section and a notebook's own default are named as such
+    profile = {"common": {"data": "geoworld"}, "notebooks": {"02_b": {"seeds": [-1]}}}
+    with pytest.raises(course.CourseError, match=r"profile 'custom', section 02_b: seeds=\[-1\]: item -1: "
+                       r"PretrainConfig.seed: -1 must be >= 0 \(in 02_b\)"):
+        course.run_course(profile, tmp_path / "run", notebooks_dir=nbs)
+    write_nb(nbs / "03_c.ipynb", 'data = "geoworld"\nbn_splits = -1')
+    with pytest.raises(course.CourseError, match=r"the default `bn_splits = -1`: PretrainConfig.bn_splits: -1 must "
+                       r"be >= 0 \(in 03_c\)"):
+        course.describe_plan("smoke", notebooks_dir=nbs, only=["03"])
+    assert course.describe_plan("smoke", notebooks_dir=nbs, only=["01", "02"])  # --only: 03 is not checked
+    assert not (tmp_path / "run" / "notebooks").exists() and not (tmp_path / "run" / "state").exists()
 
 
 def test_profiles_have_the_documented_shape() -> None:

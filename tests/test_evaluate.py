@@ -189,6 +189,32 @@ def test_cli_probe_knn_and_pretrain_errors(trained, tmp_path: Path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_json_replaces_only_a_result_it_wrote(trained, tmp_path: Path, capsys):
+    """Issue 23: `probe --json PATH` silently replaced whatever PATH held. By geolab.io's output rule
+    it now writes (atomically) a new file or one it wrote (recognised by its "format"), refuses
+    someone's file before any work (one line, exit 2, the file unchanged) and replaces it with
+    --force; the manifest itself is refused even with --force."""
+    import json
+
+    from geolab.cli import main
+
+    manifest, ckpt = trained
+    argv = ["knn", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--num-workers", "0", "--k", "5", "--json"]
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text('{"my": "numbers"}\n')
+    assert main([*argv, str(theirs)]) == 2
+    err = capsys.readouterr().err
+    assert f"--json {theirs} already exists and was not written by geolab knn; pass --force" in err
+    assert theirs.read_text() == '{"my": "numbers"}\n'
+    assert main([*argv, str(theirs), "--force"]) == 0
+    assert json.loads(theirs.read_text())["format"] == "geolab-evaluation"
+    assert main([*argv, str(theirs)]) == 0  # now its own: rewritten without --force
+    assert main(["probe", *argv[1:-3], "--json", str(theirs)]) == 0  # probe's and knn's results are one kind
+    capsys.readouterr()
+    assert main([*argv, str(manifest), "--force"]) == 2
+    assert "is the input" in capsys.readouterr().err
+
+
 def test_select_probe_C_picks_the_best_val_score_and_breaks_ties_toward_small_C(monkeypatch):
     """Every grid value is fitted once and scored on val; the best val top-1 wins, and a tie
     goes to the stronger regularisation (the smaller C), whatever the grid's order."""

@@ -124,6 +124,17 @@ def test_output_rule_refuses_foreign_files_and_input_folders(tmp_path):
         check_output_folder(tmp_path / "mine.json", own=own, ours=False, command="geolab x")
     check_output_folder(tmp_path / "new" / "deeper", own=own, ours=False, command="geolab x")
     assert (other / "manifest.parquet").read_text() == "theirs" and not (tmp_path / "new").exists()
+    # empty=True (a run folder, geolab pretrain): a folder not ours may not hold even files of other names
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    check_output_folder(notes, own=own, ours=False, command="geolab x", force=None)
+    with pytest.raises(OutputRefusedError, match=r"not a folder made by geolab x, but it holds .*notes\.txt; geolab x "
+                       r"writes into a new or empty folder.*choose another --out"):
+        check_output_folder(notes, own=own, ours=False, command="geolab x", force=None, empty=True)
+    check_output_folder(notes, own=own, ours=True, command="geolab x", force=None, empty=True)
+    (notes / "notes.txt").unlink()
+    check_output_folder(notes, own=own, ours=False, command="geolab x", force=None, empty=True)
 
 
 def test_atomic_write_over_a_folder_or_under_a_file_names_the_users_path(tmp_path):

@@ -191,16 +191,33 @@ def test_resume_refuses_another_manifest_or_loss_and_optimizer_settings(finished
 
 
 def test_out_folder_with_other_files_or_a_file_is_refused(manifest: Path, tmp_path: Path, monkeypatch):
-    """--out that holds someone's files (and no checkpoint) or that is a file is refused before
-    anything is written; a run that cannot hold its checkpoint stops before epoch 1."""
+    """--out that holds someone's files and is not a run's, or that is a file, is refused before
+    anything is written, by geolab.io's output rule (one rule for every command): a run's folder is
+    recognised by its checkpoint or by the config.json it writes first, not by the file's name, so
+    someone's config.json is not taken for a run's and replaced (issue 23); never the manifest's
+    folder. A run that cannot hold its checkpoint stops before epoch 1."""
     import geolab.train as train_mod
 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match=r"not a geolab run's \(notes\.txt\)"):
+    with pytest.raises(FileExistsError, match=r"--out .*mine is not a folder made by geolab pretrain, but it holds "
+                       r".*notes\.txt; .*choose another --out"):
         pretrain(quick_config(manifest, mine))
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "config.json").write_text('{"my": "settings"}\n')  # a name a run writes, but not a run's file
+    with pytest.raises(FileExistsError, match=r"not a folder made by geolab pretrain, but it holds .*config\.json"):
+        pretrain(quick_config(manifest, theirs))
+    assert (theirs / "config.json").read_text() == '{"my": "settings"}\n'
+    with pytest.raises(FileExistsError, match=r"is the folder of the input .*; geolab pretrain never writes into"):
+        pretrain(quick_config(manifest, manifest.parent))
+    unfinished = tmp_path / "unfinished"  # a run killed before its first checkpoint: its own, rerun into it
+    pretrain(quick_config(manifest, unfinished, max_steps_per_epoch=1))
+    shutil.rmtree(unfinished / "checkpoints")
+    (unfinished / "notes.txt").write_text("a note beside my run")
+    assert pretrain(quick_config(manifest, unfinished, max_steps_per_epoch=1)).is_file()
     afile = tmp_path / "a-file"
     afile.write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
@@ -225,6 +242,34 @@ def test_temporal_positives_on_singletons_warn(tmp_path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         prepare_data(quick_config(revisited, tmp_path / "b", "moco-tp", image_size=16))
+
+
+def test_one_timestamp_per_location_warns(tmp_path: Path):
+    """Issue 23: locations with several images that all carry one timestamp (a manifest dated by
+    location, or duplicated images) were accepted without a word, though their temporal positives
+    are never of another time. The revisit warning names the manifest, the share of such locations
+    and what it means; a manifest with real revisits, or a run without temporal positives, says nothing."""
+    import warnings
+
+    from geolab.manifest import load_manifest, save_manifest
+
+    revisited = make_manifest(tmp_path / "revisited", n_locations=8, revisits=(2, 3), size=16)
+    df = load_manifest(revisited)
+    first = df["location_id"] == df["location_id"].iloc[0]  # keeps its revisits at different times
+    df.loc[~first, "timestamp"] = df[~first].groupby("location_id")["timestamp"].transform("min")
+    one_time = tmp_path / "revisited" / "one-time.parquet"
+    save_manifest(df, one_time)
+    n = int((df[df.split == "train"].groupby("location_id").size() > 1).sum())
+    assert df.loc[first, "split"].iloc[0] == "train" and n > 2
+    with pytest.warns(UserWarning, match=rf"one-time\.parquet: {round(100 * (n - 1) / n)}% of the 'train' locations "
+                      rf"with several images \({n - 1} of {n}\) have one timestamp for all of them, so their "
+                      r"temporal positives are other "
+                      r"images of the same moment, not of another time \('any-other'.*timestamp column"):
+        prepare_data(quick_config(one_time, tmp_path / "a", "moco-tp", image_size=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        prepare_data(quick_config(revisited, tmp_path / "b", "moco-tp", image_size=16))
+        prepare_data(quick_config(one_time, tmp_path / "c", "moco", image_size=16))  # same-image: no time involved
 
 
 def test_mismatched_weights_name_the_keys():

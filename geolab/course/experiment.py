@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from geolab.config import RANDOM_INIT, PretrainConfig, ProbeConfig
 from geolab.course.records import read_records, record_result
 from geolab.evaluate import evaluate_checkpoint
 from geolab.io import atomic_write_json
+from geolab.processes import process_pool
 from geolab.train import pretrain
 
 #: PretrainConfig fields that do not change what is learned (left out of the key): where it runs and how
@@ -264,8 +264,7 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
             for i, job in enumerate(jobs, 1):
                 done(i, job, _train_logged(**job))
         else:
-            with cf.ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                        initargs=(threads,)) as pool:
+            with process_pool(n, initializer=_worker_init, initargs=(threads,)) as pool:
                 futures = {pool.submit(_train_logged, **job): job for job in jobs}
                 try:
                     for i, fut in enumerate(cf.as_completed(futures), 1):

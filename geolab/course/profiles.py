@@ -8,8 +8,10 @@ those declarations before anything runs. Also: finding the course notebooks and 
 
 from __future__ import annotations
 
+import argparse
 import ast
 import copy
+import dataclasses
 import difflib
 import json
 import os
@@ -19,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from geolab import paths
-from geolab.config import PROFILES
+from geolab.argtypes import positive_int
+from geolab.config import PROFILES, RANDOM_INIT, DenseConfig, PretrainConfig, WorldConfig
 from geolab.course.records import CourseError
+from geolab.tiers import check_tier
 
 #: Notebooks of the course: two digits, an underscore, a name (``03_temporal_positives.ipynb``).
 NOTEBOOK_PATTERN = re.compile(r"^[0-9][0-9]_.+\.ipynb$")
@@ -222,6 +226,173 @@ def _kind(default: Any) -> str:
     return f"a {type(default).__name__}"
 
 
+# ----------------------------------------------------------------------------- values
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How a notebook parameter that is no :class:`~geolab.config.PretrainConfig` field is checked.
+
+    Its value (each item, for a list) must be a valid value of ``config``'s ``field``: the config
+    is built with it, so the rule is the config's own (:func:`geolab.argtypes.check_fields`,
+    ``__post_init__``). ``also``: values allowed besides; ``check``: an argtypes check instead of a
+    field, for a parameter that no config has; ``min_items``: ``None`` for a single value, else the
+    fewest items its list may have.
+    """
+
+    config: type | None = None
+    field: str = ""
+    min_items: int | None = None
+    also: tuple[Any, ...] = ()
+    check: Any = None
+
+
+#: The course's notebook parameters that are not fields of PretrainConfig (whose fields are checked
+#: as PretrainConfig itself checks them): the one place their rules are named.
+NOTEBOOK_RULES: dict[str, Rule] = {
+    "seeds": Rule(PretrainConfig, "seed", min_items=1),
+    "methods": Rule(PretrainConfig, "method", min_items=1, also=(RANDOM_INIT,)),
+    "strategies": Rule(PretrainConfig, "strategy", min_items=1),
+    "inits": Rule(PretrainConfig, "method", min_items=1, also=("random",)),
+    "geo_k_values": Rule(PretrainConfig, "geo_k", min_items=0),
+    "strategy_values": Rule(PretrainConfig, "strategy", min_items=0),
+    "beta_values": Rule(PretrainConfig, "beta", min_items=0),
+    "temperature_values": Rule(PretrainConfig, "temperature", min_items=0),
+    "image_size_values": Rule(PretrainConfig, "image_size", min_items=0),
+    "world_locations": Rule(WorldConfig, "locations"),
+    "world_size": Rule(WorldConfig, "size"),
+    "world_seed": Rule(WorldConfig, "seed"),
+    "dense_epochs": Rule(DenseConfig, "epochs"),
+    "freeze_backbone": Rule(DenseConfig, "freeze_backbone"),
+    "max_locations": Rule(check=positive_int),  # the rule of `geolab viz map --max-locations`
+    "data": Rule(check=check_tier),
+}
+#: The method whose rules every notebook's training parameters must pass (it has every part:
+#: contrastive, temporal, geo), unless the notebook declares its own ``method``.
+_FULL_METHOD = "moco-tp-geo"
+#: PretrainConfig fields that the course's notebooks do not hand to PretrainConfig as they are.
+_NOT_TRAINING = ("method", "manifest", "out")
+
+
+def _config_error(config: type, values: Mapping[str, Any], method: str = _FULL_METHOD) -> str | None:
+    """What ``config(**values)`` refuses (``None``: nothing), with the placeholders its required fields need."""
+    base = {"method": method, "manifest": "", "out": ""} if config is PretrainConfig else {}
+    try:
+        config(**{**base, **values})
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+def _rule_error(rule: Rule, value: Any) -> str | None:
+    """What ``rule`` refuses in one value (an item of a list)."""
+    if value in rule.also or (value is None and rule.check is not None):  # None: "all" (max_locations)
+        return None
+    if rule.check is not None:
+        try:
+            rule.check(str(value))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            return str(exc)
+        return None
+    return _config_error(rule.config, {rule.field: value}, value if rule.field == "method" else _FULL_METHOD)
+
+
+def _value_errors(values: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+    """(parameter, what is wrong) for the values one notebook runs with; ``None``: between parameters."""
+    problems: list[tuple[str | None, str]] = []
+    own = values.get("method")
+    if isinstance(own, str) and (err := _config_error(PretrainConfig, {}, own)):
+        problems.append(("method", err))
+    method = own if isinstance(own, str) and not problems else _FULL_METHOD
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)} - set(_NOT_TRAINING)
+    training = {k: v for k, v in values.items() if k in fields}
+    for key, value in training.items():  # one at a time, so that each problem names its parameter
+        if value is not None and (err := _config_error(PretrainConfig, {key: value}, method)):
+            problems.append((key, err))
+    if not problems and (err := _config_error(PretrainConfig, training, method)):
+        problems.append((None, err))  # a rule between fields, e.g. warmup_epochs <= epochs
+    for key, rule in NOTEBOOK_RULES.items():
+        if key not in values:
+            continue
+        value = values[key]
+        if rule.min_items is None:
+            if (err := _rule_error(rule, value)):
+                problems.append((key, err))
+        elif not isinstance(value, (list, tuple)):
+            problems.append((key, "must be a list"))
+        elif len(value) < rule.min_items:
+            problems.append((key, f"is empty; list at least {rule.min_items} (each a valid "
+                                  f"{rule.config.__name__}.{rule.field})"))
+        else:
+            for item in value:
+                if (err := _rule_error(rule, item)):
+                    problems.append((key, f"item {item!r}: {err}"))
+                    break
+    return problems
+
+
+def _literal(text: Any) -> Any:
+    try:
+        return ast.literal_eval(str(text))
+    except (ValueError, SyntaxError):
+        return None  # not a literal: not checked
+
+
+def check_values(
+    profile: Mapping[str, Any],
+    notebooks: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
+    overrides: Mapping[str, Any],
+) -> None:
+    """Every value the selected notebooks will run with, by geolab's own rules, before anything runs.
+
+    A notebook runs with its declared defaults, replaced by what the runner injects (profile,
+    ``--set``). Each value that is a :class:`~geolab.config.PretrainConfig` field must pass
+    PretrainConfig's checks (the rules of ``geolab pretrain``'s options, which ``probe`` and ``knn``
+    share; as the method with every part, MoCo-v2+Geo+TP, unless the notebook declares its
+    ``method``); every other parameter has its :data:`NOTEBOOK_RULES` entry. So ``seeds=[]``,
+    ``max_steps_per_epoch=-5`` or ``device="tpu"`` are refused here, not 30 s into a notebook.
+
+    Args:
+        profile: the loaded profile.
+        notebooks: notebook name -> (injected parameters, :func:`declared_parameters`).
+        overrides: the ``--set`` values.
+
+    Raises:
+        CourseError: one line: each problem with where the value comes from (``--set``, the profile,
+            a notebook's default), the notebook(s) where only some notebooks are concerned, and the rule.
+    """
+    found: dict[tuple[str | None, str], list[str]] = {}
+    declaring: dict[str | None, list[str]] = {}
+    for name, (injected, declared) in notebooks.items():
+        values = {k: _literal(v.get("default")) for k, v in declared.items() if k not in RUNNER_PARAMETERS}
+        values.update(injected)
+        for key in values:
+            declaring.setdefault(key, []).append(name)
+        for key, err in _value_errors(values):
+            origin = _origin(profile, name, key, values, overrides)
+            found.setdefault((key, f"{origin}: {err}"), []).append(name)
+    if not found:
+        return
+    lines = []
+    for (key, text), names in found.items():
+        everywhere = key is not None and len(declaring.get(key, [])) > 1 and names == declaring[key]
+        lines.append(text.rstrip(".") + ("" if everywhere else f" (in {', '.join(names)})"))
+    raise CourseError("; ".join(lines) + ".")
+
+
+def _origin(profile: Mapping[str, Any], notebook: str, key: str | None, values: Mapping[str, Any],
+            overrides: Mapping[str, Any]) -> str:
+    """Where a notebook's value of ``key`` comes from, as the user would write it."""
+    if key is None:
+        return "these values together"
+    value = json.dumps(values[key], default=str)
+    if key in overrides:
+        return f"--set {key}={value}"
+    if key in profile["notebooks"].get(notebook, {}):
+        return f"profile {profile['name']!r}, section {notebook}: {key}={value}"
+    if key in profile["common"]:
+        return f"profile {profile['name']!r}: {key}={value}"
+    return f"the default `{key} = {values[key]!r}`"
+
+
 def check_kernel(kernel_name: str) -> None:
     """Fail early, with what to do, when the Jupyter kernel is not installed.
 
@@ -258,9 +429,12 @@ def describe_plan(
     over["data"] = data or over.get("data") or prof["common"].get("data") or "geoworld"
     check_overrides(over, discover_notebooks(notebooks_dir), prof)
     lines = [f"profile {prof['name']}: {prof['description']}".rstrip(": ")]
+    selected = {}
     for nb in discover_notebooks(notebooks_dir, only):
         declared = declared_parameters(nb)
-        params = notebook_parameters(prof, nb.stem, declared, over)
+        selected[nb.stem] = (notebook_parameters(prof, nb.stem, declared, over), declared)
+    check_values(prof, selected, overrides or {})
+    for name, (params, _) in selected.items():
         shown = ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())) or "(defaults only)"
-        lines.append(f"  {nb.stem}: {shown}")
+        lines.append(f"  {name}: {shown}")
     return "\n".join(lines)

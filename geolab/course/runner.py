@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ from geolab.course.profiles import (
     RUNNER_PARAMETERS,
     check_kernel,
     check_overrides,
+    check_values,
     declared_parameters,
     discover_notebooks,
     load_profile,
@@ -69,8 +71,8 @@ from geolab.course.state import (
 )
 from geolab.envcheck import kernel_manager_config
 from geolab.io import atomic_write_json, check_output_folder
-from geolab.tiers import TIERS as DATA_TIERS
-from geolab.tiers import fmow_mini_manifest
+from geolab.processes import process_pool
+from geolab.tiers import check_tier, fmow_mini_manifest
 
 #: Tiers that need a manifest the user already has (``--manifest``).
 TIERS_NEEDING_MANIFEST: tuple[str, ...] = ("fmow", "geoimagenet")
@@ -225,8 +227,10 @@ def _data_tier(
 ) -> str:
     """The run's data tier, checked; sets ``data`` (and ``manifest``) in ``overrides``."""
     tier = data or overrides.get("data") or prof["common"].get("data") or "geoworld"
-    if tier not in DATA_TIERS:
-        raise CourseError(f"Unknown data tier {tier!r}; choose one of {', '.join(DATA_TIERS)}.")
+    try:
+        check_tier(tier)
+    except ValueError as exc:
+        raise CourseError(str(exc)) from None
     overrides["data"] = tier
     if manifest is not None:
         mpath = Path(manifest).expanduser().resolve()
@@ -314,11 +318,46 @@ def plan_course(
     selected = discover_notebooks(notebooks_dir, only) if only else all_nbs
     out = out.expanduser().resolve()
     parameters: dict[str, tuple[dict[str, Any], set[str]]] = {}
+    declarations = {}
     for nb in selected:
-        declared = set(declared_parameters(nb))
+        declarations[nb.stem] = declared_parameters(nb)
+        declared = set(declarations[nb.stem])
         parameters[nb.stem] = (notebook_parameters(prof, nb.stem, declared, overrides), declared)
+    # every value by geolab's own rules (seeds=[], device="tpu"...), before anything runs
+    values = {k: (parameters[k][0], d) for k, d in declarations.items()}
+    user = {k: v for k, v in overrides.items() if k not in ("data", "manifest")}
+    if check_out and "torch" not in sys.modules:
+        # the rules read the architectures' registry, which imports torch: ~0.4 GB that the runner
+        # would hold for the whole run, so they run in a child process (a second or two)
+        with process_pool(1) as pool:
+            pool.submit(check_run_values, prof, values, user, check_out).result()
+    else:
+        check_run_values(prof, values, user, check_out)
     warnings = _plan_warnings(prof, all_nbs, parameters, overrides)
     return CoursePlan(prof, tier, out, kernel_name, all_nbs, selected, parameters, warnings)
+
+
+def check_run_values(profile: Mapping[str, Any], values: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]],
+                     overrides: Mapping[str, Any], here: bool = False) -> None:
+    """:func:`~geolab.course.profiles.check_values`; with ``here``, also that a CUDA device asked for exists.
+
+    ``here``: the run is about to start on this machine (``course plan`` may show a GPU profile anywhere).
+    The device check is :func:`geolab.distributed.resolve_device`'s, as ``geolab pretrain`` meets it.
+    """
+    check_values(profile, values, overrides)
+    if not here:
+        return
+    for name, (injected, _) in values.items():
+        device = injected.get("device")
+        if isinstance(device, str) and device.startswith("cuda"):
+            from geolab.distributed import resolve_device  # noqa: PLC0415 - start-up: torch, GPU profiles only
+
+            try:
+                resolve_device(device)
+            except RuntimeError:
+                where = f"--set device={device!r}" if "device" in overrides else f"profile {profile['name']!r}"
+                raise CourseError(f"{where}: device={device!r} in {name}, but no CUDA GPU is available here; "
+                                  "run a CPU profile (--profile cpu) or --set device=\"cpu\".") from None
 
 
 # ============================================================================ execute

