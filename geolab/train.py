@@ -87,6 +87,7 @@ from geolab.models import (
     compute_loss,
     load_memory_bank_state,
     memory_bank_state,
+    sgd,
 )
 from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, moco_v2_view, supervised_transform
 
@@ -307,7 +308,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
         criterion = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim, distributed=ctx.distributed)
         criterion = criterion.to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = sgd(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)  # fused on CUDA
 
     start_epoch, global_step = 0, 0
     if ckpt is not None:
