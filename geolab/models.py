@@ -51,6 +51,7 @@ import torch.nn.functional as F
 import torchvision
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
+from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
@@ -336,7 +337,25 @@ def build_contrastive_loss(
         dim: key size (128).
         distributed: gather keys over DDP ranks before enqueueing.
     """
-    return NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, dim), gather_distributed=distributed)
+    loss = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, dim), gather_distributed=distributed)
+    loss.memory_bank.__class__ = _HostPointerMemoryBank  # the same module; only moving it differs
+    return loss
+
+
+class _HostPointerMemoryBank(MemoryBankModule):
+    """lightly's memory bank, its write pointer kept on the host when the bank moves to a GPU.
+
+    lightly reads the pointer with ``int(self.bank_ptr)`` at every enqueue: with the pointer on the
+    GPU that is a host synchronisation per training step (the CPU waits for the whole step
+    queued so far). On the host the read is free and nothing else changes (the bank, the keys
+    and the arithmetic are the same; on the CPU nothing moves at all).
+    """
+
+    def _apply(self, fn, recurse=True):
+        ptr = self.bank_ptr
+        super()._apply(fn, recurse)
+        self.bank_ptr = ptr
+        return self
 
 
 def memory_bank_state(loss: NTXentLoss) -> dict[str, Tensor]:

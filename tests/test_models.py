@@ -223,3 +223,43 @@ def test_sgd_is_fused_only_on_cuda():
     assert not opt.param_groups[0]["fused"] and opt.param_groups[0]["momentum"] == 0.9
     if torch.cuda.is_available():
         assert sgd([torch.nn.Parameter(torch.randn(3, device="cuda"))], 0.1, 0.9, 1e-4).param_groups[0]["fused"]
+
+
+def test_the_only_host_read_in_a_step_is_the_memory_bank_pointer_kept_on_the_host():
+    """No host synchronisation per step: with ``sync=False`` the only tensor read back to Python
+    (``aten::_local_scalar_dense``: ``.item()``, ``float()``, ``int()``) is lightly's memory-bank
+    pointer, and that pointer stays on the host when the loss moves to another device (on a GPU
+    the read is then free)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from geolab.config import PretrainConfig
+    from geolab.models import compute_loss
+
+    moved = build_contrastive_loss(0.2, 16, 8).to("meta")
+    assert moved.memory_bank.bank.device.type == "meta" and moved.memory_bank.bank_ptr.device.type == "cpu"
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ptrs = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.ptrs.append(args[0].data_ptr())
+            return func(*args, **(kwargs or {}))
+
+    cfg = PretrainConfig(method="moco-tp-geo", arch="resnet18-w16", image_size=32, batch_size=4, queue_size=16,
+                         geo_k=3, amp=False, device="cpu")
+    model = MoCoModel("resnet18-w16", geo_k=3, bn_splits=2)
+    crit = build_contrastive_loss(0.2, 16, 128)
+    batch = {"query": torch.randn(4, 3, 32, 32), "key": torch.randn(4, 3, 32, 32),
+             "geo_cluster": torch.tensor([0, 1, 2, 0]), "label": torch.zeros(4, dtype=torch.long)}
+    counts = {}
+    for sync in (False, True):
+        with Reads() as reads:
+            model.momentum_update(0.99)
+            loss, _ = compute_loss(cfg, model, crit, batch, sync=sync)
+            loss.backward()
+        counts[sync] = reads.ptrs
+    assert counts[False] == [crit.memory_bank.bank_ptr.data_ptr()]
+    assert len(counts[True]) == 5  # the check can fail: sync=True reads loss, contrastive, geo, embedding_std too
