@@ -428,6 +428,19 @@ def _to_device(
     return out
 
 
+def _sync_each_step(device: torch.device) -> bool:
+    """Read the step's loss back every step (CPU: free) or only at log steps (GPU: each read waits)."""
+    return device.type != "cuda"
+
+
+def _check_finite(parts: dict[str, float], epoch: int, i: int, every: int = 1) -> None:
+    if not math.isfinite(parts["loss"]):
+        when = f"step {i + 1}" if every <= 1 else f"step {i + 1} (checked every {every} steps on a GPU)"
+        raise FloatingPointError(
+            f"loss became {parts['loss']} at epoch {epoch + 1} {when}; lower --lr or raise --temperature."
+        )
+
+
 @dataclass
 class _Run:
     """What every epoch of one run uses (built once by :func:`_pretrain`)."""
@@ -467,6 +480,8 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
         disable=not (cfg.progress and ctx.is_main), leave=False,
     )
     it = iter(run.loader)
+    # on a GPU the step's numbers stay there (no wait per step) until a log step or the epoch's end
+    sync = _sync_each_step(ctx.device)
     for i in range(steps_per_epoch):
         with ddp_guard(ctx, f"epoch {epoch + 1} step {i + 1}"):
             batch = _to_device(next(it), ctx.device, channels_last, getattr(dataset, "batch_transform", None))
@@ -476,29 +491,32 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
                 group["lr"] = lr
             if contrastive:
                 run.raw_model.momentum_update(cfg.ema_momentum)
-            loss, parts = compute_loss(cfg, model, run.criterion, batch, distributed=ctx.distributed)
-            if not math.isfinite(parts["loss"]):
-                raise FloatingPointError(
-                    f"loss became {parts['loss']} at epoch {epoch + 1} step {i + 1}; lower --lr or raise --temperature."
-                )
+            loss, parts = compute_loss(cfg, model, run.criterion, batch, distributed=ctx.distributed, sync=sync)
+            if sync:
+                _check_finite(parts, epoch, i)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
         bs = batch["query"].shape[0] * ctx.world_size
         n_images += bs
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + v
+        for k, v in parts.items():  # float64 on the device: the same sums as Python's floats
+            sums[k] = sums.get(k, 0.0) + (v if sync else v.double())
+        log_step = bool(cfg.log_every and (i + 1) % cfg.log_every == 0)
+        if not sync and (log_step or i + 1 == steps_per_epoch):
+            parts = {k: float(v) for k, v in parts.items()}
+            _check_finite(parts, epoch, i, cfg.log_every)
         rate = n_images / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix({"loss": f"{parts['loss']:.3f}", "pairs/s" if contrastive else "img/s": f"{rate:.0f}"})
+        if isinstance(parts["loss"], float):
+            bar.set_postfix({"loss": f"{parts['loss']:.3f}", "pairs/s" if contrastive else "img/s": f"{rate:.0f}"})
         bar.update(1)
-        if cfg.log_every and (i + 1) % cfg.log_every == 0:
+        if log_step:
             run.metrics.write({"kind": "step", "epoch": epoch, "step": step + 1, "lr": lr, **parts}, step + 1)
     bar.close()
     seconds = time.perf_counter() - t0
     record: dict[str, Any] = {
         "kind": "epoch", "epoch": epoch, "step": global_step + steps_per_epoch, "seconds": seconds,
     }
-    record.update({k: v / steps_per_epoch for k, v in sums.items()})
+    record.update({k: float(v) / steps_per_epoch for k, v in sums.items()})
     record["pairs_per_s" if contrastive else "images_per_s"] = n_images / max(seconds, 1e-9)
     bad = dataset.bad_images
     if bad:

@@ -293,3 +293,31 @@ def test_bad_settings_are_explained(manifest: Path, tmp_path: Path):
         pretrain(quick_config(manifest, tmp_path / "k", "moco-geo", geo_k=50))
     with pytest.raises(ValueError, match="Unknown method"):
         quick_config(manifest, tmp_path / "m", "simclr")
+
+
+def test_gpu_loop_without_per_step_reads_logs_the_same_numbers(manifest: Path, tmp_path: Path, monkeypatch):
+    """The GPU loop keeps each step's losses on the device and reads them only at log steps and the
+    epoch's end (no host synchronisation per step); run on the CPU, it logs the same step records,
+    epoch means and weights as the loop that reads every step, and still stops on a NaN loss."""
+    import geolab.train as train_mod
+
+    runs = {}
+    for sync in (True, False):
+        monkeypatch.setattr(train_mod, "_sync_each_step", lambda device, sync=sync: sync)
+        cfg = quick_config(manifest, tmp_path / f"sync{sync}", "moco-tp-geo", max_steps_per_epoch=3, log_every=2)
+        path = pretrain(cfg)
+        recs = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+        runs[sync] = ([{k: v for k, v in r.items() if k not in ("seconds", "pairs_per_s")} for r in recs],
+                      load_checkpoint(path)["model"])
+    assert runs[True][0] == runs[False][0] and any(r["kind"] == "step" for r in runs[False][0])
+    assert all(torch.equal(runs[True][1][k], runs[False][1][k]) for k in runs[True][1])
+
+    real = train_mod.compute_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, parts = real(*args, **kwargs)
+        return loss * float("nan"), {**parts, "loss": parts["loss"] * float("nan")}
+
+    monkeypatch.setattr(train_mod, "compute_loss", nan_loss)
+    with pytest.raises(FloatingPointError, match=r"at epoch 1 step 2 \(checked every 2 steps on a GPU\)"):
+        pretrain(quick_config(manifest, tmp_path / "nan", "moco-tp-geo", max_steps_per_epoch=3, log_every=2))
