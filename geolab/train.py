@@ -79,6 +79,7 @@ from geolab.distributed import (
 from geolab.evaluate import extract_features, knn
 from geolab.geo import add_geo_clusters
 from geolab.io import atomic_write_json, atomic_write_text
+from geolab.jpeg_pipeline import EncodedPairDataset, JpegPairViews, collate_encoded
 from geolab.manifest import load_manifest, select_split
 from geolab.models import (
     auto_bn_splits,
@@ -89,6 +90,7 @@ from geolab.models import (
     memory_bank_state,
     sgd,
 )
+from geolab.sources.prepare import CACHE_MARKER
 from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, moco_v2_view, supervised_transform
 
 
@@ -112,8 +114,22 @@ def lr_at(step: int, total_steps: int, cfg: PretrainConfig, steps_per_epoch: int
 
 
 # ----------------------------------------------------------------------------- data
-def prepare_data(cfg: PretrainConfig):
+def _decode_on_device(cfg: PretrainConfig, device: torch.device | None) -> bool:
+    """Whether the run decodes and augments JPEG bytes on the GPU (:mod:`geolab.jpeg_pipeline`).
+
+    Yes for a MoCo method on CUDA over a prepared cache (``geolab data prepare`` wrote its
+    manifest, so every image is a JPEG that decoded when it was written; ``on_bad_image`` has
+    nothing left to skip). Otherwise the PIL pipeline (the fallback) or geoworld's preloaded batches.
+    """
+    return (device is not None and device.type == "cuda" and cfg.parts.contrastive and not cfg.preload
+            and (Path(cfg.manifest).expanduser().parent / CACHE_MARKER).is_file())
+
+
+def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
     """Load the manifest, add geo clusters, and build the training dataset.
+
+    On ``device`` CUDA over a prepared cache the dataset yields JPEG bytes and carries
+    ``batch_views`` (decode + views on the GPU) and ``collate_fn`` (see :func:`_decode_on_device`).
 
     Returns:
         ``(dataset, train_df, full_df, classes)``.
@@ -137,7 +153,13 @@ def prepare_data(cfg: PretrainConfig):
     # (ds.batch_transform); otherwise each image is read and augmented in PIL by the DataLoader
     images = decode_images(train, cfg.image_size, cfg.on_bad_image, progress=cfg.progress) if cfg.preload else None
     ds: ImageDataset | TemporalPairDataset
-    if cfg.parts.contrastive:
+    if _decode_on_device(cfg, device):
+        ds = EncodedPairDataset(train, strategy=cfg.pair_strategy, seed=cfg.seed, classes=classes)
+        ds.batch_views = JpegPairViews(cfg.image_size, device, cfg.crop_min_scale, cfg.jitter_strength,
+                                       channels_last=cfg.channels_last)
+        ds.collate_fn = collate_encoded
+        _warn_singletons(cfg, ds.singleton_share)
+    elif cfg.parts.contrastive:
         ds = TemporalPairDataset(
             train, strategy=cfg.pair_strategy,
             transform=None if cfg.preload else moco_v2_view(cfg.image_size, cfg.crop_min_scale, cfg.jitter_strength),
@@ -293,7 +315,9 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
     elif cfg.resume:
         _log(ctx, f"no checkpoint in {ckpt_file.parent}; starting from scratch")
 
-    dataset, _train_df, full_df, classes = prepare_data(cfg)
+    dataset, _train_df, full_df, classes = prepare_data(cfg, ctx.device)
+    if getattr(dataset, "batch_views", None) is not None:
+        _log(ctx, "input: JPEG bytes of the prepared cache, decoded and augmented on the GPU (geolab.jpeg_pipeline)")
 
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -340,6 +364,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
         pin_memory=ctx.device.type == "cuda",
         drop_last=True,
         generator=loader_gen,
+        collate_fn=getattr(dataset, "collate_fn", None),  # lists of JPEG bytes when decoded on the GPU
         # not persistent: each epoch's workers are seeded from (seed, epoch, rank), which is
         # what makes a resumed run identical to an uninterrupted one
         persistent_workers=False,
@@ -484,7 +509,10 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
     sync = _sync_each_step(ctx.device)
     for i in range(steps_per_epoch):
         with ddp_guard(ctx, f"epoch {epoch + 1} step {i + 1}"):
-            batch = _to_device(next(it), ctx.device, channels_last, getattr(dataset, "batch_transform", None))
+            if getattr(dataset, "batch_views", None) is not None:  # JPEG bytes: decode and augment on the GPU
+                batch = dataset.batch_views(next(it))
+            else:
+                batch = _to_device(next(it), ctx.device, channels_last, getattr(dataset, "batch_transform", None))
             step = global_step + i
             lr = lr_at(step, run.total_steps, cfg, steps_per_epoch)
             for group in run.optimizer.param_groups:
