@@ -263,3 +263,18 @@ def test_the_only_host_read_in_a_step_is_the_memory_bank_pointer_kept_on_the_hos
         counts[sync] = reads.ptrs
     assert counts[False] == [crit.memory_bank.bank_ptr.data_ptr()]
     assert len(counts[True]) == 5  # the check can fail: sync=True reads loss, contrastive, geo, embedding_std too
+
+
+def test_split_batchnorm_output_stays_channels_last():
+    """The GPU step runs channels_last end to end: split BN must not hand the next convolution a
+    contiguous (NCHW) tensor, which would cost a layout conversion per layer."""
+    bn = SplitBatchNorm2d(8, num_splits=4).train()
+    x = torch.randn(16, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert bn(x).is_contiguous(memory_format=torch.channels_last)
+    model = MoCoModel("resnet18-w16", bn_splits=4).to(memory_format=torch.channels_last)
+    seen = []
+    for m in model.backbone.modules():
+        if isinstance(m, SplitBatchNorm2d):
+            m.register_forward_hook(lambda mod, inp, out: seen.append(out.is_contiguous(memory_format=torch.channels_last)))
+    model.forward_query(torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    assert seen and all(seen)
