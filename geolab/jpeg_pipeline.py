@@ -26,8 +26,10 @@ among geolab's dependencies yet; ``torchvision.io.decode_jpeg`` is still the bat
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -36,6 +38,7 @@ import torchvision
 from torch import Tensor
 
 from geolab.datasets import TemporalPairDataset
+from geolab.sources.prepare import CACHE_MARKER
 from geolab.transforms import BatchMoCoV2View
 
 
@@ -67,6 +70,11 @@ class _EncodedImages:
 
     def readable(self, row: int) -> tuple[int, Tensor]:
         return row, self.load(row)
+
+
+def is_prepared_cache(manifest: str | os.PathLike) -> bool:
+    """Whether ``manifest`` is the manifest of a prepared cache (``geolab data prepare`` wrote it)."""
+    return (Path(manifest).expanduser().parent / CACHE_MARKER).is_file()
 
 
 def _unchanged(x: Any) -> Any:

@@ -79,7 +79,7 @@ from geolab.distributed import (
 from geolab.evaluate import extract_features, knn
 from geolab.geo import add_geo_clusters
 from geolab.io import atomic_write_json, atomic_write_text
-from geolab.jpeg_pipeline import EncodedPairDataset, JpegPairViews, collate_encoded
+from geolab.jpeg_pipeline import EncodedPairDataset, JpegPairViews, collate_encoded, is_prepared_cache
 from geolab.manifest import load_manifest, select_split
 from geolab.models import (
     auto_bn_splits,
@@ -90,7 +90,6 @@ from geolab.models import (
     memory_bank_state,
     sgd,
 )
-from geolab.sources.prepare import CACHE_MARKER
 from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, moco_v2_view, supervised_transform
 
 
@@ -122,7 +121,7 @@ def _decode_on_device(cfg: PretrainConfig, device: torch.device | None) -> bool:
     nothing left to skip). Otherwise the PIL pipeline (the fallback) or geoworld's preloaded batches.
     """
     return (device is not None and device.type == "cuda" and cfg.parts.contrastive and not cfg.preload
-            and (Path(cfg.manifest).expanduser().parent / CACHE_MARKER).is_file())
+            and is_prepared_cache(cfg.manifest))
 
 
 def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
@@ -153,13 +152,7 @@ def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
     # (ds.batch_transform); otherwise each image is read and augmented in PIL by the DataLoader
     images = decode_images(train, cfg.image_size, cfg.on_bad_image, progress=cfg.progress) if cfg.preload else None
     ds: ImageDataset | TemporalPairDataset
-    if _decode_on_device(cfg, device):
-        ds = EncodedPairDataset(train, strategy=cfg.pair_strategy, seed=cfg.seed, classes=classes)
-        ds.batch_views = JpegPairViews(cfg.image_size, device, cfg.crop_min_scale, cfg.jitter_strength,
-                                       channels_last=cfg.channels_last)
-        ds.collate_fn = collate_encoded
-        _warn_singletons(cfg, ds.singleton_share)
-    elif cfg.parts.contrastive:
+    if cfg.parts.contrastive:
         ds = TemporalPairDataset(
             train, strategy=cfg.pair_strategy,
             transform=None if cfg.preload else moco_v2_view(cfg.image_size, cfg.crop_min_scale, cfg.jitter_strength),
@@ -175,6 +168,11 @@ def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
             on_bad_image=cfg.on_bad_image, classes=classes, images=images,
         )
         ds.batch_transform = BatchSupervisedView(cfg.image_size) if cfg.preload else None
+    if _decode_on_device(cfg, device):  # the same pairs, read as JPEG bytes, decoded and augmented on the GPU
+        ds = EncodedPairDataset(train, strategy=cfg.pair_strategy, seed=cfg.seed, classes=classes)
+        ds.batch_views = JpegPairViews(cfg.image_size, device, cfg.crop_min_scale, cfg.jitter_strength,
+                                       channels_last=cfg.channels_last)
+        ds.collate_fn = collate_encoded
     return ds, train, df, classes
 
 

@@ -219,3 +219,10 @@ def test_unreadable_file_names_path_and_what_to_do(tmp_path: Path, cache: Path) 
     ds = EncodedPairDataset(df, strategy="same-image")
     with pytest.raises(FileNotFoundError, match=r"gone\.jpg.*geolab data prepare"):
         ds[0]
+
+
+def test_a_prepared_cache_is_recognised(cache: Path, tmp_path: Path) -> None:
+    from geolab.jpeg_pipeline import is_prepared_cache
+
+    assert is_prepared_cache(cache)
+    assert not is_prepared_cache(tmp_path / "manifest.parquet")
