@@ -28,8 +28,7 @@ import time
 import torch
 
 from geolab.config import PretrainConfig
-from geolab.models import MoCoModel, build_contrastive_loss
-from geolab.models import auto_bn_splits, compute_loss
+from geolab.models import MoCoModel, auto_bn_splits, build_contrastive_loss, compute_loss, sgd
 
 
 #: The three modes: (name, bf16 autocast, channels_last, torch.compile).
@@ -47,18 +46,15 @@ def gpu_setup() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
-def measure_mode(args, device: torch.device, amp: bool, channels_last: bool, compile_: bool,
-                 compile_backend: str = "inductor") -> dict[str, float]:
-    """Time one mode; returns ``pairs_per_s``, ``ms_per_step``, ``warmup_s`` (warm-up steps,
-    compilation included) and, on CUDA, ``peak_mem_gib``.
+def build_step(args, device: torch.device, amp: bool, channels_last: bool, compile_: bool,
+               compile_backend: str = "inductor"):
+    """The training step of one mode, ready to call: ``(step, sync)``, both without arguments.
 
-    ``args`` needs ``arch``, ``image_size``, ``batch_size``, ``queue_size``, ``steps``, ``warmup``.
-    ``compile_backend`` is passed to ``nn.Module.compile`` (``"aot_eager"`` traces the same graphs
-    without generating kernels: what a CPU check can afford).
+    ``args`` needs ``arch``, ``image_size``, ``batch_size``, ``queue_size``. ``compile_backend`` is
+    passed to ``nn.Module.compile`` (``"aot_eager"`` traces the same graphs without generating
+    kernels: what a CPU check can afford). Used by :func:`measure_mode` and ``bench/profile_step.py``.
     """
     torch.manual_seed(0)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     cfg = PretrainConfig(method="moco-tp-geo", arch=args.arch, image_size=args.image_size, batch_size=args.batch_size,
                          queue_size=args.queue_size, geo_k=100, amp=amp, device=device.type)
     model = MoCoModel(args.arch, geo_k=100, bn_splits=auto_bn_splits(args.batch_size, 1)).to(device)
@@ -68,18 +64,20 @@ def measure_mode(args, device: torch.device, amp: bool, channels_last: bool, com
         model.backbone.compile(backend=compile_backend)
         model.backbone_momentum.compile(backend=compile_backend)
     crit = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim).to(device)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9, weight_decay=1e-4)
+    # fused SGD on CUDA (one kernel for all parameters); lightly's momentum update is foreach already
+    opt = sgd([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9, weight_decay=1e-4)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    shape = (args.batch_size, 3, args.image_size, args.image_size)
     batch = {
-        "query": torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=fmt),
-        "key": torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=fmt),
+        "query": torch.randn(shape, device=device).contiguous(memory_format=fmt),
+        "key": torch.randn(shape, device=device).contiguous(memory_format=fmt),
         "geo_cluster": torch.randint(0, 100, (args.batch_size,), device=device),
         "label": torch.zeros(args.batch_size, dtype=torch.long, device=device),
     }
 
     def step() -> None:
         model.momentum_update(cfg.ema_momentum)
-        loss, _ = compute_loss(cfg, model, crit, batch)
+        loss, _ = compute_loss(cfg, model, crit, batch, sync=False)  # no wait for the GPU inside the step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -88,6 +86,20 @@ def measure_mode(args, device: torch.device, amp: bool, channels_last: bool, com
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    return step, sync
+
+
+def measure_mode(args, device: torch.device, amp: bool, channels_last: bool, compile_: bool,
+                 compile_backend: str = "inductor") -> dict[str, float]:
+    """Time one mode; returns ``pairs_per_s``, ``ms_per_step``, ``warmup_s`` (warm-up steps,
+    compilation included) and, on CUDA, ``peak_mem_gib``.
+
+    ``args`` needs ``arch``, ``image_size``, ``batch_size``, ``queue_size``, ``steps``, ``warmup``
+    (see :func:`build_step` for ``compile_backend``).
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step, sync = build_step(args, device, amp, channels_last, compile_, compile_backend)
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         step()

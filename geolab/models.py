@@ -51,6 +51,7 @@ import torch.nn.functional as F
 import torchvision
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
+from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
@@ -284,8 +285,16 @@ class MoCoModel(nn.Module):
     @torch.no_grad()
     def momentum_update(self, m: float) -> None:
         """``theta_k <- m * theta_k + (1 - m) * theta_q`` (MoCo Eq. 2) for backbone and head."""
+        # lightly 1.6's update_momentum is already two foreach ops per module (_foreach_mul_,
+        # _foreach_add_ with alpha): a few kernel launches a step on CUDA, nothing to fuse here
         update_momentum(self.backbone, self.backbone_momentum, m)
         update_momentum(self.projection_head, self.projection_head_momentum, m)
+
+
+def sgd(params: list[Tensor], lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """MoCo's SGD; on CUDA with ``fused=True`` (one kernel for all parameters), else torch's default."""
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused or None)
 
 
 class Classifier(nn.Module):
@@ -328,7 +337,25 @@ def build_contrastive_loss(
         dim: key size (128).
         distributed: gather keys over DDP ranks before enqueueing.
     """
-    return NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, dim), gather_distributed=distributed)
+    loss = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, dim), gather_distributed=distributed)
+    loss.memory_bank.__class__ = _HostPointerMemoryBank  # the same module; only moving it differs
+    return loss
+
+
+class _HostPointerMemoryBank(MemoryBankModule):
+    """lightly's memory bank, its write pointer kept on the host when the bank moves to a GPU.
+
+    lightly reads the pointer with ``int(self.bank_ptr)`` at every enqueue: with the pointer on the
+    GPU that is a host synchronisation per training step (the CPU waits for the whole step
+    queued so far). On the host the read is free and nothing else changes (the bank, the keys
+    and the arithmetic are the same; on the CPU nothing moves at all).
+    """
+
+    def _apply(self, fn, recurse=True):
+        ptr = self.bank_ptr
+        super()._apply(fn, recurse)
+        self.bank_ptr = ptr
+        return self
 
 
 def memory_bank_state(loss: NTXentLoss) -> dict[str, Tensor]:
@@ -389,15 +416,17 @@ def build_model(cfg: PretrainConfig, num_classes: int, bn_splits: int) -> nn.Mod
 
 
 @torch.no_grad()
-def embedding_std(q: Tensor) -> float:
+def embedding_std(q: Tensor, sync: bool = True) -> float | Tensor:
     """The collapse monitor of SimSiam (section 4.1): std over the batch of L2-normalised embeddings.
 
     The per-dimension standard deviation of ``q / ||q||``, averaged over dimensions and multiplied
     by ``sqrt(d)``: about 1 when the embeddings spread over the sphere, 0 when they collapse to
-    one point (torchgeo's SSL trainers log the same quantity).
+    one point (torchgeo's SSL trainers log the same quantity). ``sync=False``: a 0-d tensor on
+    ``q``'s device (no wait for the GPU).
     """
     z = F.normalize(q.detach().float(), dim=1)
-    return float(z.std(dim=0).mean() * z.shape[1] ** 0.5)
+    std = z.std(dim=0).mean() * z.shape[1] ** 0.5
+    return float(std) if sync else std
 
 
 def compute_loss(
@@ -406,6 +435,7 @@ def compute_loss(
     criterion: nn.Module | None,
     batch: dict[str, Tensor],
     distributed: bool = False,
+    sync: bool = True,
 ) -> tuple[Tensor, dict[str, float]]:
     """Loss of one batch for any method.
 
@@ -417,10 +447,12 @@ def compute_loss(
         batch: ``query``, ``key``, ``geo_cluster``, ``label`` tensors on the device (``key``
             only for MoCo methods).
         distributed: shuffle keys across ranks (DDP).
+        sync: ``parts`` as Python floats (each one a wait for the GPU); ``False`` keeps them as
+            detached 0-d tensors on the device, for a step with no host synchronisation.
 
     Returns:
         ``(loss, parts)`` where ``parts`` has ``loss`` and, where they apply,
-        ``contrastive`` and ``geo`` (floats).
+        ``contrastive`` and ``geo`` (floats, or tensors without ``sync``).
     """
     method = cfg.parts
     amp = bool(cfg.amp) if cfg.amp is not None else batch["query"].device.type == "cuda"  # explicit True: CPU too
@@ -436,16 +468,16 @@ def compute_loss(
         # one call: every row meets the same memory bank, then all keys are enqueued
         contrastive = criterion(q.float(), k.float())
         loss = cfg.alpha * contrastive
-        parts["contrastive"] = float(contrastive.detach())
-        parts["embedding_std"] = embedding_std(q)
+        parts["contrastive"] = contrastive.detach()
+        parts["embedding_std"] = embedding_std(q, sync)
         if geo is not None:
             geo_loss = F.cross_entropy(geo.float(), geo_cluster)
             loss = loss + cfg.beta * geo_loss
-            parts["geo"] = float(geo_loss.detach())
+            parts["geo"] = geo_loss.detach()
     else:
         with autocast:
             logits = model(batch["query"])
         target = batch["label"] if method.labels else batch["geo_cluster"]
         loss = F.cross_entropy(logits.float(), target)
-    parts["loss"] = float(loss.detach())
-    return loss, parts
+    parts["loss"] = loss.detach()
+    return loss, ({k: float(v) for k, v in parts.items()} if sync else parts)

@@ -78,6 +78,7 @@ from geolab.distributed import (
 from geolab.evaluate import extract_features, knn
 from geolab.geo import add_geo_clusters
 from geolab.io import atomic_write_json, atomic_write_text
+from geolab.jpeg_pipeline import EncodedPairDataset, JpegPairViews, collate_encoded, is_prepared_cache
 from geolab.manifest import load_manifest, select_split
 from geolab.models import (
     auto_bn_splits,
@@ -86,6 +87,7 @@ from geolab.models import (
     compute_loss,
     load_memory_bank_state,
     memory_bank_state,
+    sgd,
 )
 from geolab.paths import check_run_out
 from geolab.positives import LocationIndex
@@ -112,8 +114,22 @@ def lr_at(step: int, total_steps: int, cfg: PretrainConfig, steps_per_epoch: int
 
 
 # ----------------------------------------------------------------------------- data
-def prepare_data(cfg: PretrainConfig):
+def _decode_on_device(cfg: PretrainConfig, device: torch.device | None) -> bool:
+    """Whether the run decodes and augments JPEG bytes on the GPU (:mod:`geolab.jpeg_pipeline`).
+
+    Yes for a MoCo method on CUDA over a prepared cache (``geolab data prepare`` wrote its
+    manifest, so every image is a JPEG that decoded when it was written; ``on_bad_image`` has
+    nothing left to skip). Otherwise the PIL pipeline (the fallback) or geoworld's preloaded batches.
+    """
+    return (device is not None and device.type == "cuda" and cfg.parts.contrastive and not cfg.preload
+            and is_prepared_cache(cfg.manifest))
+
+
+def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
     """Load the manifest, add geo clusters, and build the training dataset.
+
+    On ``device`` CUDA over a prepared cache the dataset yields JPEG bytes and carries
+    ``batch_views`` (decode + views on the GPU) and ``collate_fn`` (see :func:`_decode_on_device`).
 
     Returns:
         ``(dataset, train_df, full_df, classes)``.
@@ -153,6 +169,11 @@ def prepare_data(cfg: PretrainConfig):
             on_bad_image=cfg.on_bad_image, classes=classes, images=images,
         )
         ds.batch_transform = BatchSupervisedView(cfg.image_size) if cfg.preload else None
+    if _decode_on_device(cfg, device):  # the same pairs, read as JPEG bytes, decoded and augmented on the GPU
+        ds = EncodedPairDataset(train, strategy=cfg.pair_strategy, seed=cfg.seed, classes=classes)
+        ds.batch_views = JpegPairViews(cfg.image_size, device, cfg.crop_min_scale, cfg.jitter_strength,
+                                       channels_last=cfg.channels_last)
+        ds.collate_fn = collate_encoded
     return ds, train, df, classes
 
 
@@ -306,7 +327,9 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
     elif cfg.resume:
         _log(ctx, f"no checkpoint in {ckpt_file.parent}; starting from scratch")
 
-    dataset, _train_df, full_df, classes = prepare_data(cfg)
+    dataset, _train_df, full_df, classes = prepare_data(cfg, ctx.device)
+    if getattr(dataset, "batch_views", None) is not None:
+        _log(ctx, "input: JPEG bytes of the prepared cache, decoded and augmented on the GPU (geolab.jpeg_pipeline)")
 
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -321,7 +344,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
         criterion = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim, distributed=ctx.distributed)
         criterion = criterion.to(ctx.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = sgd(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)  # fused on CUDA
 
     start_epoch, global_step = 0, 0
     if ckpt is not None:
@@ -353,6 +376,7 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
         pin_memory=ctx.device.type == "cuda",
         drop_last=True,
         generator=loader_gen,
+        collate_fn=getattr(dataset, "collate_fn", None),  # lists of JPEG bytes when decoded on the GPU
         # not persistent: each epoch's workers are seeded from (seed, epoch, rank), which is
         # what makes a resumed run identical to an uninterrupted one
         persistent_workers=False,
@@ -441,6 +465,19 @@ def _to_device(
     return out
 
 
+def _sync_each_step(device: torch.device) -> bool:
+    """Read the step's loss back every step (CPU: free) or only at log steps (GPU: each read waits)."""
+    return device.type != "cuda"
+
+
+def _check_finite(parts: dict[str, float], epoch: int, i: int, every: int = 1) -> None:
+    if not math.isfinite(parts["loss"]):
+        when = f"step {i + 1}" if every <= 1 else f"step {i + 1} (checked every {every} steps on a GPU)"
+        raise FloatingPointError(
+            f"loss became {parts['loss']} at epoch {epoch + 1} {when}; lower --lr or raise --temperature."
+        )
+
+
 @dataclass
 class _Run:
     """What every epoch of one run uses (built once by :func:`_pretrain`)."""
@@ -480,38 +517,46 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
         disable=not (cfg.progress and ctx.is_main), leave=False,
     )
     it = iter(run.loader)
+    # on a GPU the step's numbers stay there (no wait per step) until a log step or the epoch's end
+    sync = _sync_each_step(ctx.device)
     for i in range(steps_per_epoch):
         with ddp_guard(ctx, f"epoch {epoch + 1} step {i + 1}"):
-            batch = _to_device(next(it), ctx.device, channels_last, getattr(dataset, "batch_transform", None))
+            if getattr(dataset, "batch_views", None) is not None:  # JPEG bytes: decode and augment on the GPU
+                batch = dataset.batch_views(next(it))
+            else:
+                batch = _to_device(next(it), ctx.device, channels_last, getattr(dataset, "batch_transform", None))
             step = global_step + i
             lr = lr_at(step, run.total_steps, cfg, steps_per_epoch)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             if contrastive:
                 run.raw_model.momentum_update(cfg.ema_momentum)
-            loss, parts = compute_loss(cfg, model, run.criterion, batch, distributed=ctx.distributed)
-            if not math.isfinite(parts["loss"]):
-                raise FloatingPointError(
-                    f"loss became {parts['loss']} at epoch {epoch + 1} step {i + 1}; lower --lr or raise --temperature."
-                )
+            loss, parts = compute_loss(cfg, model, run.criterion, batch, distributed=ctx.distributed, sync=sync)
+            if sync:
+                _check_finite(parts, epoch, i)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
         bs = batch["query"].shape[0] * ctx.world_size
         n_images += bs
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + v
+        for k, v in parts.items():  # float64 on the device: the same sums as Python's floats
+            sums[k] = sums.get(k, 0.0) + (v if sync else v.double())
+        log_step = bool(cfg.log_every and (i + 1) % cfg.log_every == 0)
+        if not sync and (log_step or i + 1 == steps_per_epoch):
+            parts = {k: float(v) for k, v in parts.items()}
+            _check_finite(parts, epoch, i, cfg.log_every)
         rate = n_images / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix({"loss": f"{parts['loss']:.3f}", "pairs/s" if contrastive else "img/s": f"{rate:.0f}"})
+        if isinstance(parts["loss"], float):
+            bar.set_postfix({"loss": f"{parts['loss']:.3f}", "pairs/s" if contrastive else "img/s": f"{rate:.0f}"})
         bar.update(1)
-        if cfg.log_every and (i + 1) % cfg.log_every == 0:
+        if log_step:
             run.metrics.write({"kind": "step", "epoch": epoch, "step": step + 1, "lr": lr, **parts}, step + 1)
     bar.close()
     seconds = time.perf_counter() - t0
     record: dict[str, Any] = {
         "kind": "epoch", "epoch": epoch, "step": global_step + steps_per_epoch, "seconds": seconds,
     }
-    record.update({k: v / steps_per_epoch for k, v in sums.items()})
+    record.update({k: float(v) / steps_per_epoch for k, v in sums.items()})
     record["pairs_per_s" if contrastive else "images_per_s"] = n_images / max(seconds, 1e-9)
     bad = dataset.bad_images
     if bad:

@@ -10,7 +10,9 @@ its single-view transform (``.transforms[0]``) and apply it to each image indepe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torchvision.transforms as T
@@ -113,9 +115,11 @@ class BatchMoCoV2View(nn.Module):
         super().__init__()
         import kornia.augmentation as K  # noqa: PLC0415 - start-up cost (~0.4 s): only preloaded runs need kornia
 
+        self.input_size = int(input_size)
+        self.crop_scale, self.crop_ratio = (float(min_scale), 1.0), (3 / 4, 4 / 3)  # kornia's and torchvision's ratio
         s = cj_strength
         self.augment = nn.Sequential(
-            K.RandomResizedCrop((input_size, input_size), scale=(min_scale, 1.0)),
+            K.RandomResizedCrop((input_size, input_size), scale=self.crop_scale, ratio=self.crop_ratio),
             K.ColorJitter(0.4 * s, 0.4 * s, 0.4 * s, 0.1 * s, p=0.8),
             K.RandomGrayscale(p=0.2),
             K.RandomGaussianBlur((_blur_kernel(input_size),) * 2, (0.1, 2.0), p=0.5),
@@ -127,6 +131,110 @@ class BatchMoCoV2View(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Augment and normalise a uint8 batch ``(N, 3, H, W)``."""
         return self.normalize(self.augment(images.float().div_(255)))
+
+    # ------------------------------------------------------------------ images of many sizes
+    # Real data (the prepared cache, decoded on the GPU) comes as a list of images of different
+    # sizes, which kornia's RandomResizedCrop cannot take (its parameter generator assumes one
+    # size for the batch). So the crop's parameters are drawn here, per image, relative to each
+    # image's own size (torchvision's RandomResizedCrop.get_params, vectorised), and applied with
+    # kornia's crop_and_resize (bilinear with aligned corners, as kornia's crop); the colour
+    # jitter, grey-scale, blur and flip are this module's own kornia augmentations, their
+    # per-image parameters drawn by kornia and replayed with ``params=``. ``forward`` (the
+    # preloaded geoworld batches) is left as it was, so that runs keep their numbers.
+
+    def draw(self, sizes: Sequence[tuple[int, int]], generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Each image's own random parameters, on the CPU (so any device replays the same views).
+
+        Args:
+            sizes: ``(height, width)`` of each image.
+            generator: for the crop boxes (default torch's global generator; kornia's draws of
+                jitter, grey-scale, blur and flip always use the global generator).
+
+        Returns:
+            ``{"crop": (N, 4) int64 boxes x0, y0, width, height}`` and kornia's parameter dict of
+            each later augmentation (``"jitter"``, ``"grayscale"``, ``"blur"``, ``"flip"``).
+        """
+        hw = torch.as_tensor(list(sizes), dtype=torch.float64).reshape(-1, 2)
+        params: dict[str, Any] = {"crop": crop_boxes(hw[:, 0], hw[:, 1], self.crop_scale, self.crop_ratio, generator)}
+        shape = torch.Size((len(hw), 3, self.input_size, self.input_size))
+        for name, mod in zip(_LATER, self.augment[1:]):
+            params[name] = mod.forward_parameters(shape)
+        return params
+
+    @torch.no_grad()
+    def apply(self, images: Sequence[Tensor] | Tensor, params: dict[str, Any]) -> Tensor:
+        """The views of ``images`` (uint8 ``(3, H, W)`` each, any sizes, one device) under ``params``.
+
+        Returns:
+            float ``(N, 3, input_size, input_size)`` on the images' device, normalised.
+        """
+        from kornia.geometry.transform import crop_and_resize  # noqa: PLC0415 - kornia only where views are drawn
+
+        n = len(images)
+        if n != len(params["crop"]):
+            raise ValueError(f"{n} images but parameters for {len(params['crop'])}; draw them for these images")
+        device = images[0].device
+        boxes = params["crop"].to(device=device, dtype=torch.float32)
+        if isinstance(images, Tensor):
+            padded = images.float().div_(255)
+        else:  # one float batch, each image at its top-left corner: the crop boxes stay inside it
+            padded = images[0].new_zeros((n, 3, max(im.shape[1] for im in images), max(im.shape[2] for im in images)),
+                                         dtype=torch.float32)
+            for i, im in enumerate(images):
+                padded[i, :, : im.shape[1], : im.shape[2]] = im
+            padded.div_(255)
+        x0, y0 = boxes[:, 0], boxes[:, 1]
+        x1, y1 = x0 + boxes[:, 2] - 1, y0 + boxes[:, 3] - 1
+        corners = torch.stack([torch.stack([x0, y0], 1), torch.stack([x1, y0], 1), torch.stack([x1, y1], 1),
+                               torch.stack([x0, y1], 1)], 1)
+        x = crop_and_resize(padded, corners, (self.input_size, self.input_size), mode="bilinear", align_corners=True)
+        for name, mod in zip(_LATER, self.augment[1:]):
+            x = mod(x, params={k: v.to(device) if isinstance(v, Tensor) else v for k, v in params[name].items()})
+        return self.normalize(x)
+
+    def views(self, images: Sequence[Tensor] | Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """:meth:`draw` then :meth:`apply`: one MoCo-v2 view of each image, with its own parameters."""
+        return self.apply(images, self.draw([tuple(im.shape[-2:]) for im in images], generator))
+
+
+#: BatchMoCoV2View.augment's modules after the crop, as named in its parameter dicts.
+_LATER = ("jitter", "grayscale", "blur", "flip")
+
+
+def crop_boxes(heights: Tensor, widths: Tensor, scale: tuple[float, float] = (0.2, 1.0),
+               ratio: tuple[float, float] = (3 / 4, 4 / 3), generator: torch.Generator | None = None,
+               attempts: int = 10) -> Tensor:
+    """Random resized crop boxes, one per image: torchvision's ``RandomResizedCrop.get_params`` for a batch.
+
+    Per image: up to ``attempts`` draws of an area (uniform in ``scale`` x the image's area) and an
+    aspect ratio (log-uniform in ``ratio``); the first that fits is kept, at a uniform position;
+    if none fits, the central crop of the largest box inside ``ratio`` (torchvision's fallback).
+
+    Returns:
+        ``(N, 4)`` int64: x0, y0, width, height.
+    """
+    h, w = heights.double(), widths.double()
+    n = len(h)
+    u = torch.rand((n, attempts, 4), generator=generator, dtype=torch.float64)
+    area = h[:, None] * w[:, None] * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(lo + (hi - lo) * u[..., 1])
+    cw, ch = torch.round(torch.sqrt(area * aspect)), torch.round(torch.sqrt(area / aspect))
+    fits = (cw > 0) & (ch > 0) & (cw <= w[:, None]) & (ch <= h[:, None])
+    first = fits.to(torch.int8).argmax(1)
+    pick = torch.arange(n)
+    cw, ch, u = cw[pick, first], ch[pick, first], u[pick, first]
+    x0 = torch.floor(u[:, 2] * (w - cw + 1)).clamp(max=w - cw)
+    y0 = torch.floor(u[:, 3] * (h - ch + 1)).clamp(max=h - ch)
+    # torchvision's fallback: the whole image, narrowed to the ratio range, centred
+    in_ratio = w / h
+    fw = torch.where(in_ratio < ratio[0], w, torch.where(in_ratio > ratio[1], torch.round(h * ratio[1]), w))
+    fh = torch.where(in_ratio < ratio[0], torch.round(w / ratio[0]), h)
+    none = ~fits.any(1)
+    cw, ch = torch.where(none, fw, cw), torch.where(none, fh, ch)
+    x0 = torch.where(none, torch.div(w - fw, 2, rounding_mode="floor"), x0)
+    y0 = torch.where(none, torch.div(h - fh, 2, rounding_mode="floor"), y0)
+    return torch.stack([x0, y0, cw, ch], 1).long()
 
 
 class BatchSupervisedView(nn.Module):

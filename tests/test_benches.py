@@ -88,3 +88,21 @@ def test_bench_parallel_runs_quick(manifest: Path, capsys):
     assert all(r["wall_s"] > 0 and r["runs_per_min"] > 0 for r in results)
     out = capsys.readouterr().out
     assert "| runs at once | threads each |" in out and "| 1.00x |" in out
+
+
+def test_profile_step_cpu_smoke_writes_trace_and_counts_host_reads(tmp_path: Path, capsys):
+    """``bench/profile_step.py`` (issue 24: profile the bf16 step) runs its CPU smoke: the top-ops
+    table, a Chrome trace, and the host reads per step, which are only the memory-bank pointer's."""
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible: the script would profile the full GPU step")
+    sys.path.insert(0, str(REPO / "bench"))
+    prof = _bench("profile_step")
+    assert prof.main(["--cpu-smoke", "--out", str(tmp_path), "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "aten::convolution" in out and "host synchronisations per step" in out
+    import json
+
+    res = json.loads((tmp_path / "profile.json").read_text())
+    assert res["steps_recorded"] == 2 and res["amp"] is True and res["channels_last"] is True
+    assert res["syncs_per_step"] == {"aten::_local_scalar_dense": 1.0}
+    assert (tmp_path / "trace.json").stat().st_size > 0 and "Self CPU time" in (tmp_path / "top_ops.txt").read_text()

@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.py"
-STAGES = ["env", "throughput", "amp", "torchrun", "course", "dataloader", "compile"]
+STAGES = ["env", "throughput", "amp", "torchrun", "course", "dataloader", "pipeline", "compile"]
 
 
 def _check(*args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -54,7 +54,8 @@ def test_cpu_dry_run_reports_every_stage_ok(tmp_path: Path) -> None:
     assert compiled["speedup_over_throughput_best"] > 0
     amp = stages["amp"]["numbers"]
     assert amp["loss_rel_diff"] <= amp["loss_rtol"] and amp["bf16_steps"] == amp["steps"] and amp["weights_finite"]
-    assert set(amp["grad_norm_ratios"]) == {"backbone", "projection_head", "geo_head"}
+    assert set(amp["update_norm_ratios"]) == set(amp["update_cosines"]) == {"backbone", "projection_head", "geo_head"}
+    assert amp["backbone_dtype_bf16_run"] == "bfloat16" and amp["weight_dtypes_bf16_run"] == ["float32"]
     run = stages["torchrun"]["numbers"]
     assert run["weights_max_abs_diff"] == 0 and run["epochs_steps_ptr_equal"] and run["killed_at_step"] is not None
     assert run["ddp_backend"] == "gloo" and run["ddp_loss_rel_diff"] == 0 and run["ddp_problems"] == []
@@ -63,6 +64,10 @@ def test_cpu_dry_run_reports_every_stage_ok(tmp_path: Path) -> None:
     assert Path(course["results"]).is_file() and Path(course["results"]).is_relative_to(work)
     loader = stages["dataloader"]["numbers"]
     assert loader["pairs_per_s"] > 0 and loader["model_pairs_per_s"] == stages["throughput"]["numbers"]["best_pairs_per_s"]
+    pipe = stages["pipeline"]["numbers"]
+    assert pipe["pairs_per_s"] > 0 and pipe["pairs_per_s_input"] > 0 and pipe["decode_device"] == "cpu"
+    assert pipe["model_pairs_per_s"] == stages["throughput"]["numbers"]["best_pairs_per_s"]
+    assert pipe["views_device_vs_cpu_max_abs"] == 0 and pipe["cache_bytes_per_image"] > 0
 
 
 def test_a_stage_past_its_limit_is_reported_as_timeout(tmp_path: Path) -> None:
@@ -133,3 +138,24 @@ def test_gpu_resume_is_judged_against_the_measured_run_to_run_spread() -> None:
     assert gpu_check.resume_tolerance(None) == gpu_check.RESUME_GPU_RTOL == 0.10
     assert gpu_check.resume_tolerance(0.01) == 0.10
     assert gpu_check.resume_tolerance(0.3) == 0.6
+
+
+@pytest.mark.parametrize("broken, caught", [
+    (None, None),
+    ("bf16-weights", "keeps its weights in ['bfloat16']"),
+    ("no-autocast", "the backbone ran in float32 in the bf16 run"),
+])
+def test_amp_comparison_fails_a_broken_bf16_path(broken, caught) -> None:
+    """The amp stage's comparison (after fp32 warm-up, bf16 vs fp32 from the same state with the
+    same shuffles) passes the real bf16 path and fails two broken ones injected into it."""
+    import torch
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_check
+
+    res = gpu_check.amp_compare(gpu_check._dry_arch(), 32, 8, 64, 4, 3, 5, torch.device("cpu"), broken=broken)
+    if caught is None:
+        assert res["problems"] == [], res["problems"]
+        assert res["loss_rel_diff"] <= gpu_check.AMP_LOSS_RTOL and len(res["losses_bf16"]) == 5
+    else:
+        assert any(caught in p for p in res["problems"]), res["problems"]

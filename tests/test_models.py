@@ -184,3 +184,97 @@ def test_every_method_is_described_by_its_parts_once():
         assert cfg.is_moco == parts.contrastive and cfg.uses_geo == parts.geo
         assert cfg.pair_strategy == ("any-other" if parts.temporal else "same-image")
     assert METHOD_PARTS["moco-tp-geo"] == type(METHOD_PARTS["moco"])(contrastive=True, temporal=True, geo=True, labels=False)
+
+
+def test_step_without_host_sync_gives_the_same_loss_and_parts_on_the_device():
+    """``compute_loss(sync=False)`` keeps every logged part a 0-d tensor (no ``float()`` inside the
+    step, which would wait for the GPU) with the values ``sync=True`` returns as floats."""
+    from geolab.config import PretrainConfig
+    from geolab.models import compute_loss
+
+    cfg = PretrainConfig(method="moco-tp-geo", arch="resnet18-w16", image_size=32, batch_size=4, queue_size=16,
+                         geo_k=3, amp=False, device="cpu")
+    torch.manual_seed(0)
+    model = MoCoModel("resnet18-w16", geo_k=3, bn_splits=2)
+    crit = build_contrastive_loss(0.2, 16, 128)
+    bank = memory_bank_state(crit)
+    g = torch.Generator().manual_seed(1)
+    batch = {"query": torch.randn(4, 3, 32, 32, generator=g), "key": torch.randn(4, 3, 32, 32, generator=g),
+             "geo_cluster": torch.tensor([0, 1, 2, 0]), "label": torch.zeros(4, dtype=torch.long)}
+    out = {}
+    for sync in (True, False):
+        load_memory_bank_state(crit, bank)
+        torch.manual_seed(5)
+        out[sync] = compute_loss(cfg, model, crit, batch, sync=sync)
+    (loss_a, parts_a), (loss_b, parts_b) = out[True], out[False]
+    assert set(parts_a) == set(parts_b) == {"loss", "contrastive", "geo", "embedding_std"}
+    assert all(isinstance(v, float) for v in parts_a.values())
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad for v in parts_b.values())
+    assert {k: float(v) for k, v in parts_b.items()} == parts_a and torch.equal(loss_a, loss_b)
+
+
+def test_sgd_is_fused_only_on_cuda():
+    """The SGD of training and the GPU check: torch's default on the CPU (the course's numbers),
+    one fused kernel for all parameters on CUDA."""
+    from geolab.models import sgd
+
+    p = [torch.nn.Parameter(torch.randn(3))]
+    opt = sgd(p, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    assert not opt.param_groups[0]["fused"] and opt.param_groups[0]["momentum"] == 0.9
+    if torch.cuda.is_available():
+        assert sgd([torch.nn.Parameter(torch.randn(3, device="cuda"))], 0.1, 0.9, 1e-4).param_groups[0]["fused"]
+
+
+def test_the_only_host_read_in_a_step_is_the_memory_bank_pointer_kept_on_the_host():
+    """No host synchronisation per step: with ``sync=False`` the only tensor read back to Python
+    (``aten::_local_scalar_dense``: ``.item()``, ``float()``, ``int()``) is lightly's memory-bank
+    pointer, and that pointer stays on the host when the loss moves to another device (on a GPU
+    the read is then free)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from geolab.config import PretrainConfig
+    from geolab.models import compute_loss
+
+    moved = build_contrastive_loss(0.2, 16, 8).to("meta")
+    assert moved.memory_bank.bank.device.type == "meta" and moved.memory_bank.bank_ptr.device.type == "cpu"
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ptrs = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.ptrs.append(args[0].data_ptr())
+            return func(*args, **(kwargs or {}))
+
+    cfg = PretrainConfig(method="moco-tp-geo", arch="resnet18-w16", image_size=32, batch_size=4, queue_size=16,
+                         geo_k=3, amp=False, device="cpu")
+    model = MoCoModel("resnet18-w16", geo_k=3, bn_splits=2)
+    crit = build_contrastive_loss(0.2, 16, 128)
+    batch = {"query": torch.randn(4, 3, 32, 32), "key": torch.randn(4, 3, 32, 32),
+             "geo_cluster": torch.tensor([0, 1, 2, 0]), "label": torch.zeros(4, dtype=torch.long)}
+    counts = {}
+    for sync in (False, True):
+        with Reads() as reads:
+            model.momentum_update(0.99)
+            loss, _ = compute_loss(cfg, model, crit, batch, sync=sync)
+            loss.backward()
+        counts[sync] = reads.ptrs
+    assert counts[False] == [crit.memory_bank.bank_ptr.data_ptr()]
+    assert len(counts[True]) == 5  # the check can fail: sync=True reads loss, contrastive, geo, embedding_std too
+
+
+def test_split_batchnorm_output_stays_channels_last():
+    """The GPU step runs channels_last end to end: split BN must not hand the next convolution a
+    contiguous (NCHW) tensor, which would cost a layout conversion per layer."""
+    bn = SplitBatchNorm2d(8, num_splits=4).train()
+    x = torch.randn(16, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert bn(x).is_contiguous(memory_format=torch.channels_last)
+    model = MoCoModel("resnet18-w16", bn_splits=4).to(memory_format=torch.channels_last)
+    seen = []
+    for m in model.backbone.modules():
+        if isinstance(m, SplitBatchNorm2d):
+            m.register_forward_hook(lambda mod, inp, out: seen.append(out.is_contiguous(memory_format=torch.channels_last)))
+    model.forward_query(torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    assert seen and all(seen)

@@ -338,3 +338,69 @@ def test_bad_settings_are_explained(manifest: Path, tmp_path: Path):
         pretrain(quick_config(manifest, tmp_path / "k", "moco-geo", geo_k=50))
     with pytest.raises(ValueError, match="Unknown method"):
         quick_config(manifest, tmp_path / "m", "simclr")
+
+
+def test_gpu_loop_without_per_step_reads_logs_the_same_numbers(manifest: Path, tmp_path: Path, monkeypatch):
+    """The GPU loop keeps each step's losses on the device and reads them only at log steps and the
+    epoch's end (no host synchronisation per step); run on the CPU, it logs the same step records,
+    epoch means and weights as the loop that reads every step, and still stops on a NaN loss."""
+    import geolab.train as train_mod
+
+    runs = {}
+    for sync in (True, False):
+        monkeypatch.setattr(train_mod, "_sync_each_step", lambda device, sync=sync: sync)
+        cfg = quick_config(manifest, tmp_path / f"sync{sync}", "moco-tp-geo", max_steps_per_epoch=3, log_every=2)
+        path = pretrain(cfg)
+        recs = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+        runs[sync] = ([{k: v for k, v in r.items() if k not in ("seconds", "pairs_per_s")} for r in recs],
+                      load_checkpoint(path)["model"])
+    assert runs[True][0] == runs[False][0] and any(r["kind"] == "step" for r in runs[False][0])
+    assert all(torch.equal(runs[True][1][k], runs[False][1][k]) for k in runs[True][1])
+
+    real = train_mod.compute_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, parts = real(*args, **kwargs)
+        return loss * float("nan"), {**parts, "loss": parts["loss"] * float("nan")}
+
+    monkeypatch.setattr(train_mod, "compute_loss", nan_loss)
+    with pytest.raises(FloatingPointError, match=r"at epoch 1 step 2 \(checked every 2 steps on a GPU\)"):
+        pretrain(quick_config(manifest, tmp_path / "nan", "moco-tp-geo", max_steps_per_epoch=3, log_every=2))
+
+
+def test_a_prepared_cache_on_cuda_is_decoded_and_augmented_on_the_device(tmp_path: Path, monkeypatch):
+    """Real data on a GPU: over a prepared cache the run reads JPEG bytes and decodes and augments
+    them where the model is (geolab.jpeg_pipeline); elsewhere the PIL pipeline stays. The loop is
+    run here on the CPU with the choice forced: it trains, and every batch went through the views."""
+    import sys
+
+    import geolab.jpeg_pipeline as jp
+    import geolab.train as train_mod
+    from geolab.sources.prepare import prepare_cache
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_prepared_cache as bpc
+
+    src = bpc.make_images(tmp_path / "src", 8, 2, 60, 120, seed=0)
+    cache = prepare_cache(src, tmp_path / "cache", short_side=48, progress=False).manifest_path
+    cfg = quick_config(cache, tmp_path / "run", "moco-tp-geo", arch="resnet18-w16", epochs=1, max_steps_per_epoch=2,
+                       batch_size=8, geo_k=2)
+    assert train_mod._decode_on_device(cfg, torch.device("cuda"))
+    assert not train_mod._decode_on_device(cfg, torch.device("cpu"))
+    assert not train_mod._decode_on_device(quick_config(src, tmp_path / "r2"), torch.device("cuda"))
+    assert not train_mod._decode_on_device(PretrainConfig(**{**cfg.__dict__, "method": "supervised"}),
+                                           torch.device("cuda"))
+
+    calls = []
+    real_call = jp.JpegPairViews.__call__
+
+    def spy(self, batch, generator=None):
+        calls.append(len(batch["query"]))
+        assert all(t.dtype == torch.uint8 and t.ndim == 1 for t in batch["query"])  # undecoded bytes
+        return real_call(self, batch, generator)
+
+    monkeypatch.setattr(jp.JpegPairViews, "__call__", spy)
+    monkeypatch.setattr(train_mod, "_decode_on_device", lambda cfg, device: device is not None)
+    ckpt = load_checkpoint(pretrain(cfg))
+    assert calls == [8, 8] and ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if torch.is_floating_point(v))
