@@ -88,10 +88,89 @@ def _blur_kernel(input_size: int) -> int:
     return k if k % 2 else k + 1
 
 
+#: RGB -> YIQ (NTSC). Hue is the angle of the (I, Q) chroma plane; luma Y is kept by a rotation.
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+class BatchColorJitter(nn.Module):
+    """torchvision's ``ColorJitter`` with each image's own factors, for float batches ``(N, 3, H, W)`` in [0, 1].
+
+    Brightness, contrast, saturation as torchvision defines them (blend with black, with the
+    image's mean grey, with its grey-scale), applied with probability ``p`` per image and in a
+    random order per batch. Hue: a rotation of the chroma plane in YIQ space by ``2 pi h``, the
+    hue operator of NVIDIA DALI, instead of torchvision's and kornia's shift in HSV space.
+
+    Why not kornia's ``ColorJitter``: its hue step converts every pixel to HSV and back, 18 of the
+    ~25 ms a 128-image, 32-px view cost on one CPU thread (a third of a geoworld pre-training step;
+    BENCHMARKS.md, "A cheaper view"); the YIQ rotation is one 3 x 3 matrix per image. Both turn
+    hues around the colour wheel and keep grey pixels grey; the YIQ rotation keeps luma, the HSV
+    shift keeps each pixel's max and min. Parameters come as kornia's dicts (``forward_parameters``,
+    ``params=``), so :meth:`BatchMoCoV2View.draw` and ``apply`` replay them on any device.
+    """
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0,
+                 p: float = 1.0) -> None:
+        super().__init__()
+        if not 0 <= hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5] (turns of the colour wheel), got {hue}")
+        self.ranges = {"brightness_factor": (max(0.0, 1 - brightness), 1 + brightness),
+                       "contrast_factor": (max(0.0, 1 - contrast), 1 + contrast),
+                       "saturation_factor": (max(0.0, 1 - saturation), 1 + saturation),
+                       "hue_factor": (-hue, hue)}
+        self.p = float(p)
+
+    def forward_parameters(self, shape: torch.Size) -> dict[str, Tensor]:
+        """Each image's factors and whether it is jittered (``batch_prob``), plus the order of the four steps."""
+        n = shape[0]
+        params = {"batch_prob": (torch.rand(n) < self.p).float()}
+        for key, (lo, hi) in self.ranges.items():
+            params[key] = lo + (hi - lo) * torch.rand(n)
+        params["order"] = torch.randperm(4)
+        return params
+
+    @torch.no_grad()
+    def forward(self, x: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
+        """Jitter ``x`` with ``params`` (drawn now when ``None``); images not drawn stay as they are."""
+        params = self.forward_parameters(x.shape) if params is None else params
+        on = params["batch_prob"].to(x.device).bool().view(-1, 1, 1, 1)
+        f = {k: params[k].to(x.device, x.dtype).view(-1, 1, 1, 1) for k in self.ranges}
+        x0 = x
+        for step in params["order"].tolist():
+            if step == 0:
+                x = (x * f["brightness_factor"]).clamp_(0, 1)
+            elif step == 1:
+                mean = _grey(x).mean(dim=(-3, -2, -1), keepdim=True)
+                x = (f["contrast_factor"] * x + (1 - f["contrast_factor"]) * mean).clamp_(0, 1)
+            elif step == 2:
+                x = (f["saturation_factor"] * x + (1 - f["saturation_factor"]) * _grey(x)).clamp_(0, 1)
+            else:
+                x = _rotate_hue(x, f["hue_factor"].view(-1)).clamp_(0, 1)
+        return torch.where(on, x, x0)
+
+
+def _grey(x: Tensor) -> Tensor:
+    """ITU-R 601 luma of ``(N, 3, H, W)``, as ``(N, 1, H, W)`` (torchvision's ``rgb_to_grayscale``)."""
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+
+
+def _rotate_hue(x: Tensor, turns: Tensor) -> Tensor:
+    """Rotate each image's chroma (I, Q) by ``2 pi turns`` in YIQ space: one 3 x 3 RGB matrix per image."""
+    to_yiq = _RGB_TO_YIQ.to(x.device, x.dtype)
+    angle = 2 * math.pi * turns
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.zeros(len(turns), 3, 3, device=x.device, dtype=x.dtype)
+    rot[:, 0, 0] = 1
+    # clockwise in the (I, Q) plane: a positive turn moves red towards yellow and green, as HSV's hue does
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, sin, -sin, cos
+    matrix = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (N, 3, 3)
+    return torch.einsum("nij,njhw->nihw", matrix, x)
+
+
 class BatchMoCoV2View(nn.Module):
     """MoCo-v2's view, applied to a whole batch of uint8 tensors at once.
 
-    Each image gets its own random parameters (kornia's augmentations).
+    Each image gets its own random parameters (kornia's augmentations; the colour jitter is
+    :class:`BatchColorJitter`, whose hue step is a YIQ rotation).
 
     The same recipe as :func:`moco_v2_view` (random resized crop 0.2-1, colour jitter
     0.4/0.4/0.4/0.1 with p=0.8, grayscale p=0.2, Gaussian blur p=0.5 with sigma 0.1-2,
@@ -99,8 +178,8 @@ class BatchMoCoV2View(nn.Module):
     (:func:`geolab.datasets.decode_images`). Per image in PIL, the augmentation and the PNG
     decode cost more than a small encoder's step on a CPU; on a batch tensor they cost a
     few milliseconds, and run on the GPU when the batch is there. Differences to lightly's
-    PIL pipeline: the jitter's four parts are applied in a fixed order (torchvision draws
-    one per image), and the blur kernel is 10% of the image side as in SimCLR (PIL's blur
+    PIL pipeline: the jitter's four parts are applied in one random order per batch
+    (torchvision draws one per image), its hue is a YIQ rotation, and the blur kernel is 10% of the image side as in SimCLR (PIL's blur
     has no kernel size).
 
     Args:
@@ -120,7 +199,7 @@ class BatchMoCoV2View(nn.Module):
         s = cj_strength
         self.augment = nn.Sequential(
             K.RandomResizedCrop((input_size, input_size), scale=self.crop_scale, ratio=self.crop_ratio),
-            K.ColorJitter(0.4 * s, 0.4 * s, 0.4 * s, 0.1 * s, p=0.8),
+            BatchColorJitter(0.4 * s, 0.4 * s, 0.4 * s, 0.1 * s, p=0.8),
             K.RandomGrayscale(p=0.2),
             K.RandomGaussianBlur((_blur_kernel(input_size),) * 2, (0.1, 2.0), p=0.5),
             K.RandomHorizontalFlip(),

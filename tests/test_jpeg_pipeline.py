@@ -143,14 +143,16 @@ def test_the_crop_is_the_box_resized() -> None:
         torch.testing.assert_close(got[i:i + 1], want, atol=1e-4, rtol=0)
 
 
-def test_preloaded_batches_keep_their_numbers() -> None:
-    """``forward`` (geoworld's preloaded batches) still draws kornia's own crop: the same views as
-    before this change for the same seed (the golden smoke test checks whole runs)."""
+def test_preloaded_batches_use_kornia_s_crop_and_the_batch_jitter() -> None:
+    """``forward`` (geoworld's preloaded batches) draws kornia's own crop, then BatchColorJitter
+    and kornia's grey-scale, blur and flip, in that order, from torch's global generator."""
     import kornia.augmentation as K
+
+    from geolab.transforms import BatchColorJitter
 
     view = BatchMoCoV2View(32)
     ref = torch.nn.Sequential(
-        K.RandomResizedCrop((32, 32), scale=(0.2, 1.0)), K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        K.RandomResizedCrop((32, 32), scale=(0.2, 1.0)), BatchColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
         K.RandomGrayscale(p=0.2), K.RandomGaussianBlur((3, 3), (0.1, 2.0), p=0.5), K.RandomHorizontalFlip())
     x = torch.stack(_images([(40, 40)] * 6))
     torch.manual_seed(5)
