@@ -105,16 +105,22 @@ def extract_features(
     """
     dev = resolve_device(device)
     classes = classes if classes is not None else label_names(df)
-    ds = ImageDataset(df.reset_index(drop=True), transform=eval_transform(image_size), classes=classes)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda"
-    )
+    df = df.reset_index(drop=True)
+    if len(df) * 3 * image_size**2 * 4 <= _EVAL_CACHE_BYTES // 4:  # small tables: decoded once per process
+        images, targets = _eval_inputs(df, image_size, classes, num_workers)
+        batches: Any = [{"query": images[i:i + batch_size], "label": targets[i:i + batch_size]}
+                        for i in range(0, len(images), batch_size)]
+    else:
+        ds = ImageDataset(df, transform=eval_transform(image_size), classes=classes)
+        batches = torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=dev.type == "cuda"
+        )
     was_training = backbone.training
     backbone.eval().to(dev)
     feats: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     try:
-        for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
+        for batch in tqdm(batches, desc="features", disable=not progress, leave=False):
             images, label = batch["query"].to(dev, non_blocking=True), batch["label"]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 f = backbone(images)
@@ -127,6 +133,45 @@ def extract_features(
     # rows in table order (an unreadable image under on_bad_image="skip" is replaced by the
     # next readable one, with that image's label)
     return np.concatenate(feats), np.concatenate(labels)
+
+
+#: Eval inputs kept in this process (at most this many bytes): a course run's kNN monitor and its
+#: final probe read the same splits again and again (a geoworld split at 32 px: ~12 KB an image).
+_EVAL_CACHE_BYTES = 512 << 20
+_EVAL_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    """A file's size and modification time (``None`` when it cannot be read: a bad image)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _eval_inputs(df: pd.DataFrame, image_size: int, classes: list[str], num_workers: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every row's eval-transformed image and label index, read once per process and then reused.
+
+    The same tensors as :class:`ImageDataset` gives item by item (a bad image replaced by the
+    next readable one, with its label). The key holds each file's path, size and modification
+    time, so a file rewritten on disk is read again; least recently used tables are dropped
+    beyond :data:`_EVAL_CACHE_BYTES`.
+    """
+    paths = tuple(os.path.abspath(p) for p in df["path"])
+    key = (paths, tuple(_stamp(p) for p in paths), int(image_size), tuple(classes))
+    if key in _EVAL_CACHE:
+        _EVAL_CACHE[key] = _EVAL_CACHE.pop(key)  # most recently used last
+        return _EVAL_CACHE[key]
+    ds = ImageDataset(df, transform=eval_transform(image_size), classes=classes)
+    loader = torch.utils.data.DataLoader(ds, batch_size=256, shuffle=False, num_workers=num_workers)
+    parts = list(loader)
+    value = (torch.cat([b["query"] for b in parts]), torch.cat([torch.as_tensor(b["label"]) for b in parts]))
+    _EVAL_CACHE[key] = value
+    while sum(v[0].nelement() * v[0].element_size() for v in _EVAL_CACHE.values()) > _EVAL_CACHE_BYTES:
+        _EVAL_CACHE.pop(next(iter(_EVAL_CACHE)))
+    return value
 
 
 # ----------------------------------------------------------------------------- classifiers

@@ -155,6 +155,38 @@ def test_features_follow_table_order_and_backbone_errors(trained, tmp_path: Path
         load_backbone(bad)
 
 
+def test_eval_inputs_are_read_once_and_again_after_a_file_changes(trained, tmp_path: Path, monkeypatch):
+    """Small tables are decoded once per process: the second pass reads no file and gives the same
+    features as streaming every image; an image rewritten on disk is read again."""
+    import shutil
+
+    import geolab.evaluate as ev
+    from PIL import Image
+
+    manifest, ckpt = trained
+    df = load_manifest(manifest)
+    val = select_split(df, "val").copy()
+    copies = tmp_path / "images"
+    copies.mkdir()
+    val["path"] = [shutil.copy(p, copies / f"{i}.png") for i, p in enumerate(val["path"])]
+    backbone, classes = load_backbone(ckpt), sorted(df["label"].unique())
+    monkeypatch.setattr(ev, "_EVAL_CACHE", {})
+    first, labels = extract_features(backbone, val, 32, classes=classes, progress=False)
+    opened = []
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or pytest.fail("read a file again"))
+    again, _ = extract_features(backbone, val, 32, classes=classes, progress=False)
+    monkeypatch.undo()
+    assert np.array_equal(first, again) and not opened
+    monkeypatch.setattr(ev, "_EVAL_CACHE_BYTES", 0)  # too big to keep: the DataLoader path
+    streamed, streamed_labels = extract_features(backbone, val, 32, classes=classes, progress=False)
+    assert np.array_equal(first, streamed) and np.array_equal(labels, streamed_labels)
+    monkeypatch.undo()
+    monkeypatch.setattr(ev, "_EVAL_CACHE", dict(ev._EVAL_CACHE))
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(val["path"].iloc[0])  # a new size on disk
+    changed, _ = extract_features(backbone, val, 32, classes=classes, progress=False)
+    assert not np.allclose(changed[0], first[0]) and np.array_equal(changed[1:], first[1:])
+
+
 def test_fine_tune_runs_end_to_end(trained):
     """Fine-tuning copies the backbone (the original is unchanged) and reports top-1 and F1."""
     manifest, ckpt = trained
