@@ -179,8 +179,8 @@ class BatchMoCoV2View(nn.Module):
     decode cost more than a small encoder's step on a CPU; on a batch tensor they cost a
     few milliseconds, and run on the GPU when the batch is there. Differences to lightly's
     PIL pipeline: the jitter's four parts are applied in one random order per batch
-    (torchvision draws one per image), its hue is a YIQ rotation, and the blur kernel is 10% of the image side as in SimCLR (PIL's blur
-    has no kernel size).
+    (torchvision draws one per image), its hue is a YIQ rotation, and the blur kernel is
+    10% of the image side as in SimCLR (PIL's blur has no kernel size).
 
     Args:
         input_size: output side in pixels.
