@@ -308,3 +308,49 @@ def beside_expected(records: Sequence[Mapping[str, Any]], path: str | Path | Non
                      "range of single runs": f"{ranges.loc[method, 'run min']:.1f}-{ranges.loc[method, 'run max']:.1f}",
                      "this run is": where})
     return pd.DataFrame(rows).set_index("method") if rows else None
+
+
+# ------------------------------------------------------------------ the converged picture
+#: The ``cpu-long`` profile's reference run, committed under ``docs/reference/`` (its results.json,
+#: report.md and training curves): ``geolab course run --profile cpu-long``, run once end to end.
+REFERENCE_RUN = "cpu_long"
+
+
+def converged_picture(records: Sequence[Mapping[str, Any]], path: str | Path | None = None) -> pd.DataFrame | None:
+    """This run's mean probe top-1 per method beside the committed ``cpu-long`` reference run's.
+
+    The reference trains a wider encoder for longer on the course's world 0 (its settings are in
+    the table's ``attrs``): where the quick run and the reference agree on an ordering, the quick
+    run shows what longer training shows; where they differ, the quick run is too short to say.
+
+    Args:
+        records: this run's main-comparison records.
+        path: the reference run's ``results.json`` (default ``docs/reference/cpu_long/results.json``).
+
+    Returns:
+        Index ``method``; columns ``this run``, ``seeds``, ``reference``, ``reference seeds``,
+        ``reference - this run`` (points). None when the reference is not there (an installed
+        geolab without the repository's docs).
+    """
+    path = Path(path) if path is not None else paths.reference_dir() / REFERENCE_RUN / "results.json"
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    reference = [r for r in stored.get("records", []) if r.get("experiment", "main") == "main"
+                 and r.get("probe_top1") is not None]
+
+    def means(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        df = pd.DataFrame([{"method": r["method"], "probe": 100 * r["probe_top1"]} for r in rows
+                           if r.get("probe_top1") is not None], columns=["method", "probe"])
+        return df.groupby("method")["probe"].agg(["mean", "size"])
+
+    ref, mine = means(reference), means(records)
+    order = [m for m in (RANDOM_INIT, *SSL_METHODS, "supervised") if m in ref.index or m in mine.index]
+    table = pd.DataFrame({"this run": mine["mean"], "seeds": mine["size"], "reference": ref["mean"],
+                          "reference seeds": ref["size"]}).reindex(order)
+    table["reference - this run"] = table["reference"] - table["this run"]
+    table.index.name = "method"
+    trained = [r for r in reference if r.get("epochs")]
+    table.attrs["reference"] = {"profile": stored.get("profile"), "arch": trained[0].get("arch") if trained else None,
+                                "epochs": trained[0].get("epochs") if trained else None, "file": str(path)}
+    return table.round(1)
