@@ -106,3 +106,13 @@ def test_profile_step_cpu_smoke_writes_trace_and_counts_host_reads(tmp_path: Pat
     assert res["steps_recorded"] == 2 and res["amp"] is True and res["channels_last"] is True
     assert res["syncs_per_step"] == {"aten::_local_scalar_dense": 1.0}
     assert (tmp_path / "trace.json").stat().st_size > 0 and "Self CPU time" in (tmp_path / "top_ops.txt").read_text()
+
+
+def test_bench_view_prints_both_jitters_side_by_side(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench_view.py", "--rounds", "1", "--batch-size", "8", "--size", "16"])
+    _bench("bench_view").main()
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "ms" not in line and "---" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["jitter, BatchColorJitter", "jitter, kornia ColorJitter",
+                                                       "whole view, BatchColorJitter", "whole view, kornia ColorJitter"]
+    assert all(float(r.split("|")[2]) > 0 for r in rows)
