@@ -493,3 +493,20 @@ def test_image_grid(manifest: pd.DataFrame) -> None:
     fig = viz.image_grid(manifest, rows=[0, 3, 5], ncols=2, caption="location_id", title="geoworld: simulated data")
     titles = [ax.get_title() for ax in fig.axes if ax.images]
     assert titles == [manifest.iloc[i]["location_id"] for i in (0, 3, 5)]
+
+
+def test_image_grid_draws_small_images_at_their_own_resolution(manifest: pd.DataFrame, tmp_path: Path) -> None:
+    """A 32-px image is drawn as its 32 x 32 pixels (each a block, no enlarged copy: a lighter PNG in
+    the notebook); a bigger one is shrunk to ``size``; an unreadable one becomes a grey tile."""
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (200, 150), (10, 200, 30)).save(big)
+    df = manifest.head(2).copy()
+    df.loc[df.index[1], "path"] = str(big)
+    df = pd.concat([df, df.head(1).assign(path=str(tmp_path / "missing.png"))], ignore_index=True)
+    fig = viz.image_grid(df, rows=[0, 1, 2], ncols=3, size=96)
+    small, shrunk, missing = (ax.images[0] for ax in fig.axes if ax.images)
+    assert small.get_array().shape == (32, 32, 3) and small.get_interpolation() == "nearest"
+    assert shrunk.get_array().shape == (96, 96, 3) and shrunk.get_interpolation() != "nearest"
+    assert missing.get_array().shape == (96, 96, 3)
