@@ -571,7 +571,9 @@ def knn_monitor(model: nn.Module, df, cfg: PretrainConfig, classes: list[str], d
     Train split as the bank, ``val_split`` as queries (cosine, k=``cfg.knn_k``, weighted; InstDisc/MoCo's monitor).
     ``None`` without a val split.
 
-    Uses at most ``cfg.knn_max_images`` images per split (a seeded subset) and no global RNG.
+    Uses at most ``cfg.knn_max_images`` images per split (a seeded subset, the same at every call)
+    and leaves the global RNG as it found it (a DataLoader draws its seed there), so how often it
+    runs never changes training (``tests/test_train.py``).
     """
     if not (df["split"] == cfg.val_split).any():
         return None
@@ -586,9 +588,10 @@ def knn_monitor(model: nn.Module, df, cfg: PretrainConfig, classes: list[str], d
     backbone = model.backbone
     was_training = backbone.training
     try:
-        common = dict(classes=classes, device=device, progress=False)
-        fb, lb = extract_features(backbone, subset(cfg.train_split), cfg.image_size, **common)
-        fq, lq = extract_features(backbone, subset(cfg.val_split), cfg.image_size, **common)
+        with torch.random.fork_rng(devices=[]):  # restores the CPU generator, which a DataLoader draws its seed from
+            common = dict(classes=classes, device=device, progress=False)
+            fb, lb = extract_features(backbone, subset(cfg.train_split), cfg.image_size, **common)
+            fq, lq = extract_features(backbone, subset(cfg.val_split), cfg.image_size, **common)
     finally:
         backbone.train(was_training)
     return float(knn(fb, lb, fq, lq, k=cfg.knn_k)["top1"])
