@@ -57,6 +57,9 @@ def test_key_changes_with_what_is_learned_not_with_where_it_is_written(tmp_path)
     # memory layout is not the maths: a channels-last run is reused by a course that asks for the default layout
     assert experiment_key(base) == experiment_key(
         PretrainConfig(method="moco", manifest=str(manifest), **{**TINY, "channels_last": True}))
+    # the kNN monitor reads the model: a run monitored more often, or on fewer images, is the same run
+    assert experiment_key(base) == experiment_key(PretrainConfig(
+        method="moco", manifest=str(manifest), **{**TINY, "knn_every": 3, "knn_max_images": 1000, "knn_k": 5}))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco", manifest=str(manifest), **{**TINY, "epochs": 2}))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco-geo", manifest=str(manifest), **TINY))
     tp = PretrainConfig(method="moco-tp", manifest=str(manifest), **TINY)
