@@ -181,7 +181,7 @@ def location_map(
         popups: popups with the location's revisits as inlined WebP thumbnails.
         thumbs: revisits shown per popup (spread over time).
         thumb_size: thumbnail side in pixels (images are shrunk to it, never enlarged; a 32-px
-            geoworld image takes about 0.35 KB of the page, a 48-px one about 1 KB).
+            geoworld image takes about 0.35 KB of the page, a 48-px one about 0.7 KB).
         max_thumbnails: most thumbnails in the whole page: with many locations each popup
             shows fewer revisits (at least one), and beyond ``max_thumbnails`` locations a
             seeded sample of popups shows one and the others list dates only (the legend
