@@ -61,7 +61,10 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]
         pytest.skip(str(exc))
     out = tmp_path_factory.mktemp("course") / "smoke"
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        # the kernels draw figures inline, as in `make course` (conftest's Agg would keep every
+        # figure out of the executed notebooks, and out of their size)
+        mp.delenv("MPLBACKEND", raising=False)
         rc = cli.main(["course", "run", "--profile", "smoke", "--out", str(out), "--no-progress", "--kernel", KERNEL])
     return out, rc, buf.getvalue()
 
@@ -88,8 +91,9 @@ def test_smoke_profile_runs_the_whole_course(smoke_run: tuple[Path, int, str]) -
 def test_every_executed_notebook_is_at_most_2_mb(smoke_run: tuple[Path, int, str]) -> None:
     """Each executed notebook of the course is at most 2 MB, its interactive maps included.
 
-    Not vacuous: every course notebook was executed and written, and the notebooks that draw a
-    map (``location_map``) hold one in their outputs (the map's marker script).
+    Not vacuous: every course notebook was executed and written, the notebooks that draw a map
+    (``location_map``) hold one in their outputs (the map's marker script), and figures are there
+    (inline PNGs, as in ``make course``).
     """
     out, rc, text = smoke_run
     assert rc == 0, text
@@ -100,6 +104,8 @@ def test_every_executed_notebook_is_at_most_2_mb(smoke_run: tuple[Path, int, str
     assert with_maps, "no course notebook draws a map"
     for name in with_maps:
         assert "L.circleMarker(" in (out / "notebooks" / name).read_text(), f"{name}: no map in its outputs"
+    with_figures = [name for name in expected if '"image/png"' in (out / "notebooks" / name).read_text()]
+    assert len(with_figures) >= len(expected) // 2, f"figures are missing from the outputs (only in {with_figures})"
     table = ", ".join(f"{name[:2]} {size / 1e6:.2f} MB" for name, size in sizes.items())
     print(f"executed notebook sizes (smoke profile): {table}")
     too_big = {name: size for name, size in sizes.items() if size > MAX_NOTEBOOK_BYTES}
