@@ -462,6 +462,10 @@ PROFILES: dict[str, dict[str, Any]] = {
             "bn_splits": 1,
             "geo_k": 20,
             "device": "cpu",
+            # the kNN monitor every 3 epochs (9 points a run, 3 with the default 10) on a seeded 1000 images
+            # per split: +1.5 s a run on one thread (BENCHMARKS.md "The kNN monitor's cost")
+            "knn_every": 3,
+            "knn_max_images": 1000,
         },
         # Ablations sweep one setting at a time: one seed, 12-epoch runs and three knobs (K, the
         # temporal strategy, beta = 0: four runs train as two pairs, one per core), to fit the 20-minute

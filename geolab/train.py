@@ -571,7 +571,8 @@ def knn_monitor(model: nn.Module, df, cfg: PretrainConfig, classes: list[str], d
     Train split as the bank, ``val_split`` as queries (cosine, k=``cfg.knn_k``, weighted; InstDisc/MoCo's monitor).
     ``None`` without a val split.
 
-    Uses at most ``cfg.knn_max_images`` images per split (a seeded subset) and no global RNG.
+    At most ``cfg.knn_max_images`` images per split (a seeded subset, the same at every call); the global RNG
+    and the backbone's train mode are left as they were, so how often it runs never changes training.
     """
     if not (df["split"] == cfg.val_split).any():
         return None
@@ -583,14 +584,11 @@ def knn_monitor(model: nn.Module, df, cfg: PretrainConfig, classes: list[str], d
             part = part.iloc[np.sort(rng.choice(len(part), cfg.knn_max_images, replace=False))].reset_index(drop=True)
         return part
 
-    backbone = model.backbone
-    was_training = backbone.training
-    try:
+    # extract_features puts the backbone back in its mode; fork_rng restores the CPU generator (DataLoaders draw there)
+    with torch.random.fork_rng(devices=[]):
         common = dict(classes=classes, device=device, progress=False)
-        fb, lb = extract_features(backbone, subset(cfg.train_split), cfg.image_size, **common)
-        fq, lq = extract_features(backbone, subset(cfg.val_split), cfg.image_size, **common)
-    finally:
-        backbone.train(was_training)
+        fb, lb = extract_features(model.backbone, subset(cfg.train_split), cfg.image_size, **common)
+        fq, lq = extract_features(model.backbone, subset(cfg.val_split), cfg.image_size, **common)
     return float(knn(fb, lb, fq, lq, k=cfg.knn_k)["top1"])
 
 

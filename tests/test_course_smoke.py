@@ -6,7 +6,10 @@ Skipped, with the reason, while ``notebooks/`` holds no numbered notebook beside
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -42,18 +45,36 @@ def test_profiles_name_only_existing_notebooks() -> None:
         assert not missing, f"profile {name!r} has sections for notebooks that do not exist: {missing}"
 
 
+#: The largest executed notebook the course may write (maps, figures and widget state included):
+#: a notebook is opened in a browser, diffed and downloaded whole.
+MAX_NOTEBOOK_BYTES = 2_000_000
+#: The kernel the smoke course runs in (``GEOLAB_TEST_KERNEL`` picks another, e.g. a worktree's own).
+KERNEL = os.environ.get("GEOLAB_TEST_KERNEL", course.DEFAULT_KERNEL)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    """The whole course under the smoke profile, run once for this module: (run folder, exit code, output)."""
+    try:
+        course.check_kernel(KERNEL)
+    except course.CourseError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path_factory.mktemp("course") / "smoke"
+    buf = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(buf):
+        # the kernels draw figures inline, as in `make course` (conftest's Agg would keep every
+        # figure out of the executed notebooks, and out of their size)
+        mp.delenv("MPLBACKEND", raising=False)
+        rc = cli.main(["course", "run", "--profile", "smoke", "--out", str(out), "--no-progress", "--kernel", KERNEL])
+    return out, rc, buf.getvalue()
+
+
 @needs_course
-def test_smoke_profile_runs_the_whole_course(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_smoke_profile_runs_the_whole_course(smoke_run: tuple[Path, int, str]) -> None:
     """Every course notebook executes under the smoke profile; results.json matches its schema,
     every notebook is ok, records are labelled geoworld, and the report carries the
     simulation banner."""
-    try:
-        course.check_kernel(course.DEFAULT_KERNEL)
-    except course.CourseError as exc:
-        pytest.skip(str(exc))
-    out = tmp_path / "smoke"
-    rc = cli.main(["course", "run", "--profile", "smoke", "--out", str(out), "--no-progress"])
-    text = capsys.readouterr().out
+    out, rc, text = smoke_run
     assert rc == 0, text
     results = json.loads((out / "results.json").read_text())
     course.validate_results(results)
@@ -64,3 +85,28 @@ def test_smoke_profile_runs_the_whole_course(tmp_path: Path, capsys: pytest.Capt
     assert {r["data"] for r in results["records"]} == {"geoworld"}
     assert "**Simulation.**" in (out / "report.md").read_text()
     assert (out / "report.html").is_file()
+
+
+@needs_course
+def test_every_executed_notebook_is_at_most_2_mb(smoke_run: tuple[Path, int, str]) -> None:
+    """Each executed notebook of the course is at most 2 MB, its interactive maps included.
+
+    Not vacuous: every course notebook was executed and written, the notebooks that draw a map
+    (``location_map``) hold one in their outputs (the map's marker script), and figures are there
+    (inline PNGs, as in ``make course``).
+    """
+    out, rc, text = smoke_run
+    assert rc == 0, text
+    expected = [p.name for p in course.discover_notebooks(paths.notebooks_dir())]
+    sizes = {p.name: p.stat().st_size for p in sorted((out / "notebooks").glob("*.ipynb"))}
+    assert sorted(sizes) == expected and len(expected) >= 9, sorted(sizes)
+    with_maps = [name for name in expected if "location_map(" in (paths.notebooks_dir() / name).read_text()]
+    assert with_maps, "no course notebook draws a map"
+    for name in with_maps:
+        assert "L.circleMarker(" in (out / "notebooks" / name).read_text(), f"{name}: no map in its outputs"
+    with_figures = [name for name in expected if '"image/png"' in (out / "notebooks" / name).read_text()]
+    assert len(with_figures) >= len(expected) // 2, f"figures are missing from the outputs (only in {with_figures})"
+    table = ", ".join(f"{name[:2]} {size / 1e6:.2f} MB" for name, size in sizes.items())
+    print(f"executed notebook sizes (smoke profile): {table}")
+    too_big = {name: size for name, size in sizes.items() if size > MAX_NOTEBOOK_BYTES}
+    assert not too_big, f"executed notebooks over {MAX_NOTEBOOK_BYTES / 1e6:.0f} MB: {too_big} (all: {table})"

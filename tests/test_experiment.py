@@ -57,6 +57,9 @@ def test_key_changes_with_what_is_learned_not_with_where_it_is_written(tmp_path)
     # memory layout is not the maths: a channels-last run is reused by a course that asks for the default layout
     assert experiment_key(base) == experiment_key(
         PretrainConfig(method="moco", manifest=str(manifest), **{**TINY, "channels_last": True}))
+    # the kNN monitor reads the model: a run monitored more often, or on fewer images, is the same run
+    assert experiment_key(base) == experiment_key(PretrainConfig(
+        method="moco", manifest=str(manifest), **{**TINY, "knn_every": 3, "knn_max_images": 1000, "knn_k": 5}))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco", manifest=str(manifest), **{**TINY, "epochs": 2}))
     assert experiment_key(base) != experiment_key(PretrainConfig(method="moco-geo", manifest=str(manifest), **TINY))
     tp = PretrainConfig(method="moco-tp", manifest=str(manifest), **TINY)
@@ -161,6 +164,50 @@ def test_training_curves_show_every_trained_run_and_skip_random_init(tmp_path):
     assert chance == [math.log(TINY.get("queue_size", 256) + 1)]
     assert [t.get_text() for t in contrastive_ax.get_legend().get_texts()] == ["moco", "moco-geo"]
     assert [t.get_text() for t in geo_ax.get_legend().get_texts()] == ["moco-geo"]
+
+
+def _fake_run(folder, method, epochs, geo=False, knn_every=0, queue_size=16, geo_k=4):
+    """A run folder with config.json and metrics.jsonl as pretrain writes them; its result record."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"config": {"queue_size": queue_size, "geo_k": geo_k}}))
+    lines = []
+    for e in range(epochs):
+        rec = {"kind": "epoch", "epoch": e, "step": 10 * (e + 1), "loss": 5.0 - e, "contrastive": 4.0 - e}
+        if geo:
+            rec["geo"] = 1.0
+        if knn_every and ((e + 1) % knn_every == 0 or e + 1 == epochs):
+            rec["knn_top1"] = 0.1 * (e + 1)
+        lines.append(json.dumps(rec))
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return {"method": method, "checkpoint": str(folder / "checkpoints" / "last.pt")}
+
+
+def test_training_curves_draw_a_panel_only_for_what_ran(tmp_path):
+    """No geo-loss panel when no plotted run has a geo head, no kNN panel when the monitor never
+    ran; the kNN panel shows every monitored epoch; given axes left over are hidden."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from geolab.viz import training_curves
+
+    moco = [_fake_run(tmp_path / f"moco{s}", "moco", epochs=6, knn_every=2) for s in (0, 1)]
+    fig = training_curves([{"method": "random-init"}, *moco])
+    assert [a.get_title() for a in fig.axes] == ["contrastive loss (each line a seed)", "kNN monitor"]
+    assert [len(line.get_xdata()) for line in fig.axes[1].get_lines()] == [3, 3]  # epochs 2, 4, 6
+    plain = _fake_run(tmp_path / "plain", "moco", epochs=2)
+    geo = _fake_run(tmp_path / "geo", "moco-geo", epochs=2, geo=True)
+    assert [a.get_title() for a in training_curves([plain]).axes] == ["contrastive loss (each line a seed)"]
+    titles = [a.get_title() for a in training_curves([plain, geo]).axes]
+    assert titles == ["contrastive loss (each line a seed)", "geo loss (methods with a geo head)"]
+    _, axes = plt.subplots(1, 3)
+    fig = training_curves([plain], ax=axes)
+    assert [a.get_visible() for a in axes] == [True, False, False]
+    with pytest.raises(ValueError, match="2 panels"):
+        training_curves([plain, geo], ax=axes[:1])
+    empty = training_curves([{"method": "random-init"}])  # a note, not an error
+    assert [t.get_text() for t in empty.axes[0].texts] == ["no trained run: no training curves"]
 
 
 def test_method_bars_show_the_mean_and_its_bootstrap_interval(tmp_path):

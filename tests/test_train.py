@@ -111,6 +111,35 @@ def finished_run(manifest: Path, tmp_path_factory: pytest.TempPathFactory):
     return Run(cfg, pretrain(cfg))
 
 
+def test_the_knn_monitor_never_changes_training(manifest: Path, tmp_path: Path, monkeypatch):
+    """How often the kNN monitor runs (never, every epoch, the last epoch only; on a seeded subset)
+    changes no loss, no weight, no key in the memory bank and not the RNG state a resumed run
+    continues from: the monitor reads the model and leaves the global RNG as it found it."""
+    import geolab.evaluate
+
+    torch.set_num_threads(1)
+    runs = {}
+    for every in (0, 1, 2):
+        monkeypatch.setattr(geolab.evaluate, "_EVAL_CACHE", {})  # a first read draws a DataLoader seed
+        cfg = quick_config(manifest, tmp_path / f"every{every}", epochs=2, max_steps_per_epoch=2, knn_every=every,
+                           knn_max_images=6)
+        ckpt = load_checkpoint(pretrain(cfg))
+        records = [json.loads(line) for line in (tmp_path / f"every{every}" / "metrics.jsonl").read_text().splitlines()]
+        runs[every] = (ckpt, records)
+    base, base_records = runs[0]
+    assert not any("knn_top1" in r for r in base_records)
+    for every, (ckpt, records) in runs.items():
+        monitored = [r["epoch"] + 1 for r in records if r["kind"] == "epoch" and "knn_top1" in r]
+        assert monitored == {0: [], 1: [1, 2], 2: [2]}[every]
+        losses = [r["loss"] for r in records if r["kind"] == "step"]
+        assert losses == [r["loss"] for r in base_records if r["kind"] == "step"]
+        assert all(torch.equal(ckpt["model"][k], v) for k, v in base["model"].items()), every
+        assert torch.equal(ckpt["memory_bank"]["bank"], base["memory_bank"]["bank"])
+        assert torch.equal(ckpt["rng"]["torch"], base["rng"]["torch"]), f"knn_every={every} moved the global RNG"
+        assert ckpt["rng"]["python"] == base["rng"]["python"]
+        assert torch.equal(ckpt["rng"]["numpy"]["key"], base["rng"]["numpy"]["key"])
+
+
 def test_checkpoint_holds_what_resume_needs_and_loads_weights_only(finished_run):
     """The checkpoint is plain data (weights_only=True) with geolab version, arch, method,
     config, epoch, optimizer, memory bank and RNG states; config.json and metrics.jsonl

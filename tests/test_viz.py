@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import json
 import re
@@ -23,6 +25,7 @@ from geolab.geo import add_geo_clusters  # noqa: E402
 from geolab.manifest import load_manifest  # noqa: E402
 from geolab.viz import assets as viz_assets  # noqa: E402
 from geolab.viz import maps as viz_maps  # noqa: E402
+from geolab.viz.folium_map import js_data  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -137,17 +140,76 @@ def viz_maps_land_cache(res: float) -> Path:
 
 
 # ----------------------------------------------------------------------------- maps
+def marker_table(m: object) -> dict:
+    """The data table of a map's location markers (``LocationMarkers.table``: labels, splits, colours, rows)."""
+    stack = [m]
+    while stack:
+        element = stack.pop()
+        if type(element).__name__ == "LocationMarkers":
+            return element.table  # type: ignore[attr-defined]
+        stack.extend(element._children.values())  # type: ignore[attr-defined]
+    raise AssertionError("the map has no LocationMarkers")
+
+
+def thumbnails_shown(m: object) -> list[int]:
+    """Thumbnails in each location's popup, in marker order."""
+    return [len(row[10] or []) for row in marker_table(m)["rows"]]
+
+
 def test_map_page_is_self_contained(manifest: pd.DataFrame) -> None:
     """The saved page inlines Leaflet and the land outline and refers to no CDN or tile server."""
-    page = viz.location_map(manifest, tiles=None).offline_html()
+    m = viz.location_map(manifest, tiles=None)
+    page = m.offline_html()
     assert "Leaflet 1.9.3" in page  # the library's banner, inlined
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=", page)
     for cdn in ("cdn.jsdelivr", "code.jquery", "bootstrapcdn", "cdnjs", "tile.openstreetmap"):
         assert cdn not in page
     assert "url(images/" not in page  # Leaflet's CSS images became data: URIs
-    assert page.count(f'"className": "{viz_maps.CLASS_LOCATION}"') == 12
+    table = marker_table(m)
+    assert len(table["rows"]) == 12 and js_data(table)[:-1] in page  # the markers' data, in the page
+    assert f"'className':'{viz_maps.CLASS_LOCATION}'" in page
     assert f'"className": "{viz_maps.CLASS_LAND}"' in page
     viz.check_offline_html(page)  # does not raise
+
+
+def test_markers_and_land_are_compact_data(manifest: pd.DataFrame) -> None:
+    """Markers cost a table row each (not folium's ~1 KB of script per marker), the land outline
+    is delta-encoded, popups carry WebP thumbnails at most ``thumb_size`` pixels wide, and a
+    notebook keeps the page with few escapes (srcdoc)."""
+    from PIL import Image
+
+    m = viz.location_map(manifest, thumbs=2, thumb_size=24)
+    page = m.offline_html()
+    assert "circle_marker_" not in page and page.count("L.circleMarker(") == 1
+    for row in marker_table(m)["rows"]:
+        for data, _date in row[10]:
+            with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+                assert im.format == "WEBP" and max(im.size) <= 24
+    land = viz_maps.land_outline_cached(0.5)
+    points = sum(len(ring) for f in land["features"] for ring in f["geometry"]["coordinates"])
+    assert len(page) - len(viz.location_map(manifest, thumbs=2, thumb_size=24, land=False).offline_html()) < 9 * points
+    shown = m._repr_html_()  # in srcdoc only & and " are escaped: the markers' single-quoted data stays as it is
+    assert js_data(marker_table(m))[:-1] in shown and len(shown) < 1.1 * len(page)
+    assert html.unescape(re.search(r'srcdoc="([^"]*)"', shown).group(1)) == page
+
+
+def test_marker_texts_cannot_break_out_of_the_script(manifest: pd.DataFrame) -> None:
+    """A location id or label that holds HTML or a quote is escaped: the page keeps one script end per script."""
+    df = manifest.copy()
+    df.loc[df["location_id"] == "loc001", "label"] = "it's </script><script>alert(1)</script>"
+    page = viz.location_map(df, land=False, popups=False).offline_html()
+    assert "alert(1)</script>" not in page and page.count("</script>") == page.count("<script")
+    assert js_data(["</b><!--", "it's"]) == "['<\\/b><\\u0021--','it\\'s']"
+
+
+def test_a_map_rendered_twice_gives_the_same_page(manifest: pd.DataFrame, tmp_path: Path) -> None:
+    """Showing a map and then saving it gives one page (every layer added to the map once)."""
+    m = viz.location_map(manifest, accuracy=viz.cluster_accuracy(manifest, np.ones(len(manifest), bool)))
+    first = m.offline_html()
+    m._repr_html_()
+    assert viz.save_map(m, tmp_path / "m.html").read_text() == first
+    added = re.findall(r"(\w+)\.addTo\(map_\w+\)", first)
+    assert len(added) == len(set(added)) == 5  # land, geo clusters, accuracy, locations, legend
 
 
 def test_same_map_same_bytes(manifest: pd.DataFrame) -> None:
@@ -160,10 +222,17 @@ def test_same_map_same_bytes(manifest: pd.DataFrame) -> None:
 
 def test_thumbnail_budget_keeps_pages_small(manifest: pd.DataFrame) -> None:
     """With more locations than the thumbnail budget allows, each popup shows fewer revisits
-    (at least one) and the legend says so."""
-    page = viz.location_map(manifest, land=False, clusters=False, thumbs=3, max_thumbnails=12).offline_html()
-    assert page.count("data:image/png;base64,") - page.count("url(data:image/png;base64,") == 12
-    assert "popups show 1 revisit(s) each" in page
+    (at least one) and the legend says so; with fewer thumbnails than locations a seeded sample
+    of popups shows one and the others list dates only."""
+    m = viz.location_map(manifest, land=False, clusters=False, thumbs=3, max_thumbnails=12)
+    assert thumbnails_shown(m) == [1] * 12
+    assert "popups show 1 revisit(s) each" in m.offline_html()
+    m = viz.location_map(manifest, land=False, clusters=False, thumbs=3, max_thumbnails=5)
+    assert sorted(thumbnails_shown(m)) == [0] * 7 + [1] * 5
+    assert thumbnails_shown(m) == thumbnails_shown(
+        viz.location_map(manifest, land=False, clusters=False, thumbs=3, max_thumbnails=5))
+    assert "(5 of 12 popups, a seeded sample; the others list dates only)" in m.offline_html()
+    assert all(row[10] == [] for row in marker_table(viz.location_map(manifest, land=False, thumbs=0))["rows"])
 
 
 def test_offline_check_rejects_plugins_that_need_the_network(manifest: pd.DataFrame) -> None:
@@ -183,11 +252,12 @@ def test_map_layers_popups_legend_and_accuracy(manifest: pd.DataFrame, tmp_path:
     m = viz.location_map(manifest, color_by="split", accuracy=acc, thumbs=2, land=False)
     path = viz.save_map(m, tmp_path / "map.html")
     page = path.read_text()
-    popups = re.findall(r'\.bindPopup\(("(?:[^"\\]|\\.)*")', page)
-    assert len(popups) == 12
-    shown = [json.loads(p).count("data:image/png;base64,") for p in popups]
+    table = marker_table(m)
+    assert len(table["rows"]) == 12
     expected = viz.location_table(manifest)["n_images"].clip(upper=2).tolist()
-    assert sorted(shown) == sorted(expected)
+    assert thumbnails_shown(m) == expected  # markers in location order
+    row = table["rows"][3]  # loc003: 4 revisits, the first and the last shown
+    assert row[3] == "loc003" and row[7] == 4 and [date for _, date in row[10]] == [row[8], row[9]]
     k = manifest["geo_cluster"].nunique()
     assert page.count('"geo_cluster": ') >= 2 * k  # features of both region layers
     assert f'"className": "{viz_maps.CLASS_REGION}"' in page
@@ -223,9 +293,9 @@ def test_geoworld_maps_say_they_are_simulated(manifest: pd.DataFrame) -> None:
 
 def test_sampling_caps_the_number_of_markers(manifest: pd.DataFrame) -> None:
     """max_locations keeps a seeded sample and the legend says how many were left out."""
-    a = viz.location_map(manifest, popups=False, land=False, clusters=False, max_locations=5).offline_html()
-    assert a.count(f'"className": "{viz_maps.CLASS_LOCATION}"') == 5
-    assert "5 of 12 locations" in a
+    m = viz.location_map(manifest, popups=False, land=False, clusters=False, max_locations=5)
+    assert len(marker_table(m)["rows"]) == 5
+    assert "5 of 12 locations" in m.offline_html()
 
 
 def test_notebook_display_uses_the_offline_page(manifest: pd.DataFrame) -> None:
@@ -423,3 +493,20 @@ def test_image_grid(manifest: pd.DataFrame) -> None:
     fig = viz.image_grid(manifest, rows=[0, 3, 5], ncols=2, caption="location_id", title="geoworld: simulated data")
     titles = [ax.get_title() for ax in fig.axes if ax.images]
     assert titles == [manifest.iloc[i]["location_id"] for i in (0, 3, 5)]
+
+
+def test_image_grid_draws_small_images_at_their_own_resolution(manifest: pd.DataFrame, tmp_path: Path) -> None:
+    """A 32-px image is drawn as its 32 x 32 pixels (each a block, no enlarged copy: a lighter PNG in
+    the notebook); a bigger one is shrunk to ``size``; an unreadable one becomes a grey tile."""
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (200, 150), (10, 200, 30)).save(big)
+    df = manifest.head(2).copy()
+    df.loc[df.index[1], "path"] = str(big)
+    df = pd.concat([df, df.head(1).assign(path=str(tmp_path / "missing.png"))], ignore_index=True)
+    fig = viz.image_grid(df, rows=[0, 1, 2], ncols=3, size=96)
+    small, shrunk, missing = (ax.images[0] for ax in fig.axes if ax.images)
+    assert small.get_array().shape == (32, 32, 3) and small.get_interpolation() == "nearest"
+    assert shrunk.get_array().shape == (96, 96, 3) and shrunk.get_interpolation() != "nearest"
+    assert missing.get_array().shape == (96, 96, 3)

@@ -33,9 +33,10 @@ from geolab.processes import process_pool
 from geolab.train import pretrain
 
 #: PretrainConfig fields that do not change what is learned (left out of the key): where it runs and how
-#: tensors are laid out in memory change the floating-point rounding, not the maths.
-_NOT_IN_KEY = {"out", "resume", "progress", "tensorboard", "num_workers", "log_every", "knn_every", "device",
-               "channels_last"}
+#: tensors are laid out in memory change the floating-point rounding, not the maths; the kNN monitor
+#: (how often, on how many images, k) only reads the model (tests/test_train.py checks it).
+_NOT_IN_KEY = {"out", "resume", "progress", "tensorboard", "num_workers", "log_every", "knn_every", "knn_k",
+               "knn_max_images", "device", "channels_last"}
 
 
 def experiments_dir(results_path: str | os.PathLike | None = "") -> Path:

@@ -65,51 +65,70 @@ def training_history(record: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS).astype(float)
 
 
+#: The panels of :func:`training_curves`: (column of the history, y label, title).
+PANELS = {
+    "contrastive": ("InfoNCE loss", "contrastive loss (each line a seed)"),
+    "geo": ("cross-entropy", "geo loss (methods with a geo head)"),
+    "knn_top1": ("kNN top-1 on val (%)", "kNN monitor"),
+}
+
+
 def training_curves(records: Sequence[Mapping[str, Any]], *, note: str | None = None, ax=None):
-    """Training curves of the runs behind ``records``.
+    """Training curves of the runs behind ``records``: a panel for each thing that ran.
 
     Plot, for every trained run in ``records`` (one line per run, one colour per method;
     untrained rows such as random init are skipped): the contrastive loss against its
-    chance level ln(queue + 1), the geo loss against ln(K) (methods with a geo head), and the
-    kNN monitor. A supervised run has neither loss; its kNN line is drawn.
+    chance level ln(queue + 1), the geo loss against ln(K) and the kNN monitor. A panel is
+    drawn only when some run has its curve: no geo-loss panel without a method with a geo head,
+    no kNN panel when the monitor never ran. A supervised run has neither loss; its kNN line is drawn.
 
     Args:
         records: result records (from :func:`geolab.course.experiment.run_experiment`).
         note: a line under the title (e.g. :data:`geolab.viz.SIMULATION_NOTE`).
-        ax: three matplotlib axes to draw on (default: a new figure).
+        ax: matplotlib axes to draw on, at least one per panel drawn (default: a new figure);
+            axes left over are hidden.
 
     Returns:
-        The matplotlib figure.
+        The matplotlib figure (a single note "no trained run" when no run has a curve).
     """
+    runs = [(rec, hist) for rec in records if not (hist := training_history(rec)).empty]
+    panels = [p for p in PANELS if any(hist[p].notna().any() for _, hist in runs)]
     if ax is None:
-        fig, ax = plt.subplots(1, 3, figsize=(14, 3.4))
+        fig, ax = plt.subplots(1, max(1, len(panels)), figsize=(4.7 * max(1, len(panels)), 3.4), squeeze=False)
+        ax = ax[0]
+    if len(ax) < len(panels):
+        raise ValueError(f"training_curves draws {len(panels)} panels ({', '.join(panels)}) but got {len(ax)} axes.")
     fig = ax[0].figure
+    for extra in ax[len(panels):]:
+        extra.set_visible(False)
+    if not panels:
+        ax[0].set_visible(True)
+        ax[0].axis("off")
+        ax[0].text(0.5, 0.5, "no trained run: no training curves", ha="center", va="center")
+    axes = dict(zip(panels, ax))
     colours: dict[str, Any] = {}
-    chance: dict[int, set[float]] = {0: set(), 1: set()}
-    for rec in records:
-        hist = training_history(rec)
-        if hist.empty:
-            continue
+    chance: dict[str, set[float]] = {"contrastive": set(), "geo": set()}
+    for rec, hist in runs:
         method = rec["method"]
         new = method not in colours
         colour = colours.setdefault(method, f"C{len(colours)}")
         cfg = run_config(rec)
-        for i, part, size in ((0, "contrastive", cfg.get("queue_size")), (1, "geo", cfg.get("geo_k"))):
+        for part, size in (("contrastive", cfg.get("queue_size")), ("geo", cfg.get("geo_k"))):
             if hist[part].notna().any():
-                ax[i].plot(hist["step"], hist[part], color=colour, alpha=0.8, label=method if new else None)
+                axes[part].plot(hist["step"], hist[part], color=colour, alpha=0.8, label=method if new else None)
                 if size:
-                    chance[i].add(float(np.log(size + 1 if part == "contrastive" else size)))
+                    chance[part].add(float(np.log(size + 1 if part == "contrastive" else size)))
         knn = hist.dropna(subset=["knn_top1"])
-        ax[2].plot(knn["step"], 100 * knn["knn_top1"], "o-", color=colour, alpha=0.8, label=method if new else None)
-    for i, what in ((0, "ln(queue + 1)"), (1, "ln(K)")):
-        for level in sorted(chance[i]):
-            ax[i].axhline(level, color="grey", ls=":", lw=1)
-            ax[i].annotate(f"{what} = {level:.2f}: chance", (0.99, level), xycoords=("axes fraction", "data"),
-                           ha="right", va="top", fontsize=7, color="grey")
-    ax[0].set(xlabel="optimizer step", ylabel="InfoNCE loss", title="contrastive loss (each line a seed)")
-    ax[1].set(xlabel="optimizer step", ylabel="cross-entropy", title="geo loss (methods with a geo head)")
-    ax[2].set(xlabel="optimizer step", ylabel="kNN top-1 on val (%)", title="kNN monitor")
-    for a in ax:
+        if len(knn):
+            axes["knn_top1"].plot(knn["step"], 100 * knn["knn_top1"], "o-", color=colour, alpha=0.8,
+                                  label=method if new else None)
+    for part, what in (("contrastive", "ln(queue + 1)"), ("geo", "ln(K)")):
+        for level in sorted(chance[part]):
+            axes[part].axhline(level, color="grey", ls=":", lw=1)
+            axes[part].annotate(f"{what} = {level:.2f}: chance", (0.99, level), xycoords=("axes fraction", "data"),
+                                ha="right", va="top", fontsize=7, color="grey")
+    for part, a in axes.items():
+        a.set(xlabel="optimizer step", ylabel=PANELS[part][0], title=PANELS[part][1])
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8)
     if note:

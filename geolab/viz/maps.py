@@ -1,7 +1,7 @@
 """Maps of where the data is and where a model fails: folium (interactive, offline) and matplotlib (static).
 
 A map shows one marker per *location* (coloured by category, split or geo cluster, with a
-popup of the location's revisits as small inlined thumbnails), the *geo clusters* as regions
+popup of the location's revisits as small inlined WebP thumbnails), the *geo clusters* as regions
 (the convex hull of each cluster's locations, widened by a small margin), optionally the
 accuracy of a trained model per geo cluster, a layer control and a legend.
 
@@ -10,6 +10,12 @@ JS/CSS are inlined (see :mod:`geolab.viz.assets`), folium's CDN links to jQuery,
 Font Awesome and awesome-markers are left out (these maps use none of them), and with
 ``tiles=None`` (the default) a land outline traced from a shipped raster
 (:mod:`geolab.viz.land`) replaces the tile server.
+
+Light pages: a notebook keeps each map's page in its output, so a map of the 1000-location
+course world must stay well under a megabyte. Thumbnails are WebP at popup size (a 32-px
+geoworld image is about 0.3 KB, a PNG 2 KB), at most ``max_thumbnails`` per page; markers and
+the land outline are compact data tables expanded by the page's script
+(:mod:`geolab.viz.folium_map`).
 
 The tables and regions drawn here come from :mod:`geolab.viz.locations`; the folium classes
 (the offline map, its legend and popups) from :mod:`geolab.viz.folium_map`.
@@ -97,8 +103,15 @@ def accuracy_colour(acc: float) -> str:
 
 
 # ----------------------------------------------------------------------------- thumbnails
-def thumbnail_png(path: str | Path, size: int = 64) -> bytes:
-    """A small PNG of an image (longest side ``size`` pixels), RGB.
+#: Thumbnails in popups: WebP (every current browser shows it) at this quality; at popup size it
+#: looks like the PNG at a seventh of the bytes.
+THUMB_FORMAT = "WEBP"
+THUMB_MIME = "image/webp"
+THUMB_QUALITY = 80
+
+
+def thumbnail(path: str | Path, size: int = 48) -> bytes:
+    """A small WebP of an image (longest side at most ``size`` pixels; never enlarged), RGB.
 
     Raises:
         OSError: the file is missing or not an image (PIL's message names the file).
@@ -107,48 +120,29 @@ def thumbnail_png(path: str | Path, size: int = 64) -> bytes:
         im = im.convert("RGB")
         im.thumbnail((size, size))
         buf = io.BytesIO()
-        im.save(buf, format="PNG", optimize=True)
+        im.save(buf, format=THUMB_FORMAT, quality=THUMB_QUALITY, method=6)
     return buf.getvalue()
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def _thumbnails(loc: Any, df: pd.DataFrame, thumbs: int, thumb_size: int) -> tuple[list[list[Any]], int]:
+    """Up to ``thumbs`` revisits of a location, spread over time.
 
-
-def _popup_html(loc: pd.Series, df: pd.DataFrame, thumbs: int, thumb_size: int) -> tuple[str, int]:
-    """Popup of one location; returns the HTML and the number of unreadable images."""
-    esc = html.escape
-    cluster = f" · geo cluster {int(loc['geo_cluster'])}" if "geo_cluster" in loc.index else ""
-    parts = [
-        f"<div class='geolab-popup'><b>{esc(str(loc['location_id']))}</b><br>",
-        f"{esc(str(loc['label']))} · {esc(str(loc['split']))}{cluster}<br>",
-        (
-            f"1 image, {loc['first']:%Y-%m-%d}<br>"
-            if int(loc["n_images"]) == 1
-            else f"{int(loc['n_images'])} revisits, {loc['first']:%Y-%m-%d} to {loc['last']:%Y-%m-%d}<br>"
-        ),
-    ]
+    Returns:
+        ``[[base64 WebP or None (unreadable), date], ...]`` and the number of unreadable images.
+    """
+    cells: list[list[Any]] = []
     bad = 0
-    rows = loc["rows"]
+    rows = loc.rows
     if thumbs > 0 and len(rows):
-        # spread the shown revisits over the whole time span
-        pick = np.unique(np.linspace(0, len(rows) - 1, min(thumbs, len(rows))).round().astype(int))
-        cells = []
-        for j in pick:
+        for j in np.unique(np.linspace(0, len(rows) - 1, min(thumbs, len(rows))).round().astype(int)):
             row = df.loc[rows[j]]
             try:
-                src = _data_uri(thumbnail_png(row["path"], thumb_size))
-                img = f"<img src='{src}' width='{thumb_size}' height='{thumb_size}' style='object-fit:cover'>"
+                data: str | None = base64.b64encode(thumbnail(row["path"], thumb_size)).decode("ascii")
             except OSError:
                 bad += 1
-                img = f"<div style='width:{thumb_size}px;height:{thumb_size}px;background:#eee'>unreadable</div>"
-            cells.append(
-                "<figure style='display:inline-block;margin:2px;text-align:center;font-size:10px'>"
-                f"{img}<figcaption>{row['timestamp']:%Y-%m-%d}</figcaption></figure>"
-            )
-        parts.append("".join(cells))
-    parts.append("</div>")
-    return "".join(parts), bad
+                data = None
+            cells.append([data, f"{row['timestamp']:%Y-%m-%d}"])
+    return cells, bad
 
 
 def location_map(
@@ -184,13 +178,16 @@ def location_map(
         accuracy: adds a layer of geo cluster regions coloured by a model's accuracy: a
             :func:`cluster_accuracy` table, or the name of a boolean column of ``df`` / one
             flag per row (True = predicted right), from which that table is computed.
-        popups: popups with the location's revisits as inlined PNG thumbnails.
+        popups: popups with the location's revisits as inlined WebP thumbnails.
         thumbs: revisits shown per popup (spread over time).
-        thumb_size: thumbnail side in pixels (a 48-px PNG is about 3 KB in the page).
-        max_thumbnails: budget of thumbnails in the whole page; with many locations each
-            popup shows fewer revisits (at least one) so the page stays a few MB.
+        thumb_size: thumbnail side in pixels (images are shrunk to it, never enlarged; a 32-px
+            geoworld image takes about 0.35 KB of the page, a 48-px one about 0.7 KB).
+        max_thumbnails: most thumbnails in the whole page: with many locations each popup
+            shows fewer revisits (at least one), and beyond ``max_thumbnails`` locations a
+            seeded sample of popups shows one and the others list dates only (the legend
+            says so).
         max_locations: show at most this many locations (a seeded sample; the legend says
-            so); None = all. Every marker costs page size.
+            so); None = all. Every marker costs about 0.1 KB of the page.
         tiles: a folium tile name or URL (needs the network to view); None = the offline land
             outline.
         land: draw the land outline (ignored when ``tiles`` is set).
@@ -211,7 +208,7 @@ def location_map(
     """
     import folium  # noqa: PLC0415 - folium is a lab extra
 
-    OfflineMap, Legend, HtmlPopup = folium_classes()
+    OfflineMap, Legend, LocationMarkers, LandOutline = folium_classes()
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by={color_by!r}: use one of {', '.join(COLOR_BY)}.")
     if color_by == "geo_cluster" or accuracy is not None:
@@ -244,13 +241,12 @@ def location_map(
 
     if tiles is None and land:
         folium.map.CustomPane("geolab-land", z_index=300, pointer_events=False).add_to(m)
-        folium.GeoJson(
+        LandOutline(
             land_outline_cached(land_resolution),
             name="land outline (global-land-mask)",
-            style_function=lambda _f: {"color": LAND_EDGE, "weight": 0.6, "fillColor": LAND_FILL, "fillOpacity": 1.0},
+            style={"color": LAND_EDGE, "weight": 0.6, "fillColor": LAND_FILL, "fillOpacity": 1.0},
             pane="geolab-land",
-            className=CLASS_LAND,
-            interactive=False,
+            class_name=CLASS_LAND,
         ).add_to(m)
 
     if clusters:
@@ -308,27 +304,37 @@ def location_map(
     # colours from every location, so a sample keeps them (and clusters match their regions)
     colours = category_colours(all_locs[color_by].tolist(), color_by) if len(all_locs) else {}
     points = folium.FeatureGroup(name=f"locations by {_COLOR_WORDS[color_by]}").add_to(m)
+    per_popup = max(1, min(thumbs, max_thumbnails // max(1, len(locs)))) if thumbs > 0 and max_thumbnails > 0 else 0
+    with_thumbs = _thumbnail_sample(len(locs), max_thumbnails if per_popup else 0, seed)
+    esc = html.escape
+    labels = sorted({str(v) for v in locs["label"]})
+    splits = sorted({str(v) for v in locs["split"]})
+    table: dict[str, Any] = {"labels": [esc(v) for v in labels], "splits": [esc(v) for v in splits],
+                             "colours": list(colours.values()), "rows": []}
+    index = {"colour": {v: i for i, v in enumerate(colours)}, "label": {v: i for i, v in enumerate(labels)},
+             "split": {v: i for i, v in enumerate(splits)}}
     unreadable = 0
-    per_popup = max(1, min(thumbs, max_thumbnails // max(1, len(locs)))) if thumbs > 0 else 0
     rows = locs.itertuples(index=False)
     if popups and per_popup * len(locs) > 2000:  # a bar only for long work (a few s is not)
         rows = tqdm(rows, total=len(locs), desc="map thumbnails", unit="location")
-    for loc in rows:
-        s = pd.Series(loc._asdict())
-        marker = folium.CircleMarker(
-            location=(float(s["lat"]), float(s["lon"])),
-            radius=5,
-            color="#222222",
-            weight=0.8,
-            fill_color=colours[s[color_by]],
-            fill_opacity=0.9,
-            tooltip=f"{s['location_id']}: {s['label']}",
-            class_name=CLASS_LOCATION,
-        ).add_to(points)
+    for i, loc in enumerate(rows):
+        cells = None
         if popups:
-            text, bad = _popup_html(s, df, per_popup, thumb_size)
+            cells, bad = _thumbnails(loc, df, per_popup if with_thumbs[i] else 0, thumb_size)
             unreadable += bad
-            HtmlPopup(text, max_width=max(220, (thumb_size + 8) * max(per_popup, 1) + 20)).add_to(marker)
+        table["rows"].append([
+            round(float(loc.lat), 4), round(float(loc.lon), 4), index["colour"][getattr(loc, color_by)],
+            esc(str(loc.location_id)), index["label"][str(loc.label)], index["split"][str(loc.split)],
+            int(loc.geo_cluster) if "geo_cluster" in locs.columns else None,
+            int(loc.n_images), f"{loc.first:%Y-%m-%d}", f"{loc.last:%Y-%m-%d}", cells,
+        ])
+    LocationMarkers(
+        table,
+        {"className": CLASS_LOCATION, "radius": 5, "color": "#222222", "weight": 0.8, "fillOpacity": 0.9},
+        thumb_size=thumb_size,
+        mime=THUMB_MIME,
+        max_width=max(220, (thumb_size + 8) * max(per_popup, 1) + 20),
+    ).add_to(points)
     if unreadable:
         warnings.warn(f"{unreadable} thumbnail(s) could not be read; their popups say 'unreadable'.", stacklevel=2)
 
@@ -336,6 +342,8 @@ def location_map(
     shown = f"{len(locs)} of {n_all} locations (seeded sample)" if len(locs) < n_all else f"{n_all} locations"
     if popups and 0 < per_popup < thumbs:
         shown += f"; popups show {per_popup} revisit(s) each"
+    if popups and per_popup and not with_thumbs.all():
+        shown += f" ({int(with_thumbs.sum())} of {len(locs)} popups, a seeded sample; the others list dates only)"
     Legend(
         _legend_html(
             title or f"Locations by {_COLOR_WORDS[color_by]}",
@@ -356,6 +364,15 @@ def location_map(
 
 _COLOR_WORDS = {"label": "category", "split": "split", "geo_cluster": "geo cluster"}
 
+
+def _thumbnail_sample(n_locations: int, max_thumbnails: int, seed: int) -> np.ndarray:
+    """Which of ``n_locations`` popups carry thumbnails: all when they fit ``max_thumbnails``, else a seeded sample."""
+    keep = np.ones(n_locations, dtype=bool)
+    if n_locations > max_thumbnails:
+        keep[:] = False
+        keep[np.random.default_rng(seed).choice(n_locations, max_thumbnails, replace=False)] = True
+    return keep
+
 _LEGEND_CSS = """<style>
 .geolab-legend {background: rgba(255,255,255,0.92); padding: 6px 8px; border-radius: 4px;
   font: 12px/1.35 sans-serif; max-height: 45vh; overflow-y: auto; box-shadow: 0 1px 4px rgba(0,0,0,0.3);}
@@ -365,6 +382,9 @@ _LEGEND_CSS = """<style>
   background: linear-gradient(to right, #a50026, #f46d43, #fee08b, #d9ef8b, #66bd63, #006837);}
 .geolab-legend .note {color: #8a1c1c; font-style: italic;}
 .geolab-popup {font: 12px/1.35 sans-serif;}
+.geolab-thumb {display: inline-block; margin: 2px; text-align: center; font-size: 10px;}
+.geolab-thumb img {object-fit: cover; display: block;}
+.geolab-unreadable {display: block; background: #eee;}
 </style>"""
 
 

@@ -42,10 +42,11 @@ def season(timestamp: Any, lat: float) -> str:
     return SEASONS[int(season_of(pd.Timestamp(timestamp).month, lat))]
 
 
-def load_image(path: str | Path, size: int | None = None) -> Any:
+def load_image(path: str | Path, size: int | None = None, enlarge: bool = True) -> Any:
     """An RGB PIL image, scaled to ``size`` x ``size`` when ``size`` is given.
 
-    Nearest neighbour when enlarging, so small satellite-like images keep their pixels.
+    Nearest neighbour when enlarging, so small satellite-like images keep their pixels;
+    ``enlarge=False`` leaves an image smaller than ``size`` as it is.
 
     Raises:
         OSError: missing or unreadable file (the message names it).
@@ -55,7 +56,7 @@ def load_image(path: str | Path, size: int | None = None) -> Any:
             im = im.convert("RGB")
     except OSError as exc:
         raise OSError(f"Cannot read image {path}: {exc}") from exc
-    if size is not None:
+    if size is not None and (enlarge or max(im.size) > size):
         im = im.resize((size, size), Image.Resampling.NEAREST if max(im.size) < size else Image.Resampling.BILINEAR)
     return im
 
@@ -73,10 +74,10 @@ def _placeholder(size: int, text: str = "unreadable") -> Any:
     return im
 
 
-def safe_image(path: str | Path, size: int) -> Any:
+def safe_image(path: str | Path, size: int, enlarge: bool = True) -> Any:
     """:func:`load_image` at ``size``, or a grey "unreadable" tile when the file cannot be read."""
     try:
-        return load_image(path, size)
+        return load_image(path, size, enlarge)
     except OSError:
         return _placeholder(size)
 
@@ -189,7 +190,9 @@ def image_grid(
         df: a manifest.
         rows: row positions to show (default: the first ``2 * ncols``).
         ncols: images per grid row.
-        size: pixels per image.
+        size: pixels per image at most: larger images are shrunk to it, smaller ones are drawn at
+            their own resolution with each pixel a block (what the model sees; enlarged copies
+            only made the notebook's PNG several times bigger).
         caption: a column name, or a function of the row, for the caption under each image.
         title: the figure's title (say "geoworld: simulated data" for geoworld).
 
@@ -203,7 +206,8 @@ def image_grid(
         ax.axis("off")
     for ax, pos in zip(axes.flat, positions):
         row = df.iloc[pos]
-        ax.imshow(np.asarray(safe_image(row["path"], size)))
+        image = safe_image(row["path"], size, enlarge=False)
+        ax.imshow(np.asarray(image), interpolation="nearest" if max(image.size) < size else None)
         text = caption(row) if callable(caption) else str(row[caption])
         ax.set_title(text, fontsize=7)
     if title:
