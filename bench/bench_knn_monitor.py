@@ -10,7 +10,7 @@ the course's world (geoworld, 1000 locations, 32 px). Prints a table of medians 
 A measurement, kept with the other benchmarks' results in BENCHMARKS.md ("The kNN monitor's cost");
 it belongs in bench/ beside them. Usage:
 
-    python scripts/bench_knn_monitor.py [--epochs 25] [--repeats 2] [--settings 10:5000 3:1000 2:500]
+    python bench/bench_knn_monitor.py [--epochs 25] [--repeats 2] [--settings 10:5000 3:1000 2:500]
 """
 
 from __future__ import annotations
