@@ -373,6 +373,7 @@ def _thumbnail_sample(n_locations: int, max_thumbnails: int, seed: int) -> np.nd
         keep[np.random.default_rng(seed).choice(n_locations, max_thumbnails, replace=False)] = True
     return keep
 
+
 _LEGEND_CSS = """<style>
 .geolab-legend {background: rgba(255,255,255,0.92); padding: 6px 8px; border-radius: 4px;
   font: 12px/1.35 sans-serif; max-height: 45vh; overflow-y: auto; box-shadow: 0 1px 4px rgba(0,0,0,0.3);}
