@@ -90,6 +90,7 @@ def _blur_kernel(input_size: int) -> int:
 
 #: RGB -> YIQ (NTSC). Hue is the angle of the (I, Q) chroma plane; luma Y is kept by a rotation.
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
 class BatchColorJitter(nn.Module):
@@ -155,14 +156,14 @@ def _grey(x: Tensor) -> Tensor:
 
 def _rotate_hue(x: Tensor, turns: Tensor) -> Tensor:
     """Rotate each image's chroma (I, Q) by ``2 pi turns`` in YIQ space: one 3 x 3 RGB matrix per image."""
-    to_yiq = _RGB_TO_YIQ.to(x.device, x.dtype)
+    to_yiq, to_rgb = _RGB_TO_YIQ.to(x.device, x.dtype), _YIQ_TO_RGB.to(x.device, x.dtype)
     angle = 2 * math.pi * turns
     cos, sin = torch.cos(angle), torch.sin(angle)
     rot = torch.zeros(len(turns), 3, 3, device=x.device, dtype=x.dtype)
     rot[:, 0, 0] = 1
     # clockwise in the (I, Q) plane: a positive turn moves red towards yellow and green, as HSV's hue does
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, sin, -sin, cos
-    matrix = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (N, 3, 3)
+    matrix = to_rgb @ rot @ to_yiq  # (N, 3, 3)
     return torch.einsum("nij,njhw->nihw", matrix, x)
 
 
