@@ -467,12 +467,12 @@ PROFILES: dict[str, dict[str, Any]] = {
             "knn_every": 3,
             "knn_max_images": 1000,
         },
-        # Ablations sweep one setting at a time: one seed, 12-epoch runs and three knobs (K, the
-        # temporal strategy, beta = 0: four runs train as two pairs, one per core), to fit the 20-minute
-        # budget (cpu-long sweeps more). Their numbers show directions, not effects. At 8 one-way
-        # epochs several settings probed below random init (2026-12-04), too short to rank anything.
-        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 12, "geo_k_values": [8], "temperature_values": [],
-                                       "beta_values": [0.0]}},
+        # 05 reads the paper's ablation (TP and Geo on/off) from 02-04's runs, and sweeps K and the
+        # temperature around 04's MoCo-v2+Geo+TP (its 3 seeds reused: their spread is the seed noise) with
+        # one 25-epoch run per setting, the two training as a pair; the strategy sweep is 03's (12-epoch,
+        # one-seed sweeps measured noise: their baseline probed 1 point above random init, 2026-12-06).
+        "notebooks": {"05_ablations": {"variant_seeds": [0], "geo_k_values": [8], "temperature_values": [0.02],
+                                       "strategy_values": [], "beta_values": []}},
     },
     "cpu-long": {
         "description": "the converged picture on a 2-core CPU (target: under 2 h): the reference run",
@@ -488,7 +488,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "geo_k": 20,
             "device": "cpu",
         },
-        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 15}},
+        "notebooks": {"05_ablations": {"variant_seeds": [0]}},
     },
     "gpu": {
         "description": "a bigger geoworld on one GPU in minutes (target: under 10 min on one H200)",

@@ -114,6 +114,54 @@ def test_ablation_table_deltas_against_the_baseline_and_seed_spread():
         ablation.ablation_table([{"probe_top1": 0.5}])
 
 
+def test_run_sweep_trains_the_changed_settings_on_their_own_seeds():
+    """variant_seeds: the baseline trains on every seed (its spread is the seed noise), a changed
+    setting only on the seeds asked for."""
+    calls: list = []
+    recs = ablation.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4], "temperature": [0.02]}, seeds=[0, 1, 2],
+                              variant_seeds=[0], run=fake_run(calls))
+    seeds = {(r["variant"], r["seed"]) for r in recs}
+    assert seeds == {("K=8", 0), ("K=8", 1), ("K=8", 2), ("K=4", 0), ("T=0.2", 0), ("T=0.2", 1), ("T=0.2", 2), ("T=0.02", 0)}
+
+
+def _hit_records(acc: dict, seeds, locations: int = 60, per_location: int = 3) -> list:
+    """Records with per-location hits: acc maps (method, variant) to its accuracy, the same for every seed."""
+    rng = np.random.default_rng(0)
+    out = []
+    for (method, variant), (p, spread) in acc.items():
+        for s in seeds[(method, variant)]:
+            hits = rng.binomial(per_location, min(1.0, p + spread * (s - 1)), size=locations).tolist()
+            out.append({"method": method, "variant": variant, "seed": s, "knob": "geo_k" if variant else None,
+                        "value": {"K=8": 8, "K=4": 4, "K=16": 16}.get(variant), "is_baseline": variant == "K=8",
+                        "probe_top1": sum(hits) / (locations * per_location), "probe_hits": hits,
+                        "test_location_images": [per_location] * locations})
+    return out
+
+
+def test_setting_verdicts_read_each_setting_against_baseline_noise_and_random_init():
+    """A setting far from its baseline is called higher or lower; one a few points off, within the
+    baseline's seed spread, is not claimed however narrow its single-seed interval; a setting at
+    random init's level is flagged NOT above random init."""
+    seeds = {("moco-tp-geo", "K=8"): [0, 1, 2], ("moco-tp-geo", "K=4"): [0], ("random-init", ""): [0, 1, 2]}
+    recs = _hit_records({("moco-tp-geo", "K=8"): (0.70, 0.06), ("moco-tp-geo", "K=4"): (0.40, 0.0),
+                         ("random-init", ""): (0.40, 0.0)}, seeds)
+    # K=16: the baseline's seed-0 run with one more correct image at 15 of 60 locations (about +8 points, never worse)
+    base0 = next(r for r in recs if r["variant"] == "K=8" and r["seed"] == 0)
+    hits = [h + (1 if i < 15 and h < 3 else 0) for i, h in enumerate(base0["probe_hits"])]
+    recs.append({**base0, "variant": "K=16", "value": 16, "is_baseline": False, "probe_hits": hits, "probe_top1": sum(hits) / 180})
+    sweep = [r for r in recs if r["method"] != "random-init"]
+    rand = [r for r in recs if r["method"] == "random-init"]
+    v = ablation.setting_verdicts(sweep, rand)
+    assert v.loc[("geo clusters K", "8"), "vs baseline"] == "the baseline"
+    assert v.loc[("geo clusters K", "8"), "vs random init"] == "above random init"
+    assert v.loc[("geo clusters K", "4"), "vs baseline"] == "lower than the baseline"
+    assert v.loc[("geo clusters K", "4"), "vs random init"] == "NOT above random init"
+    assert v.loc[("geo clusters K", "16"), "baseline seed std"] > 2
+    assert float(v.loc[("geo clusters K", "16"), "Δ vs baseline ci"].split(" to ")[0]) > 0  # the interval alone would claim it
+    assert v.loc[("geo clusters K", "16"), "vs baseline"].startswith("within the baseline's seed noise")
+    assert v.loc[("geo clusters K", "4"), "seeds"] == 1
+
+
 def test_plot_ablation_one_panel_per_knob_with_note():
     """The figure has one panel per knob and carries the simulation note when given."""
     recs = ablation.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4], "temperature": [0.02], "beta": [0.5]}, run=fake_run([]))
@@ -134,6 +182,22 @@ def test_probe_predictions_match_the_linear_probe_accuracy():
     assert (pred == y[80:]).mean() == pytest.approx(linear_probe(x[:80], y[:80], x[80:], y[80:])["top1"])
     with pytest.raises(ValueError, match="two classes"):
         invariance.probe_predictions(x[:5], np.zeros(5, dtype=int), x)
+
+
+def test_probe_correct_chooses_C_on_val_as_the_records_do():
+    """06's per-image mask uses the C the records use (best on val), so its mean is the probe's top-1
+    with that C, not with the default C=1."""
+    from geolab.evaluate import select_probe_C
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 40))
+    y = (x[:, 0] + 1.5 * rng.normal(size=300) > 0).astype(int)
+    df = pd.DataFrame({"split": ["train"] * 150 + ["val"] * 75 + ["test"] * 75})
+    correct, C = invariance.probe_correct(x, y, df, "test")
+    best, _ = select_probe_C(x[:150], y[:150], x[150:225], y[150:225])
+    assert C == best != 1.0 and correct.shape == (75,)
+    assert correct.mean() == pytest.approx(linear_probe(x[:150], y[:150], x[225:], y[225:], C=best)["top1"])
+    assert invariance.probe_correct(x, y, df, "val")[1] == 1.0  # nothing left to choose C on
 
 
 def test_pick_query_prefers_a_revisited_test_location():
@@ -342,3 +406,47 @@ def test_ablation_table_and_plot_carry_the_95_percent_interval_of_each_setting()
     # records without hits: no interval, and no error bar rather than a made-up one
     plain = ablation.ablation_table(ablation.run_sweep("moco-tp-geo", "m", BASE, {"geo_k": [4]}, run=fake_run([])))
     assert plain["probe_top1 ci low"].isna().all()
+
+
+def _image_cms(correct_share: np.ndarray, pixels: int = 100) -> np.ndarray:
+    """Per-image 2-class confusion matrices: half the pixels of each class, ``correct_share`` of them right."""
+    cms = np.zeros((len(correct_share), 2, 2), np.int64)
+    for i, p in enumerate(correct_share):
+        right = int(round(p * pixels / 2))
+        cms[i] = [[right, pixels // 2 - right], [pixels // 2 - right, right]]
+    return cms
+
+
+def test_dense_difference_resamples_locations_and_is_zero_for_the_same_run():
+    """The same predictions differ by exactly 0; a run better on every image is ahead on both
+    metrics with an interval above 0; images of one location move together in the bootstrap."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 0.8, size=40)
+    locations = np.repeat(np.arange(20), 2)
+    same = transfer.dense_difference(_image_cms(base), _image_cms(base), locations)
+    assert same["miou"] == (0.0, 0.0, 0.0) and same["pixel_acc"] == (0.0, 0.0, 0.0)
+    better = transfer.dense_difference(_image_cms(base + 0.1), _image_cms(base), locations)
+    assert better["pixel_acc"][0] == pytest.approx(10.0, abs=0.5) and better["pixel_acc"][1] > 0
+    with pytest.raises(ValueError, match="same test images"):
+        transfer.dense_difference(_image_cms(base), _image_cms(base[:10]), locations)
+
+
+def test_transfer_verdicts_call_mixed_and_noisy_results_what_they_are():
+    """An initialisation better everywhere is ahead; one whose mIoU and pixel accuracy disagree in
+    sign is 'mixed' and not claimed; a difference inside the noise is not claimed."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.4, 0.9, size=60)
+    locations = np.repeat(np.arange(30), 2)
+    noisy = np.clip(base + rng.normal(0, 0.15, size=60), 0, 1)
+    mixed = _image_cms(base).copy()
+    lost = (mixed[:, 1, 1] * 8) // 10  # class 1 mostly missed (its IoU, and mIoU, fall) ...
+    mixed[:, 1, 1] -= lost
+    mixed[:, 1, 0] += lost
+    mixed[:, 0, 0] += 100  # ... while many more background pixels are right (pixel accuracy rises)
+    cms = {"random": _image_cms(base), "better": _image_cms(np.clip(base + 0.08, 0, 1)),
+           "noisy": _image_cms(noisy), "mixed": mixed}
+    v = transfer.transfer_verdicts(cms, locations)
+    assert list(v.index) == ["better", "noisy", "mixed"]
+    assert v.loc["better", "verdict"] == "ahead of random init on both"
+    assert v.loc["noisy", "verdict"] == "no difference can be claimed"
+    assert v.loc["mixed", "verdict"].startswith("mixed")

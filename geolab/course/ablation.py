@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from geolab.course.experiment import run_experiments
-from geolab.course.stats import bootstrap_interval, seed_mean_std
+from geolab.course.stats import bootstrap_interval, paired_difference_interval, seed_mean_std
 
 #: The settings an ablation can change: PretrainConfig field -> short label used in the
 #: ``variant`` of a record ("K=8") and in tables. Paper defaults: K=100 geo clusters,
@@ -109,6 +109,7 @@ def run_sweep(
     *,
     data: str = "geoworld",
     seeds: Sequence[int] = (0,),
+    variant_seeds: Sequence[int] | None = None,
     results_path: str | os.PathLike | None = "",
     run: Callable[..., dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
@@ -124,7 +125,9 @@ def run_sweep(
         baseline: baseline :class:`~geolab.config.PretrainConfig` fields.
         sweeps: knob -> values (see :func:`sweep_plan`).
         data: the data tier (for the records).
-        seeds: seeds of every run.
+        seeds: seeds of the baseline (and of every run when ``variant_seeds`` is empty).
+        variant_seeds: seeds of the changed settings, when fewer than the baseline's: the baseline's
+            extra seeds measure how far a run moves with its seed alone (see :func:`setting_verdicts`).
         results_path: the course runner's records file (``""`` by hand).
         run: the function that runs one experiment (default
             :func:`geolab.course.experiment.run_experiment`; tests pass a fake).
@@ -132,7 +135,8 @@ def run_sweep(
     Returns:
         The stored records, each with ``knob``, ``value`` and ``is_baseline`` added.
     """
-    plan = [(step, seed) for step in sweep_plan(baseline, sweeps) for seed in seeds]
+    plan = [(step, seed) for step in sweep_plan(baseline, sweeps)
+            for seed in (seeds if step["is_baseline"] or not variant_seeds else variant_seeds)]
     specs = [dict(method=method, manifest=manifest, data=data, seed=seed, results_path=results_path,
                   experiment=step["experiment"], variant=step["variant"], **step["config"]) for step, seed in plan]
     if run is None:  # the missing runs train several at a time
@@ -193,6 +197,81 @@ def ablation_table(
         base = out[out["baseline"]].set_index("knob")[f"{m} (%)"]
         out[f"Δ {m} (points)"] = (out[f"{m} (%)"] - out["knob"].map(base)).round(2)
     return out.set_index(["knob", "setting"])
+
+
+def _paired(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]], metric: str) -> tuple[float, float] | None:
+    """The paired 95% interval (seeds and test locations) of ``mean(a) - mean(b)``, in points, on a's seeds."""
+    seeds = {r["seed"] for r in a}
+    if not seeds <= {r["seed"] for r in b}:
+        return None
+    recs = [{**r, "method": "a"} for r in a] + [{**r, "method": "b"} for r in b if r["seed"] in seeds]
+    ci = paired_difference_interval(recs, "a", "b", metric)
+    return None if ci is None else (100 * ci[0], 100 * ci[1])
+
+
+def setting_verdicts(
+    records: Sequence[Mapping[str, Any]], random_init: Sequence[Mapping[str, Any]], metric: str = "probe_top1"
+) -> pd.DataFrame:
+    """Each changed setting read against its baseline, the baseline's seed noise and random init.
+
+    A setting counts as different from its baseline only when the paired 95% interval of the
+    difference (the same seeds of both, test locations resampled;
+    :func:`~geolab.course.stats.paired_difference_interval`)
+    excludes 0 **and** the difference exceeds twice the baseline's standard deviation over its seeds:
+    with fewer seeds than the baseline, the interval alone cannot see how far a run moves with its
+    seed. Every setting, the baseline included, is also read against random init at the same seeds.
+
+    Args:
+        records: from :func:`run_sweep`.
+        random_init: random-init records (one per seed at least for every seed of ``records``).
+        metric: a top-1 record key with per-location hits.
+
+    Returns:
+        DataFrame indexed like :func:`ablation_table` with ``seeds``, ``Δ vs baseline``, its ``ci``,
+        ``baseline seed std`` (points), ``vs baseline`` (verdict), ``Δ vs random init``, its ``ci``
+        and ``vs random init`` (verdict).
+    """
+    df = pd.DataFrame(list(records))
+    rows = []
+    for knob, g in df.groupby("knob", sort=False):
+        base = [r for r in g.to_dict("records") if r["is_baseline"]]
+        base_std = seed_mean_std(100 * np.array([r[metric] for r in base], dtype=float))[1]
+        for value, s in g.groupby(g["value"].map(_label), sort=False):
+            mine = s.to_dict("records")
+            seeds = sorted({r["seed"] for r in mine})
+            mean = 100 * float(np.mean([r[metric] for r in mine]))
+            row: dict[str, Any] = {"knob": KNOB_TITLES.get(knob, knob), "setting": value, "seeds": len(seeds)}
+            if mine[0]["is_baseline"]:
+                row.update({"Δ vs baseline": 0.0, "Δ vs baseline ci": "", "vs baseline": "the baseline"})
+            else:
+                paired_base = [r for r in base if r["seed"] in seeds]
+                delta = mean - 100 * float(np.mean([r[metric] for r in paired_base]))
+                ci = _paired(mine, base, metric)
+                noise = 2 * base_std if base_std is not None else None
+                if ci is None:
+                    verdict = "no interval (no per-location hits)"
+                elif ci[0] <= 0 <= ci[1]:
+                    verdict = "no difference can be claimed"
+                elif noise is None:
+                    verdict = "interval excludes 0; one baseline seed, so its seed noise is unknown: no claim"
+                elif abs(delta) <= noise:
+                    verdict = f"within the baseline's seed noise (2 std = {noise:.1f} points)"
+                else:
+                    verdict = "higher than the baseline" if delta > 0 else "lower than the baseline"
+                row.update({"Δ vs baseline": round(delta, 1),
+                            "Δ vs baseline ci": "" if ci is None else f"{ci[0]:+.1f} to {ci[1]:+.1f}",
+                            "vs baseline": verdict})
+            row["baseline seed std"] = np.nan if base_std is None else round(base_std, 1)
+            rand = [r for r in random_init if r["seed"] in seeds]
+            rci = _paired(mine, rand, metric) if rand else None
+            row["Δ vs random init"] = (round(mean - 100 * float(np.mean([r[metric] for r in rand])), 1)
+                                       if rand else np.nan)
+            row["Δ vs random init ci"] = "" if rci is None else f"{rci[0]:+.1f} to {rci[1]:+.1f}"
+            row["vs random init"] = ("no random-init record at these seeds" if not rand else
+                                     "no interval" if rci is None else
+                                     "above random init" if rci[0] > 0 else "NOT above random init")
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["knob", "setting"])
 
 
 def plot_ablation(

@@ -249,6 +249,7 @@ class Rule:
 #: as PretrainConfig itself checks them): the one place their rules are named.
 NOTEBOOK_RULES: dict[str, Rule] = {
     "seeds": Rule(PretrainConfig, "seed", min_items=1),
+    "variant_seeds": Rule(PretrainConfig, "seed", min_items=0),
     "methods": Rule(PretrainConfig, "method", min_items=1, also=(RANDOM_INIT,)),
     "strategies": Rule(PretrainConfig, "strategy", min_items=1),
     "inits": Rule(PretrainConfig, "method", min_items=1, also=("random",)),
@@ -256,7 +257,6 @@ NOTEBOOK_RULES: dict[str, Rule] = {
     "strategy_values": Rule(PretrainConfig, "strategy", min_items=0),
     "beta_values": Rule(PretrainConfig, "beta", min_items=0),
     "temperature_values": Rule(PretrainConfig, "temperature", min_items=0),
-    "image_size_values": Rule(PretrainConfig, "image_size", min_items=0),
     "world_locations": Rule(WorldConfig, "locations"),
     "world_size": Rule(WorldConfig, "size"),
     "world_seed": Rule(WorldConfig, "seed"),
