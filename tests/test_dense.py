@@ -245,6 +245,9 @@ def test_train_dense_end_to_end_is_seeded_and_leaves_the_backbone_alone(tmp_path
     assert a["miou"] == b["miou"] and a["train_loss"] == b["train_loss"]
     assert 0.0 <= a["miou"] <= 1.0 and a["epochs"] == 2 and a["wall_s"] > 0
     json.dumps(a)
+    c = train_dense(net, manifest, cfg, per_image=True)  # one confusion matrix per test image, summing to the scores
+    assert c["image_confusion"].shape == (8, 3, 3) and c["miou"] == a["miou"]
+    assert scores_from_confusion(c["image_confusion"].sum(0))[1] == pytest.approx(a["miou"])
 
 
 def test_train_dense_init_choices(tmp_path):

@@ -1,6 +1,7 @@
 """What a representation keeps and ignores (notebook 06), on features aligned with manifest rows.
 
-:func:`probe_predictions` (the linear probe's prediction per test row, for maps),
+:func:`probe_predictions` (the linear probe's prediction per test row, for maps; :func:`probe_correct`
+with the probe's C chosen on val as the course's records choose it),
 :func:`pick_query` and :func:`neighbour_table` (nearest neighbours across time and space),
 :func:`revisit_retrieval`, :func:`pair_similarities` (revisits vs other locations),
 :func:`nuisance_probe` (how well a linear model reads season, clouds, snow, sun and haze from
@@ -21,6 +22,7 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from geolab.evaluate import select_probe_C
 from geolab.manifest import scoring_split
 from geolab.viz import nearest_neighbours
 
@@ -56,6 +58,33 @@ def probe_predictions(
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
     clf.fit(train_x, train_y)
     return clf.predict(test_x).astype(np.int64)
+
+
+def probe_correct(
+    x: np.ndarray, y: np.ndarray, df: pd.DataFrame, test_split: str, seed: int = 0
+) -> tuple[np.ndarray, float]:
+    """Whether the linear probe gets each ``test_split`` row right, with C chosen as the records choose it.
+
+    The course's records score the probe with the inverse L2 strength C that is best on the val split
+    (:func:`geolab.evaluate.select_probe_C`; 1.0 when val is the scored split or absent), so on the same
+    features the mean of this mask is the record's probe top-1.
+
+    Args:
+        x: features aligned with ``df``'s rows (N, D).
+        y: label indices (N,).
+        df: the manifest rows (``split`` column).
+        test_split: the scored split.
+        seed: solver seed.
+
+    Returns:
+        ``(correct, C)``: a bool array over the ``test_split`` rows in order, and the C used.
+    """
+    split = df["split"].to_numpy()
+    tr, te, va = split == "train", split == test_split, split == "val"
+    C = 1.0
+    if test_split != "val" and va.any() and set(np.unique(y[va])) <= set(np.unique(y[tr])):
+        C, _ = select_probe_C(x[tr], y[tr], x[va], y[va], seed=seed)
+    return probe_predictions(x[tr], y[tr], x[te], C=C, seed=seed) == y[te], C
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

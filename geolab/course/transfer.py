@@ -18,7 +18,9 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
+from geolab.course.stats import CONFIDENCE, N_BOOTSTRAP
 from geolab.dense import GEOWORLD_MASK_CLASSES, SegmentationDataset, predict_masks
+from geolab.dense.metrics import scores_from_confusion
 from geolab.paper import paper_transfer_table
 from geolab.transforms import IMAGENET_NORMALIZE
 
@@ -67,6 +69,84 @@ def dense_record(
     if variant:
         rec["variant"] = variant
     return rec
+
+
+def dense_difference(
+    a: np.ndarray, b: np.ndarray, locations: Sequence[Any], seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """``a - b`` in mIoU and pixel accuracy (points), each with a 95% interval over test locations.
+
+    Both runs scored the same test images (``a`` and ``b`` are :func:`geolab.dense.train.evaluate_dense`'s
+    per-image confusion matrices, in the same order). A bootstrap resamples the test *locations*
+    (the images of one place are correlated) and recomputes both data-set-level scores from the
+    summed matrices, paired: the same resample for both runs.
+
+    Args:
+        a: the first run's int array (images, classes, classes).
+        b: the second run's, the same shape.
+        locations: each image's location id.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{"miou": (diff, low, high), "pixel_acc": (diff, low, high)}`` in percentage points.
+
+    Raises:
+        ValueError: the runs scored different numbers of images, or ``locations`` does not match.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or len(locations) != len(a):
+        raise ValueError(f"per-image matrices {a.shape} and {b.shape} with {len(locations)} locations: "
+                         "score both runs on the same test images (train_dense(..., per_image=True)).")
+    codes, loc = np.unique(np.asarray(locations), return_inverse=True)
+    sum_a = np.zeros((len(codes),) + a.shape[1:], np.int64)
+    sum_b = np.zeros_like(sum_a)
+    np.add.at(sum_a, loc, a)
+    np.add.at(sum_b, loc, b)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(len(codes), np.full(len(codes), 1 / len(codes)), size=N_BOOTSTRAP)
+
+    def scores(per_loc: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+        _, miou, acc = scores_from_confusion(np.tensordot(w, per_loc, axes=1))
+        return 100 * miou, 100 * acc
+
+    full = np.ones(len(codes))
+    point = np.subtract(scores(sum_a, full), scores(sum_b, full))
+    boot = np.array([np.subtract(scores(sum_a, w), scores(sum_b, w)) for w in counts])
+    tail = (1 - CONFIDENCE) / 2
+    lo, hi = np.nanquantile(boot, tail, axis=0), np.nanquantile(boot, 1 - tail, axis=0)
+    return {k: (float(point[i]), float(lo[i]), float(hi[i])) for i, k in enumerate(("miou", "pixel_acc"))}
+
+
+def transfer_verdicts(
+    image_confusion: Mapping[str, np.ndarray], locations: Sequence[Any], baseline: str = "random"
+) -> pd.DataFrame:
+    """Each initialisation against ``baseline`` in mIoU and pixel accuracy, with intervals and a verdict.
+
+    One seed per initialisation: the intervals hold the test set's sampling error only (not how
+    far a run moves with its seed), so "ahead" needs both metrics' intervals above 0, and a result
+    where mIoU and pixel accuracy disagree in sign is called mixed.
+
+    Returns:
+        DataFrame indexed by initialisation (``baseline`` left out) with ``Δ mIoU``, ``mIoU ci``,
+        ``Δ pixel acc``, ``pixel acc ci`` (points) and ``verdict``.
+    """
+    rows = {}
+    for init, cm in image_confusion.items():
+        if init == baseline:
+            continue
+        d = dense_difference(cm, image_confusion[baseline], locations)
+        (dm, lm, hm), (da, la, ha) = d["miou"], d["pixel_acc"]
+        if lm > 0 and la > 0:
+            verdict = f"ahead of {baseline} init on both"
+        elif hm < 0 and ha < 0:
+            verdict = f"behind {baseline} init on both"
+        elif (dm > 0) != (da > 0):
+            verdict = "mixed: mIoU and pixel accuracy disagree; no claim"
+        else:
+            verdict = "no difference can be claimed"
+        rows[init] = {"Δ mIoU": round(dm, 1), "mIoU ci": f"{lm:+.1f} to {hm:+.1f}", "Δ pixel acc": round(da, 1),
+                      "pixel acc ci": f"{la:+.1f} to {ha:+.1f}", "verdict": verdict}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("init")
 
 
 def transfer_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

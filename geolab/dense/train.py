@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -100,6 +101,7 @@ def evaluate_dense(
     class_names: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    per_image: bool = False,
 ) -> dict[str, Any]:
     """mIoU, pixel accuracy and per-class IoU of ``model`` over a whole dataset.
 
@@ -107,16 +109,25 @@ def evaluate_dense(
     (data-set-level IoU, as semseg/PSANet report), not averaged per image.
 
     Returns:
-        See :func:`segmentation_scores`.
+        See :func:`segmentation_scores`; with ``per_image``, also ``"image_confusion"``: an int64
+        array (images, classes, classes) whose sum is the data set's matrix (for intervals that
+        resample test locations, :func:`geolab.course.transfer.dense_difference`).
     """
     dev = resolve_device(device)
     model.to(dev).eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    images: list[Tensor] = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for x, y in tqdm(loader, desc="dense eval", disable=not progress, leave=False):
         pred = model(x.to(dev)).argmax(1).cpu()
         cm += confusion_matrix(pred, y, num_classes, ignore_index)
-    return scores_dict(cm, class_names)
+        if per_image:
+            images += [confusion_matrix(p, t, num_classes, ignore_index) for p, t in zip(pred, y)]
+    scores = scores_dict(cm, class_names)
+    if per_image:
+        empty = np.zeros((0, num_classes, num_classes), np.int64)
+        scores["image_confusion"] = torch.stack(images).numpy() if images else empty
+    return scores
 
 
 @torch.no_grad()
@@ -160,6 +171,7 @@ def train_dense(
     cfg: DenseConfig | None = None,
     *,
     return_model: bool = False,
+    per_image: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune (or, frozen, probe) a backbone on the dense task and score it.
 
@@ -173,6 +185,8 @@ def train_dense(
         manifest: manifest path or loaded table, with ``mask_path``.
         cfg: settings (default :class:`~geolab.config.DenseConfig`).
         return_model: also return the trained model under ``"model"`` (not JSON-serialisable).
+        per_image: also return each test image's confusion matrix under ``"image_confusion"``
+            (an array, not JSON-serialisable; see :func:`evaluate_dense`).
 
     Returns:
         ``{"miou", "pixel_acc", "per_class_iou": {class: IoU or None}, "epochs", "wall_s",
@@ -240,6 +254,7 @@ def train_dense(
         class_names=names,
         device=dev,
         progress=cfg.progress,
+        per_image=per_image,
     )
     out: dict[str, Any] = {
         **scores,
