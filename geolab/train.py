@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -478,6 +480,37 @@ def _check_finite(parts: dict[str, float], epoch: int, i: int, every: int = 1) -
         )
 
 
+def train_step(
+    cfg: PretrainConfig,
+    model: nn.Module,
+    criterion: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, Tensor],
+    raw_model: nn.Module | None = None,
+    distributed: bool = False,
+    sync: bool = True,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """One optimizer step of any method, as the loop takes it; returns the loss's ``parts``.
+
+    MoCo methods: the key encoder's momentum update first (MoCo moves it before encoding the keys),
+    then :func:`~geolab.models.compute_loss` (query and key encoders, InfoNCE against the memory
+    bank, which then enqueues the batch's keys; the geo loss where the method has it), then
+    backward and SGD. ``check(parts)`` runs between the loss and the backward pass (the loop's
+    finite-loss check). ``raw_model`` is the model itself when ``model`` is DDP-wrapped.
+    Notebook 02's from-scratch step is checked against this one (:mod:`geolab.course.checks`).
+    """
+    if cfg.parts.contrastive:
+        (raw_model if raw_model is not None else model).momentum_update(cfg.ema_momentum)
+    loss, parts = compute_loss(cfg, model, criterion, batch, distributed=distributed, sync=sync)
+    if check is not None:
+        check(parts)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return parts
+
+
 @dataclass
 class _Run:
     """What every epoch of one run uses (built once by :func:`_pretrain`)."""
@@ -529,14 +562,9 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
             lr = lr_at(step, run.total_steps, cfg, steps_per_epoch)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            if contrastive:
-                run.raw_model.momentum_update(cfg.ema_momentum)
-            loss, parts = compute_loss(cfg, model, run.criterion, batch, distributed=ctx.distributed, sync=sync)
-            if sync:
-                _check_finite(parts, epoch, i)
-            run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            run.optimizer.step()
+            check = functools.partial(_check_finite, epoch=epoch, i=i) if sync else None
+            parts = train_step(cfg, model, run.criterion, run.optimizer, batch, raw_model=run.raw_model,
+                               distributed=ctx.distributed, sync=sync, check=check)
         bs = batch["query"].shape[0] * ctx.world_size
         n_images += bs
         for k, v in parts.items():  # float64 on the device: the same sums as Python's floats
