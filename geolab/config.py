@@ -471,7 +471,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         # temporal strategy, beta = 0: four runs train as two pairs, one per core), to fit the 20-minute
         # budget (cpu-long sweeps more). Their numbers show directions, not effects. At 8 one-way
         # epochs several settings probed below random init (2026-12-04), too short to rank anything.
-        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 12, "geo_k_values": [8], "temperature_values": [],
+        # scratch_steps: the in-notebook training with the learner's own step (02: about 30 s on a free 2-core
+        # CPU, 0.25 s a step at batch 128; 03 and 04: a few steps each, about 60 s over the three in all)
+        "notebooks": {"02_supervised_gap": {"scratch_steps": 120},
+                      "03_temporal_positives": {"scratch_steps": 15},
+                      "04_geo_pretext": {"scratch_steps": 15},
+                      "05_ablations": {"seeds": [0], "epochs": 12, "geo_k_values": [8], "temperature_values": [],
                                        "beta_values": [0.0]}},
     },
     "cpu-long": {

@@ -215,6 +215,11 @@ def _reference_run(cfg, model, bank, batches, start: int) -> list[dict[str, Any]
 def _loss_slips(cfg, model: nn.Module, bank: Tensor, batch: dict[str, Tensor], geo: bool) -> dict[str, float]:
     """The first step's loss computed with the usual slips of a MoCo step."""
     model = copy.deepcopy(model)
+    with torch.no_grad():
+        return _loss_slips_of(cfg, model, bank, batch, geo)
+
+
+def _loss_slips_of(cfg, model: nn.Module, bank: Tensor, batch: dict[str, Tensor], geo: bool) -> dict[str, float]:
     k_before = model.projection_head_momentum(model.backbone_momentum(batch["key"])).detach()
     model.momentum_update(cfg.ema_momentum)
     q = model.projection_head(model.backbone(batch["query"])).detach()

@@ -24,16 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geolab.datasets import decode_images
+from geolab.datasets import decode_images, label_names
+from geolab.evaluate import extract_features, knn
 from geolab.geo import add_geo_clusters
+from geolab.manifest import select_split
 from geolab.positives import LocationIndex
 from geolab.transforms import BatchMoCoV2View
 
 
-def new_queue(size: int, dim: int = 128, seed: int = 0) -> dict[str, Any]:
+def new_queue(size: int, dim: int = 128, seed: int = 0, device: str | torch.device = "cpu") -> dict[str, Any]:
     """A memory bank of ``size`` random unit keys (as lightly starts one) and its write pointer at 0."""
     g = torch.Generator().manual_seed(seed)
-    return {"bank": F.normalize(torch.randn(size, dim, generator=g), dim=1), "ptr": 0}
+    return {"bank": F.normalize(torch.randn(size, dim, generator=g), dim=1).to(device), "ptr": 0}
 
 
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, T: float) -> Tensor:
@@ -74,7 +76,7 @@ def training_step(model: nn.Module, queue: dict[str, Any], optimizer: torch.opti
     loss.backward()
     optimizer.step()
     enqueue(queue, k)  # this batch's keys are the next batches' negatives
-    return float(loss)
+    return loss.item()
 
 
 # ----------------------------------------------------------------------------- batches to train on
@@ -89,13 +91,14 @@ def pair_batches(
     crop_min_scale: float = 0.2,
     jitter_strength: float = 1.0,
     split: str = "train",
+    device: str | torch.device = "cpu",
 ) -> Iterator[dict[str, Tensor]]:
-    """``steps`` batches of positive pairs from ``df``'s ``split``, as geolab's loop builds them.
+    """``steps`` batches of positive pairs from ``df``'s ``split``, made as geolab's loop makes them.
 
     Each batch has ``query`` and ``key`` (MoCo-v2 views of the query's image and of its key's
     image, :class:`geolab.transforms.BatchMoCoV2View`), ``rows`` and ``key_rows`` (positions in
-    ``df``) and, with ``geo_k``, ``geo_cluster``. Query rows go through the split in a seeded
-    random order (a new order each pass).
+    ``df``, on the CPU) and, with ``geo_k``, ``geo_cluster``. Query rows go through the split in a
+    seeded random order (a new order each pass).
 
     Args:
         df: a manifest (positions, not index labels, name the rows).
@@ -109,6 +112,9 @@ def pair_batches(
         crop_min_scale: smallest random-crop area (``PretrainConfig.crop_min_scale``).
         jitter_strength: multiplies MoCo-v2's colour jitter (``PretrainConfig.jitter_strength``).
         split: the rows to draw queries from.
+        device: where the views are made and the batches live.
+
+    Only the images the batches use are decoded (the whole of fMoW would not fit in memory).
     """
     df = df.reset_index(drop=True)
     if geo_k:
@@ -119,18 +125,41 @@ def pair_batches(
     if isinstance(positive, str):
         index, strategy = LocationIndex(df), positive
         positive = lambda i, u: index.draw(i, strategy, u)  # noqa: E731 - one line
-    images = decode_images(df, image_size, progress=False)
-    view = BatchMoCoV2View(image_size, crop_min_scale, jitter_strength)
     rng = np.random.default_rng(seed)
+    passes = -(-steps * batch_size // len(rows))  # enough seeded orders of the split for every batch
+    order = np.concatenate([rng.permutation(rows) for _ in range(passes)] or [rows[:0]])
+    queries = order[: steps * batch_size].reshape(steps, batch_size)
+    keys = np.array([int(positive(int(i), float(u))) for i, u in zip(queries.ravel(), rng.random(queries.size))],
+                    dtype=np.int64).reshape(queries.shape)
+    needed = np.unique(np.concatenate([queries.ravel(), keys.ravel()]))  # decode only the images the batches use
+    images = decode_images(df.iloc[needed], image_size, progress=False)
+    slot = {int(r): j for j, r in enumerate(needed)}
+    view = BatchMoCoV2View(image_size, crop_min_scale, jitter_strength).to(device)
     torch.manual_seed(seed)
-    order: list[int] = []
-    for _ in range(steps):
-        if len(order) < batch_size:
-            order = list(rng.permutation(rows))
-        batch_rows, order = np.array(order[:batch_size]), order[batch_size:]
-        key_rows = np.array([int(positive(int(i), float(u))) for i, u in zip(batch_rows, rng.random(batch_size))])
-        batch = {"query": view(images[batch_rows]), "key": view(images[key_rows]),
-                 "rows": torch.from_numpy(batch_rows), "key_rows": torch.from_numpy(key_rows)}
-        if geo_k:
-            batch["geo_cluster"] = torch.from_numpy(df["geo_cluster"].to_numpy()[batch_rows])
+    clusters = df["geo_cluster"].to_numpy() if geo_k else None
+    for q_rows, k_rows in zip(queries, keys):
+        batch = {"query": view(images[[slot[int(r)] for r in q_rows]].to(device)),
+                 "key": view(images[[slot[int(r)] for r in k_rows]].to(device)),
+                 "rows": torch.from_numpy(q_rows), "key_rows": torch.from_numpy(k_rows)}
+        if clusters is not None:
+            batch["geo_cluster"] = torch.from_numpy(clusters[q_rows]).to(device)
         yield batch
+
+
+def knn_top1(backbone: nn.Module, df: pd.DataFrame, image_size: int, device: str | torch.device = "cpu",
+             bank: str = "train", queries: str = "val", max_images: int | None = 1000, seed: int = 0) -> float:
+    """The kNN top-1 of ``backbone``'s frozen features: the ``bank`` split's against the ``queries`` split's.
+
+    k=20, cosine similarity, weighted votes (MoCo's monitor, :func:`geolab.evaluate.knn`), on at most
+    ``max_images`` images per split (a seeded subset, as the training loop's monitor).
+    """
+    classes = label_names(df)
+
+    def features(split: str) -> tuple[np.ndarray, np.ndarray]:
+        part = select_split(df, split)
+        if max_images is not None and len(part) > max_images:
+            part = part.sample(n=max_images, random_state=seed).reset_index(drop=True)
+        return extract_features(backbone, part, image_size, classes=classes, device=device, progress=False)
+
+    (bx, by), (qx, qy) = features(bank), features(queries)
+    return float(knn(bx, by, qx, qy)["top1"])

@@ -169,7 +169,7 @@ class GeoClusterExplorer(_SnapshotWidget):
 
     def static_png(self) -> bytes:
         """The map already drawn for the slider's K."""
-        return self.image.value
+        return bytes(self.image.value)
 
     def snapshot(self) -> Any:
         """The map at the slider's K."""
@@ -201,8 +201,9 @@ class LiveLoss:
 
         self.title, self.chance, self.note, self.every_s = title, chance, note, every_s
         self.losses: list[float] = []
+        self.redraws = 0
         self._last = 0.0
-        self.handle = display(self._figure(), display_id=True)
+        self.handle = display(self._image(), display_id=True)
 
     def _figure(self) -> Any:
         fig, ax = plt.subplots(figsize=(6, 2.8), layout="constrained")
@@ -213,8 +214,13 @@ class LiveLoss:
         ax.legend(fontsize=8, loc="upper right")
         if self.note:
             fig.supxlabel(self.note, x=0.99, ha="right", fontsize=8, color="#8a1c1c", style="italic")
-        plt.close(fig)
         return fig
+
+    def _image(self) -> Any:
+        """The curve as a PNG image (whatever matplotlib backend the kernel has)."""
+        from IPython.display import Image  # noqa: PLC0415 - IPython comes with the lab extra (ipykernel)
+
+        return Image(data=figure_png(self._figure()))
 
     def add(self, loss: float) -> None:
         """Record one step's loss; redraw when ``every_s`` has passed."""
@@ -224,8 +230,9 @@ class LiveLoss:
 
     def _redraw(self) -> None:
         self._last = time.perf_counter()
+        self.redraws += 1
         if self.handle is not None:
-            self.handle.update(self._figure())
+            self.handle.update(self._image())
 
     def close(self) -> list[float]:
         """Draw the final curve; returns the losses."""
