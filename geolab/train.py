@@ -43,7 +43,6 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,10 +85,10 @@ from geolab.models import (
     auto_bn_splits,
     build_contrastive_loss,
     build_model,
-    compute_loss,
     load_memory_bank_state,
     memory_bank_state,
     sgd,
+    train_step,
 )
 from geolab.paths import check_run_out
 from geolab.positives import LocationIndex
@@ -478,37 +477,6 @@ def _check_finite(parts: dict[str, float], epoch: int, i: int, every: int = 1) -
         raise FloatingPointError(
             f"loss became {parts['loss']} at epoch {epoch + 1} {when}; lower --lr or raise --temperature."
         )
-
-
-def train_step(
-    cfg: PretrainConfig,
-    model: nn.Module,
-    criterion: nn.Module | None,
-    optimizer: torch.optim.Optimizer,
-    batch: dict[str, Tensor],
-    raw_model: nn.Module | None = None,
-    distributed: bool = False,
-    sync: bool = True,
-    check: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """One optimizer step of any method, as the loop takes it; returns the loss's ``parts``.
-
-    MoCo methods: the key encoder's momentum update first (MoCo moves it before encoding the keys),
-    then :func:`~geolab.models.compute_loss` (query and key encoders, InfoNCE against the memory
-    bank, which then enqueues the batch's keys; the geo loss where the method has it), then
-    backward and SGD. ``check(parts)`` runs between the loss and the backward pass (the loop's
-    finite-loss check). ``raw_model`` is the model itself when ``model`` is DDP-wrapped.
-    Notebook 02's from-scratch step is checked against this one (:mod:`geolab.course.checks`).
-    """
-    if cfg.parts.contrastive:
-        (raw_model if raw_model is not None else model).momentum_update(cfg.ema_momentum)
-    loss, parts = compute_loss(cfg, model, criterion, batch, distributed=distributed, sync=sync)
-    if check is not None:
-        check(parts)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return parts
 
 
 @dataclass
