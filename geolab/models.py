@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -482,35 +481,3 @@ def compute_loss(
         loss = F.cross_entropy(logits.float(), target)
     parts["loss"] = loss.detach()
     return loss, ({k: float(v) for k, v in parts.items()} if sync else parts)
-
-
-def train_step(
-    cfg: PretrainConfig,
-    model: nn.Module,
-    criterion: nn.Module | None,
-    optimizer: torch.optim.Optimizer,
-    batch: dict[str, Tensor],
-    raw_model: nn.Module | None = None,
-    distributed: bool = False,
-    sync: bool = True,
-    check: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """One optimizer step of any method, as the loop takes it; returns the loss's ``parts``.
-
-    MoCo methods: the key encoder's momentum update first (MoCo moves it before encoding the keys),
-    then :func:`~geolab.models.compute_loss` (query and key encoders, InfoNCE against the memory
-    bank, which then enqueues the batch's keys; the geo loss where the method has it), then
-    backward and SGD. ``check(parts)`` runs between the loss and the backward pass (the loop's
-    finite-loss check). ``raw_model`` is the model itself when ``model`` is DDP-wrapped.
-    The loop (:mod:`geolab.train`) takes this step; notebook 02's from-scratch step is checked against
-    it (:mod:`geolab.course.checks`).
-    """
-    if cfg.parts.contrastive:
-        (raw_model if raw_model is not None else model).momentum_update(cfg.ema_momentum)
-    loss, parts = compute_loss(cfg, model, criterion, batch, distributed=distributed, sync=sync)
-    if check is not None:
-        check(parts)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return parts

@@ -11,7 +11,7 @@ it is what InfoNCE gives without dividing by the temperature").
 - :func:`check_momentum_update`: against lightly's ``update_momentum`` (what
   :meth:`geolab.models.MoCoModel.momentum_update` calls).
 - :func:`check_training_step`: two steps of the learner's step against two of
-  :func:`geolab.models.train_step` on copies of one model, memory bank and optimizer: the losses,
+  :func:`geolab.train.train_step` on copies of one model, memory bank and optimizer: the losses,
   every weight of both encoders (and the geo head), the bank and its pointer.
 - :func:`check_temporal_positive`: a temporal-positive draw against :class:`geolab.positives.LocationIndex`.
 - :func:`check_geo_assignment`: spherical K-means' assignment against :class:`geolab.geo.GeoClusterer`.
@@ -32,8 +32,9 @@ from torch import Tensor, nn
 
 from geolab.config import PretrainConfig
 from geolab.geo import GeoClusterer, location_coords
-from geolab.models import build_contrastive_loss, build_model, load_memory_bank_state, sgd, train_step
+from geolab.models import build_contrastive_loss, build_model, load_memory_bank_state, sgd
 from geolab.positives import LocationIndex
+from geolab.train import train_step
 
 RTOL, ATOL = 1e-4, 1e-5  # float32, and geolab's key shuffle changes the order of a few sums
 
@@ -198,7 +199,7 @@ def _step_setup(geo: bool, T: float, m: float, alpha: float, beta: float, seed: 
 
 
 def _reference_run(cfg, model, bank, batches, start: int) -> list[dict[str, Any]]:
-    """Two steps of geolab's (:func:`geolab.models.train_step`) on copies; the state after each."""
+    """Two steps of geolab's (:func:`geolab.train.train_step`) on copies; the state after each."""
     model = copy.deepcopy(model)
     criterion = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim)
     load_memory_bank_state(criterion, {"bank": bank.clone(), "ptr": torch.tensor([start])})
@@ -250,7 +251,7 @@ def _loss_slips_of(cfg, model: nn.Module, bank: Tensor, batch: dict[str, Tensor]
 
 def check_training_step(training_step: Callable[..., Any], geo: bool = False, alpha: float = 1.0, beta: float = 1.0,
                         T: float = 0.2, m: float = 0.99, seed: int = 0) -> str:
-    """Two steps of the learner's ``training_step`` against two of :func:`geolab.models.train_step`.
+    """Two steps of the learner's ``training_step`` against two of :func:`geolab.train.train_step`.
 
     Both start from copies of one seeded model (a small ResNet, one BatchNorm over the batch), one
     memory bank (its pointer one batch from the end, so the first enqueue wraps) and a fresh SGD
@@ -290,7 +291,7 @@ def check_training_step(training_step: Callable[..., Any], geo: bool = False, al
             if problem:
                 raise CheckFailed(f"Step {step}: {problem}")
     parts = "both encoders, the geo head" if geo else "both encoders"
-    return (f"✓ your training step matches geolab's (geolab.models.train_step) over two steps: losses "
+    return (f"✓ your training step matches geolab's (geolab.train.train_step) over two steps: losses "
             f"{losses[0]:.4f} and {losses[1]:.4f}; {parts}, the memory bank and its pointer agree")
 
 

@@ -2,7 +2,7 @@
 
 Notebook 02 asks the learner to write the step (InfoNCE against the queue, the momentum update,
 backward and SGD, the enqueue) and checks it against geolab's own step
-(:func:`geolab.models.train_step`, via :mod:`geolab.course.checks`); notebooks 03 and 04 build on
+(:func:`geolab.train.train_step`, via :mod:`geolab.course.checks`); notebooks 03 and 04 build on
 it. This module is that step as the exercise asks for it, in plain ``torch``: notebooks 03 and 04
 show it (``inspect.getsource``) and train with it, and the tests use it as the correct
 submission the checks must accept. geolab's loop trains with lightly's blocks instead
