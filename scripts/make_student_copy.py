@@ -39,8 +39,8 @@ def nbgrader_api(course_root: Path, **config: dict) -> object:
 
     ``config`` adds traitlets sections, e.g. ``Execute={"timeout": 120}``.
     """
-    from nbgrader.apps import NbGraderAPI  # noqa: PLC0415 - start-up: nbgrader imports the notebook server
-    from traitlets.config import Config  # noqa: PLC0415
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
 
     # nbgrader's gradebook runs the `alembic` command, installed beside this interpreter: a venv's python
     # run without activating the venv (as `make test` does) has it off PATH
@@ -86,7 +86,8 @@ def release(notebooks: list[Path], out: Path, course_root: Path | None = None) -
             shutil.copy(path, source / path.name)
         result = nbgrader_api(root).generate_assignment(ASSIGNMENT, force=True, create=True)
         if not result["success"]:
-            raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.get('error', '')}\n{result.get('log', '')}")
+            raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.get('error', '')}\n"
+                               f"{result.get('log', '')}")
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for path in notebooks:

@@ -60,7 +60,7 @@ def _swapped(query, key, m):
 
 def _rebinds(query, key, m):
     for theta_q, theta_k in zip(query.parameters(), key.parameters()):
-        theta_k = m * theta_k + (1 - m) * theta_q  # noqa: PLW2901 - the slip under test
+        theta_k = m * theta_k + (1 - m) * theta_q
 
 
 def _moves_query(query, key, m):

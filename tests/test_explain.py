@@ -14,11 +14,11 @@ import torch.nn.functional as F
 
 pytest.importorskip("ipywidgets")
 
-from helpers import make_manifest  # noqa: E402
+from helpers import make_manifest
 
-from geolab.course import scratch  # noqa: E402
-from geolab.manifest import load_manifest  # noqa: E402
-from geolab.viz import explain  # noqa: E402
+from geolab.course import scratch
+from geolab.manifest import load_manifest
+from geolab.viz import explain
 
 PNG = b"\x89PNG"
 
@@ -65,7 +65,8 @@ def test_k_slider_reclusters_and_keeps_only_ks_that_fit(manifest):
     assert widget.clustered["geo_cluster"].nunique() <= 3 and widget.caption.value.startswith("K = 3:")
     widget.slider.value = 2
     assert set(widget.clustered["geo_cluster"]) == {0, 1} and widget.caption.value.startswith("K = 2:")
-    assert widget._repr_mimebundle_()["image/png"] == bytes(widget.image.value) and bytes(widget.image.value).startswith(PNG)
+    png = bytes(widget.image.value)
+    assert widget._repr_mimebundle_()["image/png"] == png and png.startswith(PNG)
     with pytest.raises(ValueError, match="no K of"):
         explain.geo_cluster_explorer(manifest, ks=(n_train + 5,))
 

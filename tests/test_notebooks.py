@@ -107,9 +107,11 @@ def test_method_notebooks_have_implementation_exercises_checked_against_geolab(n
     K-means' assignment): a function whose body is an nbgrader solution region, followed by a locked,
     autograded check cell that compares it with geolab's own code (geolab.course.checks)."""
     nb = nbformat.read(NOTEBOOKS[0].parent / f"{name}.ipynb", as_version=4)
-    exercises = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "### BEGIN SOLUTION" in c.source]
+    exercises = [i for i, c in enumerate(nb.cells)
+                 if c.cell_type == "code" and c.source.startswith("# Implementation exercise")]
     assert len(exercises) >= 2, f"{name}: {len(exercises)} implementation exercise(s)"
     for i in exercises:
+        assert "### BEGIN SOLUTION" in nb.cells[i].source and _nbgrader(nb.cells[i]).get("solution") is True
         assert re.search(r"^def \w+\(", nb.cells[i].source, re.M), "the stub keeps the function's signature"
         check = nb.cells[i + 1]
         assert _nbgrader(check).get("grade") is True and _nbgrader(check).get("locked") is True, check.source[:60]
@@ -122,7 +124,7 @@ def test_method_notebooks_have_implementation_exercises_checked_against_geolab(n
 def test_method_notebooks_train_with_the_learners_step_for_a_parameter_number_of_steps(name):
     """The in-notebook training's length is the notebook parameter `scratch_steps` (a quick default for
     nbval; the cpu profile of `make course` sets it for each method notebook)."""
-    from geolab.config import PROFILES  # noqa: PLC0415 - only this test needs torch's import time
+    from geolab.config import PROFILES  # only this test needs torch's import time
 
     nb = nbformat.read(NOTEBOOKS[0].parent / f"{name}.ipynb", as_version=4)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
