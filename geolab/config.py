@@ -471,7 +471,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         # temperature around 04's MoCo-v2+Geo+TP (its 3 seeds reused: their spread is the seed noise) with
         # one 25-epoch run per setting, the two training as a pair; the strategy sweep is 03's (12-epoch,
         # one-seed sweeps measured noise: their baseline probed 1 point above random init, 2026-12-06).
-        "notebooks": {"05_ablations": {"variant_seeds": [0], "geo_k_values": [8], "temperature_values": [0.02],
+        # scratch_steps: the in-notebook training with the learner's own step, the issue-25 budget of about 60 s
+        # over 02-04 (a step at batch 128 costs about what one of the loop's does, ~0.2 s on a free 2-core CPU:
+        # a 21-step epoch takes 4.4 s; measured 0.71 s a step with the CPU shared three ways, 2026-12-06)
+        "notebooks": {"02_supervised_gap": {"scratch_steps": 120},
+                      "03_temporal_positives": {"scratch_steps": 15},
+                      "04_geo_pretext": {"scratch_steps": 15},
+                      "05_ablations": {"variant_seeds": [0], "geo_k_values": [8], "temperature_values": [0.02],
                                        "strategy_values": [], "beta_values": []}},
     },
     "cpu-long": {

@@ -478,6 +478,21 @@ def _check_finite(parts: dict[str, float], epoch: int, i: int, every: int = 1) -
         )
 
 
+def train_step(cfg: PretrainConfig, model: nn.Module, criterion: nn.Module | None, optimizer: torch.optim.Optimizer,
+               batch: dict[str, Tensor], raw_model: nn.Module | None = None, distributed: bool = False,
+               sync: bool = True, at: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The loop's step (notebook 02's is checked against it): momentum update, loss and enqueue, backward, SGD."""
+    if cfg.parts.contrastive:  # the key encoder moves first (raw_model: the model inside DDP)
+        (raw_model if raw_model is not None else model).momentum_update(cfg.ema_momentum)
+    loss, parts = compute_loss(cfg, model, criterion, batch, distributed=distributed, sync=sync)
+    if at is not None:  # the loop's (epoch, step): a non-finite loss stops the run before it reaches the weights
+        _check_finite(parts, *at)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return parts
+
+
 @dataclass
 class _Run:
     """What every epoch of one run uses (built once by :func:`_pretrain`)."""
@@ -529,14 +544,8 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
             lr = lr_at(step, run.total_steps, cfg, steps_per_epoch)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            if contrastive:
-                run.raw_model.momentum_update(cfg.ema_momentum)
-            loss, parts = compute_loss(cfg, model, run.criterion, batch, distributed=ctx.distributed, sync=sync)
-            if sync:
-                _check_finite(parts, epoch, i)
-            run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            run.optimizer.step()
+            parts = train_step(cfg, model, run.criterion, run.optimizer, batch, run.raw_model, ctx.distributed, sync,
+                               at=(epoch, i) if sync else None)
         bs = batch["query"].shape[0] * ctx.world_size
         n_images += bs
         for k, v in parts.items():  # float64 on the device: the same sums as Python's floats

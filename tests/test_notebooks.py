@@ -76,30 +76,59 @@ def test_only_checked_cells_keep_outputs_and_no_machine_paths(nb):
         assert not MACHINE_PATH.search(text), f"machine path in a stored output: {c.source[:60]!r}"
 
 
-def test_solutions_are_tagged(nb):
-    """Solutions live in the same notebook, in cells tagged `solution` (collapsed in the lab,
-    removed by scripts/make_student_copy.py)."""
+def _nbgrader(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def test_solutions_are_nbgrader_solution_cells(nb):
+    """Solutions live in the same notebook, in nbgrader solution cells (scripts/make_student_copy.py
+    releases the notebooks with nbgrader, which replaces them by stubs): one marker, no `solution` tag."""
     for c in nb.cells:
+        assert "solution" not in c.metadata.get("tags", []), f"mark solutions with nbgrader metadata: {c.source[:60]!r}"
         first = c.source.lstrip("# *").lower()
-        if first.startswith("solution"):
-            assert "solution" in c.metadata.get("tags", []), c.source[:60]
+        if first.startswith("solution") or "### BEGIN SOLUTION" in c.source:
+            assert _nbgrader(c).get("solution") is True, c.source[:60]
+        if _nbgrader(c).get("solution") and c.cell_type == "markdown":
+            assert _nbgrader(c).get("grade") is True, "nbgrader grades a written answer by hand: grade true, points"
 
 
 def test_solution_code_is_collapsed_in_the_lab(nb):
     """A student reading the lab sees each exercise, not its solution: solution code cells are
     collapsed (``jupyter.source_hidden``) and still run under nbval."""
     for c in nb.cells:
-        if c.cell_type == "code" and "solution" in c.metadata.get("tags", []):
+        if c.cell_type == "code" and _nbgrader(c).get("solution"):
             assert c.metadata.get("jupyter", {}).get("source_hidden") is True, c.source[:60]
 
 
 @pytest.mark.parametrize("name", ["02_supervised_gap", "03_temporal_positives", "04_geo_pretext"])
-def test_method_notebooks_have_an_implementation_exercise_checked_against_geolab(name):
-    """02, 03 and 04 each ask the student to write part of the method (InfoNCE with a queue,
-    a temporal-positive strategy, spherical K-means' assignment) and their solution asserts
-    that it equals geolab's own code, so the lesson and the library cannot drift apart."""
+def test_method_notebooks_have_implementation_exercises_checked_against_geolab(name):
+    """02, 03 and 04 each ask the student to write at least two parts of the method (02: InfoNCE, the
+    momentum update, the training step; 03: two temporal positives; 04: the geo step, spherical
+    K-means' assignment): a function whose body is an nbgrader solution region, followed by a locked,
+    autograded check cell that compares it with geolab's own code (geolab.course.checks)."""
     nb = nbformat.read(NOTEBOOKS[0].parent / f"{name}.ipynb", as_version=4)
-    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert "implementation exercise" in text.lower() or "(implementation)" in text
-    solutions = [c.source for c in nb.cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", [])]
-    assert any("written out" in s and "assert" in s for s in solutions), "the solution checks itself against geolab"
+    exercises = [i for i, c in enumerate(nb.cells)
+                 if c.cell_type == "code" and c.source.startswith("# Implementation exercise")]
+    assert len(exercises) >= 2, f"{name}: {len(exercises)} implementation exercise(s)"
+    for i in exercises:
+        assert "### BEGIN SOLUTION" in nb.cells[i].source and _nbgrader(nb.cells[i]).get("solution") is True
+        assert re.search(r"^def \w+\(", nb.cells[i].source, re.M), "the stub keeps the function's signature"
+        check = nb.cells[i + 1]
+        assert _nbgrader(check).get("grade") is True and _nbgrader(check).get("locked") is True, check.source[:60]
+        assert "checks.check_" in check.source, "the check compares the learner's code with geolab's"
+    ids = [_nbgrader(c)["grade_id"] for c in nb.cells if _nbgrader(c)]
+    assert len(ids) == len(set(ids)), "nbgrader needs one grade_id per cell"
+
+
+@pytest.mark.parametrize("name", ["02_supervised_gap", "03_temporal_positives", "04_geo_pretext"])
+def test_method_notebooks_train_with_the_learners_step_for_a_parameter_number_of_steps(name):
+    """The in-notebook training's length is the notebook parameter `scratch_steps` (a quick default for
+    nbval; the cpu profile of `make course` sets it for each method notebook)."""
+    from geolab.config import PROFILES  # only this test needs torch's import time
+
+    nb = nbformat.read(NOTEBOOKS[0].parent / f"{name}.ipynb", as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    default = int(re.search(r"^scratch_steps = (\d+)", params.source, re.M).group(1))
+    assert 0 < default <= 10, "the quick run trains a few steps"
+    assert PROFILES["cpu"]["notebooks"][name]["scratch_steps"] > default
+    assert any("scratch_steps" in c.source and "LiveLoss" in c.source for c in nb.cells if c.cell_type == "code")

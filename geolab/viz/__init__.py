@@ -8,6 +8,8 @@
 - :mod:`geolab.viz.folium_map`: the folium classes of the offline map pages and their check.
 - :mod:`geolab.viz.widgets`: the revisit viewer, the augmentation explorer (MoCo-v2 views
   against temporal positives) and nearest-neighbour retrieval per method.
+- :mod:`geolab.viz.explain`: widgets that explain a piece of the method (the InfoNCE temperature,
+  K geo clusters on the map) and the live loss curve of a training inside a notebook.
 - :mod:`geolab.viz.pictures`: what widgets and figures share without ipywidgets (images,
   image grids, views, nearest neighbours, seasons); :mod:`geolab.viz.pairs`: the static pair figure.
 - :mod:`geolab.viz.curves`: contrastive and geo loss and the kNN monitor of the runs a notebook
@@ -37,6 +39,10 @@ _WIDGET_NAMES = (
     "retrieval_explorer",
     "revisit_viewer",
 )
+#: Names served from geolab.viz.explain on first use (ipywidgets, as above).
+_EXPLAIN_NAMES = (
+    "GeoClusterExplorer", "LiveLoss", "TemperatureExplorer", "geo_cluster_explorer", "temperature_explorer",
+)
 #: Names served from geolab.viz.pictures on first use (it imports torch, through geolab.transforms).
 _PICTURE_NAMES = ("image_grid", "nearest_neighbours", "season")
 
@@ -47,6 +53,10 @@ def __getattr__(name: str) -> object:
         from geolab.viz import widgets  # noqa: PLC0415 - ipywidgets is a lab extra
 
         return getattr(widgets, name)
+    if name in _EXPLAIN_NAMES:
+        from geolab.viz import explain  # noqa: PLC0415 - ipywidgets is a lab extra
+
+        return getattr(explain, name)
     if name in _PICTURE_NAMES:
         from geolab.viz import pictures  # noqa: PLC0415 - start-up: torch (`geolab viz assets` needs none)
 
@@ -57,6 +67,9 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AssetError",
     "AugmentationExplorer",
+    "GeoClusterExplorer",
+    "LiveLoss",
+    "TemperatureExplorer",
     "LeafletAssets",
     "OfflineMapError",
     "RetrievalExplorer",
@@ -70,6 +83,7 @@ __all__ = [
     "cluster_accuracy",
     "cluster_regions",
     "fetch_assets",
+    "geo_cluster_explorer",
     "image_grid",
     "land_outline",
     "leaflet_assets",
@@ -82,4 +96,5 @@ __all__ = [
     "save_map",
     "season",
     "static_map",
+    "temperature_explorer",
 ]
