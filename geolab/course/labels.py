@@ -37,13 +37,16 @@ self-supervised ones, whose encoders saw no label.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from threadpoolctl import threadpool_limits
 
 from geolab.checkpoints import load_checkpoint
@@ -112,11 +115,16 @@ def _hits(loc_index: np.ndarray, correct: np.ndarray, n_locations: int) -> list[
 
 
 def run_manifest(record: Mapping[str, Any]) -> str:
-    """The manifest a run was trained and evaluated on (its checkpoint's config)."""
-    return str(load_checkpoint(record["checkpoint"])["config"]["manifest"])
+    """The manifest a run was trained and evaluated on (its ``config.json``, else its checkpoint's config)."""
+    config = Path(record["checkpoint"]).parent.parent / "config.json"
+    manifest = json.loads(config.read_text())["manifest"] if config.is_file() else None
+    if isinstance(manifest, dict):  # config.json: {"path", "sha256"}
+        manifest = manifest.get("path")
+    return str(manifest or load_checkpoint(record["checkpoint"])["config"]["manifest"])
 
 
 def _base(run: Mapping[str, Any], experiment: str) -> dict[str, Any]:
+    """The run's identity in a record of this module (``run`` carries its ``manifest`` here, left out)."""
     keys = ("method", "data", "arch", "image_size", "epochs", "seed")
     return {"experiment": experiment, **{k: run[k] for k in keys}, "checkpoint": run["checkpoint"]}
 
@@ -128,7 +136,7 @@ def label_experiments(
     finetune_epochs: int = 1,
     finetune_max_steps: int | None = None,
     finetune_seeds: Sequence[int] = (0,),
-    finetune_lr: float = 0.01,
+    finetune_lr: float = 0.1,
     finetune_batch_size: int = 128,
     results_path: str | os.PathLike | None = "",
     device: str | None = "cpu",
@@ -156,7 +164,8 @@ def label_experiments(
         finetune_epochs: fine-tuning epochs.
         finetune_max_steps: a cap on fine-tuning's SGD steps (``None``: every epoch).
         finetune_seeds: the seeds whose runs are fine-tuned (one keeps it at one fine-tuning per method).
-        finetune_lr: fine-tuning's SGD learning rate (momentum 0.9, cosine).
+        finetune_lr: fine-tuning's SGD learning rate (momentum 0.9, cosine); 0.1 was the best of 0.01-0.4 for one
+            epoch of geoworld (dev world 101, scored on val; 0.01 left the new linear layer far from trained).
         finetune_batch_size: fine-tuning's batch size.
         results_path: the notebook's records file (``""`` by hand: records checked, not written).
         device: where features are extracted and fine-tuning trains.
@@ -177,6 +186,7 @@ def label_experiments(
             raise ValueError(f"a fraction of the labels must be in (0, 1], got {f}.")
     tune = dict(epochs=finetune_epochs, max_steps=finetune_max_steps, lr=finetune_lr,
                 batch_size=finetune_batch_size, device=device)
+    runs = [{**run, "manifest": run_manifest(run)} for run in runs]
     jobs = [(_fine_tune_one, run, tune) for run in runs if run["seed"] in finetune_seeds]  # the longest first
     jobs += [(_label_efficiency_one, run, dict(fractions=tuple(fractions), device=device)) for run in runs]
     done = _run_jobs(jobs, device, workers)
@@ -194,7 +204,14 @@ def _run_jobs(jobs: list[tuple[Any, Mapping[str, Any], dict[str, Any]]], device:
     if workers is not None:
         n, threads = max(1, min(workers, len(jobs))), max(1, default_workers("cpu", 1)[1] // max(1, workers))
     if n <= 1:
-        return [fn(dict(run), **kw) for fn, run, kw in jobs]
+        # one thread, as in a worker: on evaluations this small a second thread mostly waits (on a shared or
+        # busy CPU, two threads made the smoke profile's evaluations 2.5x slower, 2026-12-06)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1 if str(device or "cpu").startswith("cpu") else before)
+        try:
+            return [fn(dict(run), **kw) for fn, run, kw in jobs]
+        finally:
+            torch.set_num_threads(before)
     with process_pool(n, initializer=_worker_init, initargs=(threads,)) as pool:
         futures = [pool.submit(fn, dict(run), **kw) for fn, run, kw in jobs]
         return [f.result() for f in futures]
@@ -203,7 +220,7 @@ def _run_jobs(jobs: list[tuple[Any, Mapping[str, Any], dict[str, Any]]], device:
 def _label_efficiency_one(run: dict[str, Any], fractions: tuple[float, ...], device: str | None,
                           batch_size: int = 256) -> list[dict[str, Any]]:
     """One run's label-efficiency records (not yet recorded)."""
-    df = load_manifest(run_manifest(run))
+    df = load_manifest(run["manifest"])
     classes = label_names(df)
     test_split = scoring_split(df, None)
     train, test = select_split(df, "train"), select_split(df, test_split)
@@ -254,7 +271,7 @@ def _probe_subset(feats: dict[str, tuple[np.ndarray, np.ndarray]], rows: np.ndar
 def _fine_tune_one(run: dict[str, Any], epochs: int, max_steps: int | None, lr: float, batch_size: int,
                    device: str | None) -> list[dict[str, Any]]:
     """One run's fine-tuning record (not yet recorded), in a list."""
-    df = load_manifest(run_manifest(run))
+    df = load_manifest(run["manifest"])
     classes = label_names(df)
     train, test = select_split(df, "train"), select_split(df, scoring_split(df, None))
     t0 = time.perf_counter()

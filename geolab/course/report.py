@@ -184,8 +184,9 @@ def _labels_section(records: Sequence[Mapping[str, Any]], figures: Mapping[tuple
         lines += ["## Frozen and fine-tuned", "",
                   "Top-1 (%) with all the training labels: the frozen linear probe and end-to-end fine-tuning (a "
                   "short, seeded schedule: see the records' `finetune_epochs`, `finetune_steps`), mean [95% interval "
-                  "over test locations and seeds]; `random-init` fine-tuned is training from scratch. The paper's "
-                  "columns are fMoW's, not comparable number for number.", "",
+                  "over test locations and seeds]; `random-init` fine-tuned is training from scratch. So short a "
+                  "schedule can leave the new linear layer below the frozen probe: an ordering of starting points, "
+                  "not the paper's gain. The paper's columns are fMoW's, not comparable number for number.", "",
                   "| method | frozen probe | fine-tuned | fine-tuned seeds "
                   "| paper frozen (fMoW) | paper fine-tuned (fMoW) |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
