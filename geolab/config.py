@@ -414,6 +414,9 @@ _GEOWORLD_RECIPE: dict[str, Any] = {
     "channels_last": True,
 }
 
+#: Notebook 08 on a CPU (issue 25): one epoch of fine-tuning (~21 steps) per method, two runs evaluated at once.
+_LABELS_CPU: dict[str, Any] = {"finetune_epochs": 1, "finetune_max_steps": None, "eval_workers": None}
+
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "description": "the tiniest run, for tests: every notebook executes end to end in seconds",
@@ -436,7 +439,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "num_workers": 0,
             "device": "cpu",
         },
-        "notebooks": {},
+        "notebooks": {"08_results": {"finetune_max_steps": 2}},
     },
     "cpu": {
         "description": "`make course`: the whole course on geoworld on a 2-core CPU (target: under 20 min)",
@@ -472,7 +475,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # budget (cpu-long sweeps more). Their numbers show directions, not effects. At 8 one-way
         # epochs several settings probed below random init (2026-12-04), too short to rank anything.
         "notebooks": {"05_ablations": {"seeds": [0], "epochs": 12, "geo_k_values": [8], "temperature_values": [],
-                                       "beta_values": [0.0]}},
+                                       "beta_values": [0.0]},
+                      "08_results": _LABELS_CPU},
     },
     "cpu-long": {
         "description": "the converged picture on a 2-core CPU (target: under 2 h): the reference run",
@@ -488,7 +492,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "geo_k": 20,
             "device": "cpu",
         },
-        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 15}},
+        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 15}, "08_results": _LABELS_CPU},
     },
     "gpu": {
         "description": "a bigger geoworld on one GPU in minutes (target: under 10 min on one H200)",
@@ -505,7 +509,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "geo_k": 50,
             "device": "cuda",
         },
-        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 20}},
+        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 20},
+                      "08_results": {"finetune_epochs": 5, "finetune_max_steps": None}},
     },
     "gpu-full": {
         "description": "fMoW with the paper's settings on a GPU (pass --manifest)",
