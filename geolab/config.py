@@ -414,6 +414,9 @@ _GEOWORLD_RECIPE: dict[str, Any] = {
     "channels_last": True,
 }
 
+#: Notebook 08 on a CPU (issue 25): one epoch of fine-tuning (~21 steps) per method, two runs evaluated at once.
+_LABELS_CPU: dict[str, Any] = {"finetune_epochs": 1, "finetune_max_steps": None, "eval_workers": None}
+
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "description": "the tiniest run, for tests: every notebook executes end to end in seconds",
@@ -436,7 +439,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "num_workers": 0,
             "device": "cpu",
         },
-        "notebooks": {},
+        "notebooks": {"08_results": {"finetune_max_steps": 2}},
     },
     "cpu": {
         "description": "`make course`: the whole course on geoworld on a 2-core CPU (target: under 20 min)",
@@ -467,16 +470,11 @@ PROFILES: dict[str, dict[str, Any]] = {
             "knn_every": 3,
             "knn_max_images": 1000,
         },
-        # 05 reads the paper's ablation (TP and Geo on/off) from 02-04's runs, and sweeps K and the
-        # temperature around 04's MoCo-v2+Geo+TP (its 3 seeds reused: their spread is the seed noise) with
-        # one 25-epoch run per setting, the two training as a pair; the strategy sweep is 03's (12-epoch,
-        # one-seed sweeps measured noise: their baseline probed 1 point above random init, 2026-12-06).
-        # scratch_steps: the in-notebook training with the learner's own step, the issue-25 budget of about 60 s
-        # over 02-04 (a step at batch 128 costs about what one of the loop's does, ~0.2 s on a free 2-core CPU:
-        # a 21-step epoch takes 4.4 s; measured 0.71 s a step with the CPU shared three ways, 2026-12-06)
-        "notebooks": {"02_supervised_gap": {"scratch_steps": 120},
-                      "03_temporal_positives": {"scratch_steps": 15},
-                      "04_geo_pretext": {"scratch_steps": 15},
+        # scratch_steps: the learner's own step trained in 02-04 (~0.2 s a step on a free 2-core CPU). 05 reads the
+        # paper's ablation from 02-04's runs and sweeps K and T around 04's 3-seed MoCo-v2+Geo+TP (reused; its
+        # spread is the seed noise), one 25-epoch run per setting (12-epoch one-seed sweeps measured noise).
+        "notebooks": {"02_supervised_gap": {"scratch_steps": 120}, "03_temporal_positives": {"scratch_steps": 15},
+                      "04_geo_pretext": {"scratch_steps": 15}, "08_results": _LABELS_CPU,
                       "05_ablations": {"variant_seeds": [0], "geo_k_values": [8], "temperature_values": [0.02],
                                        "strategy_values": [], "beta_values": []}},
     },
@@ -494,7 +492,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "geo_k": 20,
             "device": "cpu",
         },
-        "notebooks": {"05_ablations": {"variant_seeds": [0]}},
+        "notebooks": {"05_ablations": {"variant_seeds": [0]}, "08_results": _LABELS_CPU},
     },
     "gpu": {
         "description": "a bigger geoworld on one GPU in minutes (target: under 10 min on one H200)",
@@ -511,7 +509,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "geo_k": 50,
             "device": "cuda",
         },
-        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 20}},
+        "notebooks": {"05_ablations": {"seeds": [0], "epochs": 20},
+                      "08_results": {"finetune_epochs": 5, "finetune_max_steps": None}},
     },
     "gpu-full": {
         "description": "fMoW with the paper's settings on a GPU (pass --manifest)",

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geolab.config import PROBE_C_GRID, ProbeConfig
-from geolab.datasets import ImageDataset, label_names
+from geolab.datasets import ImageDataset, decode_images, label_names
 from geolab.distributed import resolve_device
 from geolab.manifest import load_manifest, scoring_split, select_split
 from geolab.manifest_cells import shorten
-from geolab.transforms import eval_transform, supervised_transform
+from geolab.transforms import BatchSupervisedView, eval_transform, supervised_transform
 from geolab.weights import check_arch, load_weights
 
 
@@ -327,7 +328,11 @@ def fine_tune(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
-) -> dict[str, float]:
+    max_steps: int | None = None,
+    preload: bool = False,
+    return_predictions: bool = False,
+    return_model: bool = False,
+) -> dict[str, Any]:
     """End-to-end fine-tuning (backbone + a new linear layer, SGD, cosine) and its test scores.
 
     The backbone is copied, never changed in place.
@@ -345,31 +350,49 @@ def fine_tune(
         device: ``None``/``"auto"``: CUDA when available.
         seed: seeds initialisation and sampling.
         progress: tqdm bar.
+        max_steps: stop after this many SGD steps in all (the cosine schedule spans them); ``None``: every epoch.
+        preload: decode ``train_df`` once and augment whole batches of tensors
+            (:class:`~geolab.transforms.BatchSupervisedView`, the same augmentation) instead of per image in PIL.
+        return_predictions: also return each test row's predicted label index (``"predictions"``).
+        return_model: also return the fine-tuned network (``"model"``: backbone then linear layer).
 
     Returns:
-        ``{"top1", "f1"}`` on ``test_df``.
+        ``{"top1", "f1", "steps"}`` on ``test_df`` (and what was asked for).
     """
     dev = resolve_device(device)
     classes = classes or label_names(pd.concat([train_df, test_df]))
     torch.manual_seed(seed)
     net = nn.Sequential(copy.deepcopy(backbone), nn.Linear(int(backbone.feature_dim), len(classes))).to(dev)
-    ds = ImageDataset(train_df.reset_index(drop=True), transform=supervised_transform(image_size), classes=classes)
+    train_df = train_df.reset_index(drop=True)
+    images = decode_images(train_df, image_size, progress=False) if preload else None
+    augment = BatchSupervisedView(image_size) if preload else None
+    ds = ImageDataset(train_df, transform=None if preload else supervised_transform(image_size), classes=classes,
+                      images=images)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=len(ds) > batch_size,
         generator=torch.Generator().manual_seed(seed),
     )
+    total = epochs * len(loader) if max_steps is None else min(epochs * len(loader), max_steps)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * len(loader)))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total))
     net.train()
-    for _ in tqdm(range(epochs), desc="fine-tune", disable=not progress, leave=False):
-        for batch in loader:
-            loss = F.cross_entropy(net(batch["query"].to(dev)), batch["label"].to(dev))
+    step = 0
+    for _ in tqdm(range(epochs), desc="fine-tune", disable=not progress or total == 0, leave=False):
+        for batch in itertools.islice(loader, total - step):
+            x = batch["query"].to(dev)
+            loss = F.cross_entropy(net(augment(x) if augment is not None else x), batch["label"].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            step += 1
     fx, fy = extract_features(net, test_df, image_size, classes=classes, device=dev, progress=False)
-    return _scores(fy, fx.argmax(1))
+    out: dict[str, Any] = {**_scores(fy, fx.argmax(1)), "steps": step}
+    if return_predictions:
+        out["predictions"] = fx.argmax(1)
+    if return_model:
+        out["model"] = net.cpu().eval()
+    return out
 
 
 # ----------------------------------------------------------------------------- one call

@@ -116,3 +116,17 @@ def test_bench_view_prints_both_jitters_side_by_side(monkeypatch, capsys):
     assert [r.split("|")[1].strip() for r in rows] == ["jitter, BatchColorJitter", "jitter, kornia ColorJitter",
                                                        "whole view, BatchColorJitter", "whole view, kornia ColorJitter"]
     assert all(float(r.split("|")[2]) > 0 for r in rows)
+
+
+def test_bench_labels_quick(manifest: Path, tmp_path: Path, monkeypatch, capsys):
+    """bench_labels times notebook 08's label efficiency and fine-tuning on a run folder's main records."""
+    from geolab.course.experiment import run_experiment
+
+    monkeypatch.setenv("GEOLAB_RUNS", str(tmp_path / "runs"))
+    tiny = dict(arch="resnet18", image_size=32, epochs=1, batch_size=8, queue_size=16, max_steps_per_epoch=1,
+                num_workers=0, device="cpu", geo_k=2)
+    for method in ("random-init", "moco"):
+        run_experiment(method, manifest, seed=0, results_path=tmp_path / "run" / "records" / "02_x.jsonl", **tiny)
+    out = _bench("bench_labels").main([str(tmp_path / "run"), "--workers", "1", "--finetune-max-steps", "1"])
+    assert (out["runs"], out["label-efficiency records"], out["fine-tuned runs"]) == (2, 6, 2)
+    assert out["fine-tuning steps"] == [1] and out["wall s"] > 0 and "cpu s" in capsys.readouterr().out

@@ -314,17 +314,18 @@ def test_summary_and_report_without_running(tmp_path: Path) -> None:
     recs = [
         {**GOOD, "seed": 0, "probe_top1": 0.5},
         {**GOOD, "seed": 1, "probe_top1": 0.7},
-        {**GOOD, "method": "moco-tp", "variant": "K=10", "probe_top1": 0.9, "finetune_top1": 0.8},
+        {**GOOD, "method": "moco-tp", "variant": "K=10", "probe_top1": 0.9},
+        {**GOOD, "experiment": "fine-tune", "method": "moco-tp", "label_fraction": 1.0, "finetune_top1": 0.8},
     ]
     rows = course.summarize(recs)
-    assert [(r["method"], r["variant"], r["seeds"]) for r in rows] == [("moco", "", [0, 1]), ("moco-tp", "K=10", [0])]
+    assert [(r["method"], r["variant"], r["seeds"]) for r in rows][:2] == [("moco", "", [0, 1]), ("moco-tp", "K=10", [0])]
     assert rows[0]["probe_top1_mean"] == pytest.approx(0.6)
     assert rows[0]["probe_top1_std"] == pytest.approx(0.1414, abs=1e-4)
     assert rows[1]["probe_top1_std"] is None
     md_path, html_path = course.write_report(tmp_path, _results(recs))
     md = md_path.read_text()
     assert "| 60.00 ± 14.14 |" in md and "| 90.00 |" in md and "moco-tp (K=10)" in md
-    assert "## Fine-tuning" in md and "71.55" in md
+    assert "## Frozen and fine-tuned" in md and "71.55" in md  # the fine-tune record beside the paper's fine-tuned column
     assert md.index("**Simulation.**") < md.index("## Notebooks")
     fmow = {**_results([{**GOOD, "data": "fmow"}]), "data": "fmow", "simulation": False}
     assert "**Simulation.**" not in course.report_markdown(fmow)

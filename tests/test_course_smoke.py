@@ -110,3 +110,33 @@ def test_every_executed_notebook_is_at_most_2_mb(smoke_run: tuple[Path, int, str
     print(f"executed notebook sizes (smoke profile): {table}")
     too_big = {name: size for name, size in sizes.items() if size > MAX_NOTEBOOK_BYTES}
     assert not too_big, f"executed notebooks over {MAX_NOTEBOOK_BYTES / 1e6:.0f} MB: {too_big} (all: {table})"
+
+
+@needs_course
+def test_records_carry_label_fractions_and_fine_tuning(smoke_run: tuple[Path, int, str]) -> None:
+    """Issue 25 item 3: the course's records carry ``label_fraction`` below 1 for every self-supervised method and
+    supervised (and random init), each with a probe score and its hits per test location, and ``finetune_top1`` (a
+    fraction, with its hits) for each of them; the report shows both sections."""
+    from geolab.config import METHOD_PARTS, RANDOM_INIT
+
+    out, rc, text = smoke_run
+    assert rc == 0, text
+    records = json.loads((out / "results.json").read_text())["records"]
+    main = {r["method"] for r in records if r.get("experiment", "main") == "main"}
+    ssl = {m for m, parts in METHOD_PARTS.items() if parts.contrastive}
+    assert ssl | {"supervised", RANDOM_INIT} <= main, sorted(main)
+    below = [r for r in records if r.get("label_fraction") is not None and r["label_fraction"] < 1]
+    assert {r["method"] for r in below} >= ssl | {"supervised", RANDOM_INIT}
+    assert {r["label_fraction"] for r in below} == {0.01, 0.1}
+    for r in below:
+        assert 0 <= r["probe_top1"] <= 1 and len(r["probe_hits"]) == len(r["test_location_images"]), r["method"]
+    labelled = {(r["method"], r["seed"], r["label_fraction"]): r["labelled_images"] for r in records
+                if r.get("experiment") == "label-efficiency"}
+    for (method, seed, f), n in labelled.items():  # a smaller fraction never uses more labels
+        assert 0 < n <= min(m for (a, b, g), m in labelled.items() if (a, b) == (method, seed) and g >= f)
+    tuned = [r for r in records if r.get("finetune_top1") is not None]
+    assert {r["method"] for r in tuned} >= ssl | {"supervised", RANDOM_INIT}
+    assert all(0 <= r["finetune_top1"] <= 1 and r["finetune_steps"] >= 1 and r["label_fraction"] == 1 for r in tuned)
+    report = (out / "report.md").read_text()
+    assert "## Label efficiency" in report and "## Frozen and fine-tuned" in report
+    assert (out / "figures" / "label_efficiency_08_results.png").is_file()

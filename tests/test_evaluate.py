@@ -195,7 +195,7 @@ def test_fine_tune_runs_end_to_end(trained):
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     scores = fine_tune(backbone, select_split(df, "train"), select_split(df, "val"), 32, epochs=1, batch_size=8,
                        device="cpu", progress=False)
-    assert set(scores) == {"top1", "f1"}
+    assert set(scores) == {"top1", "f1", "steps"}
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
 
 

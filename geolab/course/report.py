@@ -8,6 +8,7 @@ writes the markdown and HTML report with its plots and the paper's numbers, and
 from __future__ import annotations
 
 import html
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -15,9 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from geolab.course import health
-from geolab.course.records import DENSE_KEYS, METRIC_KEYS, CourseError, validate_results
+from geolab.course.records import (
+    DENSE_KEYS,
+    FINETUNE_EXPERIMENT,
+    LABEL_EXPERIMENT,
+    METRIC_KEYS,
+    CourseError,
+    validate_results,
+)
 from geolab.course.state import fmt_time
-from geolab.course.stats import bootstrap_interval, seed_mean_std, stuck_records
+from geolab.course.stats import (
+    bootstrap_interval,
+    frozen_finetuned_table,
+    label_efficiency_table,
+    seed_mean_std,
+    stuck_records,
+)
 from geolab.io import atomic_write, atomic_write_text, read_json
 from geolab.paper import PAPER_FMOW_TOP1, PAPER_METHOD_NAMES
 from geolab.tiers import is_simulated
@@ -29,6 +43,8 @@ SIMULATION_BANNER = (
     "with the paper's fMoW results shown beside them."
 )
 
+#: Experiments with a section of their own (geolab.course.labels), left out of the main table.
+_OWN_SECTION = (LABEL_EXPERIMENT, FINETUNE_EXPERIMENT)
 _GROUP_KEYS = ("notebook", "experiment", "method", "variant", "data", "arch", "image_size", "epochs")
 
 
@@ -41,7 +57,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     Returns:
         One dict per group, in first-seen order: the group keys, ``seeds`` (sorted list),
         for each metric ``<m>_mean``, ``<m>_std`` (``None`` with one seed), ``<m>_values``,
-        and ``probe_top1_ci`` (:func:`geolab.course.stats.bootstrap_interval`, or ``None``).
+        and ``probe_top1_ci``, ``finetune_top1_ci`` (:func:`geolab.course.stats.bootstrap_interval`, or ``None``).
     """
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in records:
@@ -60,6 +76,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         # locations and seeds); None for records without per-location hits
         ci = bootstrap_interval(list(recs), row["method"], "probe_top1")
         row["probe_top1_ci"] = list(ci) if ci is not None else None
+        ci = bootstrap_interval(list(recs), row["method"], "finetune_top1")
+        row["finetune_top1_ci"] = list(ci) if ci is not None else None
         rows.append(row)
     return rows
 
@@ -132,6 +150,69 @@ def _plot_group(rows: list[dict[str, Any]], title: str, path: Path, simulation: 
             fig.savefig(fh, format="png")
     finally:
         plt.close(fig)
+
+
+def _labels_section(records: Sequence[Mapping[str, Any]], figures: Mapping[tuple[str, str], str]) -> list[str]:
+    """Label efficiency and fine-tuning (the records of :mod:`geolab.course.labels`), when a notebook made them."""
+    recs = [dict(r) for r in records]
+    lines: list[str] = []
+    table = label_efficiency_table(recs)
+    if len(table):
+        fractions = sorted(table["label_fraction"].unique())
+        lines += ["## Label efficiency", "",
+                  "Linear-probe top-1 (%) with a fraction of the training labels: whole training locations drawn per "
+                  "class with each run's seed (every class kept), C chosen on val, the whole test split scored; "
+                  "mean over seeds [95% interval over test locations and seeds]. `supervised`'s encoder was trained "
+                  "on all the labels (only its probe sees the fraction): a reference, not a model trained on the "
+                  "fraction. `random-init` is the untrained backbone.", "",
+                  "| method | " + " | ".join(f"{100 * f:g}% labels" for f in fractions) + " |",
+                  "| --- |" + " ---: |" * len(fractions)]
+        for method, grp in table.groupby("method", sort=False):
+            cells = {f: "-" for f in fractions}
+            for _, row in grp.iterrows():
+                has_ci = row["ci low"] is not None and not math.isnan(row["ci low"])
+                ci = f" [{row['ci low']:.1f}, {row['ci high']:.1f}]" if has_ci else ""
+                cells[row["label_fraction"]] = f"{row['mean']:.1f}{ci}"
+            lines.append(f"| {_md(method)} | " + " | ".join(cells[f] for f in fractions) + " |")
+        images = table.groupby("label_fraction")["labelled images"].mean()
+        lines += ["", "Labelled images (mean over runs): "
+                  + ", ".join(f"{100 * f:g}%: {images[f]:.0f}" for f in fractions) + ".", ""]
+        lines += [f"![Label-efficiency curves, {nb}]({fig})" for (nb, exp), fig in figures.items()
+                  if exp == LABEL_EXPERIMENT] + [""]
+    if any(r.get("experiment") == FINETUNE_EXPERIMENT for r in recs):
+        ft = frozen_finetuned_table(recs)
+        lines += ["## Frozen and fine-tuned", "",
+                  "Top-1 (%) with all the training labels: the frozen linear probe and end-to-end fine-tuning (a "
+                  "short, seeded schedule: see the records' `finetune_epochs`, `finetune_steps`), mean [95% interval "
+                  "over test locations and seeds]; `random-init` fine-tuned is training from scratch. So short a "
+                  "schedule can leave the new linear layer below the frozen probe: an ordering of starting points, "
+                  "not the paper's gain. The paper's columns are fMoW's, not comparable number for number.", "",
+                  "| method | frozen probe | fine-tuned | fine-tuned seeds "
+                  "| paper frozen (fMoW) | paper fine-tuned (fMoW) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for method, row in ft.iterrows():
+            lines.append(f"| {_md(method)} | {row['frozen probe']} | {row['fine-tuned']} | {row['fine-tuned seeds']} "
+                         f"| {_paper(method, 'linear_probe')} | {_paper(method, 'fine_tuned')} |")
+        lines.append("")
+    return lines
+
+
+def _plot_labels(records: list[Mapping[str, Any]], path: Path, simulation: bool) -> None:
+    """The label-efficiency curves (:func:`geolab.viz.label_efficiency_curves`) as a PNG, for the report."""
+    import matplotlib  # noqa: PLC0415 - CLI start-up; the Agg backend only when the report draws
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - CLI start-up; after the backend is chosen
+
+    from geolab.viz.curves import label_efficiency_curves  # noqa: PLC0415 - CLI start-up (matplotlib)
+
+    ax = label_efficiency_curves(records, title="label efficiency: linear-probe top-1",
+                                 note="geoworld: simulation, not the paper's data" if simulation else None)
+    try:
+        with atomic_write(path, "wb") as fh:
+            ax.figure.savefig(fh, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(ax.figure)
 
 
 def _expected_section(results: Mapping[str, Any]) -> list[str]:
@@ -210,8 +291,8 @@ def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str]
             "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in rows:
-            if r["probe_top1_mean"] is None and r["miou_mean"] is not None:
-                continue  # a dense transfer record: see its own table
+            if (r["probe_top1_mean"] is None and r["miou_mean"] is not None) or r["experiment"] in _OWN_SECTION:
+                continue  # a dense transfer, label-efficiency or fine-tuning record: see its own table
             method = r["method"] + (f" ({r['variant']})" if r["variant"] else "")
             paper = _paper(r["method"], "linear_probe")
             if r["method"] == "supervised":
@@ -228,21 +309,7 @@ def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str]
         for (nb, exp), fig in figures.items():
             lines += [f"![Linear-probe top-1 per method, {nb} / {exp}]({fig})", ""]
         lines += _expected_section(results)
-        ft = [r for r in rows if r["finetune_top1_mean"] is not None]
-        if ft:
-            lines += [
-                "## Fine-tuning",
-                "",
-                "| notebook | experiment | method | data | seeds | fine-tuned top-1 | paper fine-tuned top-1 (fMoW) |",
-                "| --- | --- | --- | --- | --- | ---: | ---: |",
-            ]
-            for r in ft:
-                lines.append(
-                    f"| {_md(r['notebook'])} | {_md(r['experiment'])} | {_md(r['method'])} | {_md(r['data'])} | "
-                    f"{', '.join(map(str, r['seeds']))} | {_pct(r['finetune_top1_mean'], r['finetune_top1_std'])} | "
-                    f"{_paper(r['method'], 'fine_tuned')} |"
-                )
-            lines.append("")
+        lines += _labels_section(results["records"], figures)
         dense = [r for r in rows if r["miou_mean"] is not None]
         if dense:
             lines += [
@@ -310,13 +377,18 @@ def write_report(out: str | os.PathLike, results: Mapping[str, Any]) -> tuple[Pa
     rows = summarize(results["records"])
     by_exp: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        if r["probe_top1_mean"] is not None:
+        if r["probe_top1_mean"] is not None and r["experiment"] not in _OWN_SECTION:
             by_exp.setdefault((r["notebook"], r["experiment"]), []).append(r)
     for (nb, exp), grp in by_exp.items():
         fname = f"figures/probe_top1_{re.sub(r'[^A-Za-z0-9_.-]+', '-', nb)}_{re.sub(r'[^A-Za-z0-9_.-]+', '-', exp)}.png"
         sim = any(is_simulated(r["data"]) for r in grp)
         _plot_group(grp, f"{nb} / {exp}: linear-probe top-1", out / fname, sim)
         figures[(nb, exp)] = fname
+    for nb in dict.fromkeys(r["notebook"] for r in results["records"] if r.get("experiment") == LABEL_EXPERIMENT):
+        fname = f"figures/label_efficiency_{re.sub(r'[^A-Za-z0-9_.-]+', '-', nb)}.png"
+        recs = [r for r in results["records"] if r.get("notebook") == nb]
+        _plot_labels(recs, out / fname, any(is_simulated(r["data"]) for r in recs))
+        figures[(nb, LABEL_EXPERIMENT)] = fname
     md_text = report_markdown(results, figures)
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, md_text)

@@ -3,19 +3,23 @@
 :func:`seed_mean_std` is the one mean and sample standard deviation over seeds behind every
 table (the course report, :func:`method_table`, the ablation tables); :func:`bootstrap_interval`
 and :func:`difference_interval` add the test set's sampling error (a bootstrap over test
-locations and seeds); :func:`compare` says in words whether one method beats another.
+locations and seeds); :func:`compare` says in words whether one method beats another;
+:func:`label_efficiency_table` and :func:`frozen_finetuned_table` summarise the records of
+:mod:`geolab.course.labels` (the probe with a fraction of the labels, fine-tuning).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from geolab.config import RANDOM_INIT
+from geolab.course.records import FINETUNE_EXPERIMENT, LABEL_EXPERIMENT
+from geolab.paper import PAPER_FMOW_TOP1
 
 #: Level of the intervals shown beside every comparison.
 CONFIDENCE = 0.95
@@ -67,7 +71,7 @@ def _hits(group: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndar
     (seeds x test locations) correct counts and the images per location, or None when a
     record lacks them (records of an older geolab) or the records differ in their test set.
     """
-    key = {"probe_top1": "probe_hits", "knn_top1": "knn_hits"}.get(metric)
+    key = {"probe_top1": "probe_hits", "knn_top1": "knn_hits", "finetune_top1": "finetune_hits"}.get(metric)
     if key is None or not group or any(key not in r or "test_location_images" not in r for r in group):
         return None
     sizes = np.asarray(group[0]["test_location_images"], dtype=np.float64)
@@ -100,7 +104,7 @@ def bootstrap_interval(
     Args:
         records: result records with ``probe_hits``/``knn_hits`` and ``test_location_images``.
         method: the method (and ``variant``) whose records to use.
-        metric: ``probe_top1`` or ``knn_top1``.
+        metric: ``probe_top1``, ``knn_top1`` or ``finetune_top1`` (records with ``finetune_hits``).
         variant: only the method's records of this variant (``None``: all of them).
         seed: seeds the bootstrap.
 
@@ -254,3 +258,63 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
         f"{a} - {b}: {diff:+.1f} points ({metric}; {seeds}), "
         f"{verdict} the seed spread ({spread:.1f} points).{caveat}"
     )
+
+
+def _mean_ci(records: list[Mapping[str, Any]], method: str, metric: str, variant: str | None = None
+             ) -> tuple[float | None, tuple[float, float] | None]:
+    group = [r for r in records if r["method"] == method and (variant is None or r.get("variant") == variant)]
+    mean, _ = seed_mean_std(r.get(metric) for r in group)
+    return mean, bootstrap_interval(group, method, metric) if group else None
+
+
+def label_efficiency_table(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1") -> pd.DataFrame:
+    """Probe top-1 (%) per method and fraction of the labels, with its 95% interval.
+
+    One row per (method, fraction) of the ``label-efficiency`` records: ``method``, ``label_fraction``,
+    ``seeds``, ``labelled images`` (mean over seeds), ``mean``, ``ci low``, ``ci high`` (bootstrap over
+    test locations and seeds, :func:`geolab.course.stats.bootstrap_interval`), in percent.
+    """
+    recs = [dict(r) for r in records if r.get("experiment") == LABEL_EXPERIMENT]
+    rows = []
+    for method, fraction in dict.fromkeys((r["method"], r["label_fraction"]) for r in recs):
+        group = [r for r in recs if r["method"] == method and r["label_fraction"] == fraction]
+        mean, ci = _mean_ci(group, method, metric)
+        rows.append({"method": method, "label_fraction": fraction, "seeds": len(group),
+                     "labelled images": float(np.mean([r["labelled_images"] for r in group])),
+                     "mean": None if mean is None else 100 * mean,
+                     "ci low": None if ci is None else 100 * ci[0], "ci high": None if ci is None else 100 * ci[1]})
+    return pd.DataFrame(rows, columns=["method", "label_fraction", "seeds", "labelled images", "mean", "ci low",
+                                       "ci high"])
+
+
+def _cell(mean: float | None, ci: tuple[float, float] | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.1f}" + ("" if ci is None else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]")
+
+
+def frozen_finetuned_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Frozen probe and fine-tuned top-1 (%) per method with 95% intervals, beside the paper's two columns.
+
+    ``frozen`` is the probe with all the labels (the ``label-efficiency`` records at fraction 1, else the
+    ``main`` records), ``fine-tuned`` the ``fine-tune`` records; each cell ``mean [low, high]``. The paper's
+    columns are fMoW's (:data:`geolab.paper.PAPER_FMOW_TOP1`): a different data set, not a target.
+    """
+    recs = [dict(r) for r in records]
+    frozen = [r for r in recs if r.get("experiment") == LABEL_EXPERIMENT and r.get("label_fraction") == 1]
+    frozen = frozen or [r for r in recs if r.get("experiment", "main") == "main"]
+    tuned = [r for r in recs if r.get("experiment") == FINETUNE_EXPERIMENT]
+    rows = {}
+    for method in dict.fromkeys(r["method"] for r in frozen + tuned):
+        paper = PAPER_FMOW_TOP1.get(method, {})
+        rows[method] = {
+            "frozen probe": _cell(*_mean_ci(frozen, method, "probe_top1")),
+            "fine-tuned": _cell(*_mean_ci(tuned, method, "finetune_top1")),
+            "fine-tuned seeds": sum(r["method"] == method for r in tuned),
+            "paper frozen (fMoW)": paper.get("linear_probe"),
+            "paper fine-tuned (fMoW)": paper.get("fine_tuned"),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if RANDOM_INIT in table.index:  # the baseline first
+        table = table.loc[[RANDOM_INIT, *[m for m in table.index if m != RANDOM_INIT]]]
+    return table

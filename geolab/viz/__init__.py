@@ -24,7 +24,7 @@ and torch only when a picture helper is (``image_grid``, ``nearest_neighbours``,
 from __future__ import annotations
 
 from geolab.viz.assets import AssetError, LeafletAssets, fetch_assets, leaflet_assets
-from geolab.viz.curves import method_bars, training_curves, training_history
+from geolab.viz.curves import label_efficiency_curves, method_bars, training_curves, training_history
 from geolab.viz.folium_map import OfflineMapError, check_offline_html
 from geolab.viz.land import land_outline
 from geolab.viz.locations import cluster_accuracy, cluster_regions, location_table
@@ -75,6 +75,7 @@ __all__ = [
     "RetrievalExplorer",
     "RevisitViewer",
     "SIMULATION_NOTE",
+    "label_efficiency_curves",
     "method_bars",
     "training_curves",
     "training_history",

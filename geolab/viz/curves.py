@@ -5,7 +5,8 @@ loss of a run that learns falls well below ln(queue + 1) (its value for random f
 the geo loss below ln(K) (guessing among K geo clusters), and the kNN monitor (top-1 on the
 val split, every ``knn_every`` epochs) rises. All three are in each run's ``metrics.jsonl``
 (written by :func:`geolab.train.pretrain`). :func:`method_bars` draws each method's mean
-with its 95% interval over test locations and seeds, never a bare standard deviation.
+with its 95% interval over test locations and seeds, never a bare standard deviation, and
+:func:`label_efficiency_curves` its probe against the fraction of training labels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from geolab.course.stats import bootstrap_interval
+from geolab.config import RANDOM_INIT
+from geolab.course.stats import bootstrap_interval, label_efficiency_table
 
 
 def run_folder(record: Mapping[str, Any]) -> Path | None:
@@ -173,6 +175,56 @@ def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1"
     ax.set_xticks(range(len(groups)), labels, rotation=20, ha="right")
     label = {"probe_top1": "linear probe top-1 (%)", "knn_top1": "kNN top-1 (%)"}.get(metric, metric)
     ax.set(ylabel=label + ", 95% interval", title=title)
+    if note:
+        ax.figure.suptitle(note, fontsize=9, y=1.02)
+    return ax
+
+
+def label_efficiency_curves(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1", *, title: str = "",
+                            note: str | None = None, names: Mapping[str, str] | None = None, ax=None):
+    """Probe top-1 against the fraction of training labels (log x), one line per method with its 95% band.
+
+    The paper's and UvA's label-efficiency curves, from the ``label-efficiency`` records
+    (:func:`geolab.course.labels.label_efficiency`): the mean over seeds at each fraction, the band
+    the 95% interval over test locations and seeds (:func:`geolab.course.stats.label_efficiency_table`).
+    Random init is a grey line (the floor every method must clear); supervised is dashed, because
+    its encoder was trained on every label and only its probe sees the fraction.
+
+    Args:
+        records: result records (others than ``label-efficiency`` are ignored).
+        metric: ``probe_top1`` or ``knn_top1``.
+        title: the plot's title.
+        note: a line under the title (e.g. :data:`geolab.viz.SIMULATION_NOTE`).
+        names: display names per method (e.g. ``geolab.paper.PAPER_METHOD_NAMES``).
+        ax: the matplotlib axes to draw on (default: a new figure).
+
+    Returns:
+        The matplotlib axes.
+    """
+    table = label_efficiency_table(records, metric)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (method, rows) in enumerate(table.groupby("method", sort=False)):
+        rows = rows.sort_values("label_fraction")
+        x = 100 * rows["label_fraction"].to_numpy(float)
+        name = (names or {}).get(method, method)
+        style = dict(color="0.45", ls=":") if method == RANDOM_INIT else dict(color=f"C{i}", ls="-")
+        if method == "supervised":
+            style, name = dict(color=f"C{i}", ls="--"), f"{name} (encoder saw all labels)"
+        ax.plot(x, rows["mean"], marker="o", label=name, **style)
+        if rows["ci low"].notna().all():
+            ax.fill_between(x, rows["ci low"].astype(float), rows["ci high"].astype(float), color=style["color"],
+                            alpha=0.15, lw=0)
+    fractions = sorted(table["label_fraction"].unique())
+    images = table.groupby("label_fraction")["labelled images"].mean()
+    ax.set_xscale("log")
+    ax.set_xticks([100 * f for f in fractions], [f"{100 * f:g}%\n~{images[f]:.0f} images" for f in fractions])
+    ax.minorticks_off()
+    label = {"probe_top1": "linear probe top-1 (%)", "knn_top1": "kNN top-1 (%)"}.get(metric, metric)
+    ax.set(xlabel="training labels used by the probe (whole locations, every class)",
+           ylabel=label + ", 95% band", title=title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     if note:
         ax.figure.suptitle(note, fontsize=9, y=1.02)
     return ax
