@@ -38,11 +38,24 @@ MAIN_METHODS = ("random-init", "moco", "moco-tp", "moco-geo", "moco-tp-geo", "su
 _NOT_TRAINING = {"data", "manifest", "world_locations", "world_size", "world_seed", "seeds"}
 
 
-def collected_records(experiments: Path) -> list[dict]:
+def _trained_settings(path: Path, stored: dict, method: str, train: dict) -> dict:
+    """arch, image_size and epochs of a finished run: its record, else its config.json, else (random init,
+    which has neither when it was reused) the profile's arch and image size with 0 epochs."""
+    conf_file = path.parent / "config.json"
+    conf = json.loads(conf_file.read_text()).get("config", {}) if conf_file.exists() else {}
+    rec = stored.get("record") or {}
+    out = {k: rec.get(k, conf.get(k, train.get(k))) for k in ("arch", "image_size", "epochs")}
+    if method == "random-init":
+        out["epochs"] = 0
+    return out
+
+
+def collected_records(experiments: Path, train: dict | None = None) -> list[dict]:
     """Records rebuilt from every finished run (``result.json``) under ``experiments``.
 
     What :func:`~geolab.course.experiment.run_experiment` records, read back by folder
-    (``<method>-seed<N>-<key>``) whatever the key, so tables survive a change of geolab's version.
+    (``<method>-seed<N>-<key>``) whatever the key, so tables survive a change of geolab's version;
+    ``train`` (the profile's settings) fills what a reused random-init run did not store.
     """
     out = []
     for path in sorted(experiments.glob("*/result.json")):
@@ -52,7 +65,9 @@ def collected_records(experiments: Path) -> list[dict]:
         out.append({"method": method, "seed": int(rest.split("-")[0]), "probe_top1": ev["linear_probe"]["top1"],
                     "knn_top1": ev["knn"]["top1"], "probe_hits": ev["linear_probe"].get("hits"),
                     "knn_hits": ev["knn"].get("hits"), "test_location_images": ev.get("test_location_images"),
-                    "checkpoint": stored["checkpoint"], **stored.get("training", {})})
+                    "checkpoint": stored["checkpoint"], **stored.get("training", {}),
+                    # what the run trained (health.same_settings_as_benchmark compares a course run's with these)
+                    **_trained_settings(path, stored, method, train or {})})
     return out
 
 
@@ -91,7 +106,7 @@ def main() -> None:
         results = folder / "records" / "main.jsonl"
         results.parent.mkdir(parents=True, exist_ok=True)
         if a.collect:
-            records = collected_records(folder / "experiments")
+            records = collected_records(folder / "experiments", train)
         else:
             records = run_methods(methods, seeds, manifest, data="geoworld", results_path=str(results), **train)
         summary = world_summary(records, world)

@@ -64,6 +64,11 @@ def test_stuck_run_is_named_by_run_health_and_compare(tmp_path: Path):
     assert "Caveat" in compare(records, "moco-tp", "moco") and "moco-tp seed 0" in compare(records, "moco-tp", "moco")
     assert "Caveat" not in compare(records, "moco", "random-init")
     assert [r["seed"] for r in stuck_records(records, "moco-tp")] == [0]
+    # with few labels every probe is lower: which runs are stuck is read from the full-label records
+    few = [{**r, "probe_top1": r["probe_top1"] - (0.0 if r["method"] == "random-init" else 0.08)} for r in records]
+    assert "moco seed" in compare(few, "moco", "random-init")
+    assert "Caveat" not in compare(few, "moco", "random-init", stuck_from=records)
+    assert "moco-tp seed 0" in compare(few, "moco-tp", "moco", stuck_from=records)
 
 
 def test_collapse_is_caught_even_when_the_probe_is_fine(tmp_path: Path):
@@ -210,3 +215,17 @@ def test_converged_picture_sets_this_run_beside_the_reference(tmp_path: Path):
     assert pd.isna(table.loc["supervised", "reference"]) and pd.isna(table.loc["moco-tp", "this run"])
     assert table.attrs["reference"]["arch"] == "resnet18-w32" and table.attrs["reference"]["epochs"] == 45
     assert converged_picture(mine, tmp_path / "missing.json") is None
+
+
+def test_the_committed_benchmark_applies_to_the_cpu_profile():
+    """docs/reference's benchmark records carry what each run trained (arch, image size, epochs), so a
+    `make course` run's records are set beside the development worlds' ranges; without them 08 and the
+    report silently printed no ranges (the --collect rebuild of 2026-12-06 had dropped them)."""
+    from geolab.config import PROFILES
+    from geolab.course.health import beside_expected, same_settings_as_benchmark
+
+    cpu = PROFILES["cpu"]["common"]
+    mine = [{"method": m, "seed": s, "probe_top1": 0.5, "arch": cpu["arch"], "image_size": cpu["image_size"],
+             "epochs": 0 if m == "random-init" else cpu["epochs"]} for m in ("random-init", "moco") for s in (0, 1, 2)]
+    assert same_settings_as_benchmark(mine)
+    assert set(beside_expected(mine).index) == {"random-init", "moco"}

@@ -212,7 +212,8 @@ def method_table(records: list[dict[str, Any]], metrics: tuple[str, ...] = ("pro
     return out
 
 
-def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1") -> str:
+def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1",
+            stuck_from: list[dict[str, Any]] | None = None) -> str:
     """Say in words whether method ``a`` beats ``b``, against the test set's sampling error and the seeds.
 
     The difference of the means counts as an effect only when its 95% interval
@@ -222,7 +223,8 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
     below random init + :data:`STUCK_MARGIN` points, when the records hold random init): a
     verdict that rests on a run that did not learn says so.
     Records without per-location hits fall back to the plain rule "larger than the sum of
-    the two standard deviations over seeds".
+    the two standard deviations over seeds". ``stuck_from``: the records that decide which runs are
+    stuck (default ``records``), e.g. the full-label probes when ``records`` probe with 1 % of the labels.
 
     Returns:
         One sentence with the numbers in percentage points.
@@ -234,7 +236,7 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
     diff = va.mean() - vb.mean()
     ci = paired_difference_interval(records, a, b, metric)
     seeds = f"{len(va)} and {len(vb)} seeds"
-    stuck = [f"{m} seed {r.get('seed')}" for m in (a, b) for r in stuck_records(records, m)]
+    stuck = [f"{m} seed {r.get('seed')}" for m in (a, b) for r in stuck_records(stuck_from or records, m)]
     caveat = (f" Caveat: it rests on stuck run(s) {', '.join(stuck)} (below random init + {STUCK_MARGIN:g} points)."
               if stuck else "")
     if ci is not None:
