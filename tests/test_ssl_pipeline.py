@@ -536,6 +536,9 @@ def test_compare_reports_seeds_and_falls_back_without_hits():
     b = _hit_records("b", 0.4, seeds=(0, 1, 2), rng_seed=9)
     text = compare(a + b, "a", "b")
     assert "a is ahead" in text and "ahead on 3 of 3 paired seeds" in text and "seed std" in text
+    assert "One seed on a side" not in text
+    single = compare(a[:1] + b[:1], "a", "b")  # one seed each: the interval cannot see seed noise, and says so
+    assert "a is ahead" in single and "One seed on a side" in single
     strip = [{k: v for k, v in r.items() if not k.endswith("hits")} for r in a + b]
     assert "larger than the seed spread" in compare(strip, "a", "b")
     one = [{k: v for k, v in r.items() if k != "probe_hits"} for r in a[:1] + b[:1]]

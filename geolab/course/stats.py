@@ -248,6 +248,8 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
         if len(va) == len(vb) and len(va) > 1:
             wins = f"; {a} ahead on {int((va > vb).sum())} of {len(va)} paired seeds"
         spread = f", seed std {va.std(ddof=1):.1f} / {vb.std(ddof=1):.1f}" if min(len(va), len(vb)) > 1 else ""
+        if min(len(va), len(vb)) < 2:  # the bootstrap cannot resample seeds it does not have
+            caveat += " One seed on a side: the interval holds the test set's sampling error, not a run's seed noise."
         return (
             f"{a} - {b}: {diff:+.1f} points ({metric}; {seeds}), 95% interval {lo:+.1f} to {hi:+.1f} "
             f"(test locations and seeds resampled{spread}{wins}): {verdict}.{caveat}"
