@@ -33,6 +33,7 @@ from geolab.argtypes import (
 )
 from geolab.config import ProbeConfig, add_pretrain_arguments, config_from_args
 from geolab.envcheck import environment_report, problems
+from geolab.errors import UserError
 from geolab.io import atomic_write_json, check_output_file
 from geolab.paths import check_run_out
 
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
     from geolab.sources.build import BuildReport
 
 
-class UserError(Exception):
-    """An error whose message is the whole story for the user (no traceback)."""
 
 
 # ----------------------------------------------------------------------------- data

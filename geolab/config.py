@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from geolab.argtypes import (
     ARCH_CHOICES,
@@ -25,7 +25,8 @@ from geolab.argtypes import (
 
 # --------------------------------------------------------------------------- engine
 #: Training methods of the paper, one loop for all (see :mod:`geolab.train`).
-METHODS: tuple[str, ...] = ("supervised", "geoloc", "moco", "moco-geo", "moco-tp", "moco-tp-geo")
+Method = Literal["supervised", "geoloc", "moco", "moco-geo", "moco-tp", "moco-tp-geo"]
+METHODS: tuple[Method, ...] = get_args(Method)
 
 
 @dataclass(frozen=True)

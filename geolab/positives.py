@@ -23,14 +23,16 @@ has positives from other images, but none from another time
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from geolab.manifest import ManifestError
 
-STRATEGIES: tuple[str, ...] = ("any-other", "nearest", "farthest", "other-season", "same-image")
+#: A temporal positive sampling strategy (described in the module docstring).
+Strategy = Literal["any-other", "nearest", "farthest", "other-season", "same-image"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 #: Meteorological seasons, indexed by :func:`season_of` (northern-hemisphere names).
 SEASONS: tuple[str, ...] = ("winter", "spring", "summer", "autumn")
 

@@ -10,10 +10,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 from geolab import paths, world
 
-TIERS = ("geoworld", "fmow-mini", "fmow", "geoimagenet")
+#: A data tier (DESIGN.md, "Data tiers").
+Tier = Literal["geoworld", "fmow-mini", "fmow", "geoimagenet"]
+TIERS: tuple[Tier, ...] = get_args(Tier)
 #: Tiers that are simulations: every result shown from them says so.
 SIMULATED = frozenset({"geoworld"})
 

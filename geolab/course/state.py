@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from geolab import __version__
 from geolab.course.profiles import DEFAULT_KERNEL, RUNNER_PARAMETERS
@@ -68,6 +68,10 @@ class CellFailure:
         }
 
 
+#: What happened to a notebook in a run (:class:`NotebookOutcome`).
+Status = Literal["ok", "skipped", "failed", "not-run"]
+
+
 @dataclasses.dataclass
 class NotebookOutcome:
     """What happened to one notebook in a run.
@@ -85,7 +89,7 @@ class NotebookOutcome:
     """
 
     notebook: str
-    status: str
+    status: Status
     reason: str = ""
     wall_time_s: float | None = None
     parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
