@@ -81,7 +81,8 @@ def render_widget_state(states: Mapping[str, Any], model_id: str, depth: int = 0
     desc = html.escape(str(st.get("description") or ""))
     label = f"{desc}: " if desc else ""
     if name in ("VBoxModel", "BoxModel", "GridBoxModel", "HBoxModel", "AccordionModel", "TabModel"):
-        kids = [render_widget_state(states, str(c).removeprefix("IPY_MODEL_"), depth + 1) for c in st.get("children", [])]
+        ids = [str(c).removeprefix("IPY_MODEL_") for c in st.get("children", [])]
+        kids = [render_widget_state(states, child, depth + 1) for child in ids]
         return _box(kids, "row" if name == "HBoxModel" else "column")
     if name == "ImageModel":
         for buf in model.get("buffers", []):
@@ -132,7 +133,8 @@ def static_widget_output(data: Mapping[str, Any], states: Mapping[str, Any]) -> 
     model_id = str(data.get(WIDGET_VIEW, {}).get("model_id", ""))
     drawn = render_widget_state(states, model_id)
     note = LIVE_NOTE if drawn else "Interactive widget (its state was not saved in this run); it is live in JupyterLab."
-    return f'<div class="geolab-widget-static">{drawn}<p style="font-size:0.85em;color:#555"><i>{html.escape(note)}</i></p></div>'
+    caption = f'<p style="font-size:0.85em;color:#555"><i>{html.escape(note)}</i></p>'
+    return f'<div class="geolab-widget-static">{drawn}{caption}</div>'
 
 
 def static_notebook(nb: Any) -> Any:
@@ -145,7 +147,8 @@ def static_notebook(nb: Any) -> Any:
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             if WIDGET_VIEW in data:
-                out["data"] = {"text/html": static_widget_output(data, states), "text/plain": data.get("text/plain", "")}
+                plain = data.get("text/plain", "")
+                out["data"] = {"text/html": static_widget_output(data, states), "text/plain": plain}
     nb.metadata.pop("widgets", None)
     return nb
 
@@ -199,6 +202,8 @@ def _conf(title: str, announcement: str) -> str:
             "use_fullscreen_button": False,
             "announcement": announcement,
         },
+        # a mode from the start: otherwise the theme warns in the console on a first visit
+        "html_context": {"default_mode": "light"},
         "html_math_renderer": "geolab_mathml",
         "html_copy_source": False,
         "html_show_sourcelink": False,
@@ -208,7 +213,9 @@ def _conf(title: str, announcement: str) -> str:
         # widgets are drawn statically (static_notebook): no require.js, no HTML manager from a CDN
         "nb_ipywidgets_js": {},
         "nb_merge_streams": True,
-        "suppress_warnings": ["myst.header", "mystnb.unknown_mime_type", "misc.highlighting_failure", "myst.xref_missing"],
+        "suppress_warnings": [
+            "myst.header", "mystnb.unknown_mime_type", "misc.highlighting_failure", "myst.xref_missing",
+        ],
         "exclude_patterns": ["_build"],
     }
     return "".join(f"{k} = {v!r}\n" for k, v in settings.items())
@@ -237,7 +244,8 @@ def prepare_sources(run: str | os.PathLike, src: str | os.PathLike) -> list[str]
         )
     results: Mapping[str, Any] = {}
     if (run / "results.json").is_file():
-        results = read_json(run / "results.json", fix=f"rerun the course (geolab course run --out {run}) to write it again")
+        fix = f"rerun the course (geolab course run --out {run}) to write it again"
+        results = read_json(run / "results.json", fix=fix)
     titles: dict[str, str] = {}
     for path in notebooks:
         nb = static_notebook(nbformat.read(path, as_version=4))
@@ -249,6 +257,8 @@ def prepare_sources(run: str | os.PathLike, src: str | os.PathLike) -> list[str]
         report = report_markdown(results)
     else:
         report = "# Results\n\nThis run has neither `report.md` nor `results.json`.\n"
+    if report.startswith("# "):
+        report = "# Results: " + report[2:]  # the navigation names the page for what it is
     (src / "results.md").write_text(report, encoding="utf-8")
     if (run / "figures").is_dir():
         shutil.copytree(run / "figures", src / "figures")
@@ -343,7 +353,7 @@ def build_book(run: str | os.PathLike, out: str | os.PathLike | None = None, ver
         )  # fmt: skip
         app.build()
         if app.statuscode:
-            raise BookError(f"Sphinx could not build the site of {run} (exit {app.statuscode}); see its messages above.")
+            raise BookError(f"Sphinx could not build the site of {run} (exit {app.statuscode}); see its messages above")
     (out / MARKER).write_text("built by geolab.course.book from " + str(run.resolve()) + "\n", encoding="utf-8")
     check_offline(out)
     return out / "index.html"
