@@ -182,7 +182,8 @@ def _index_page(run: Path, results: Mapping[str, Any], titles: Mapping[str, str]
     for doc, title in titles.items():
         n = status.get(doc, {})
         wall = f"{float(n['wall_time_s']):.0f} s" if n.get("wall_time_s") is not None else ""
-        lines.append(f"| [{title}]({doc}.ipynb) | {n.get('status', '')} | {wall} |")
+        link = title.replace("|", "\\|")  # a bar would end the table cell
+        lines.append(f"| [{link}]({doc}.ipynb) | {n.get('status', '')} | {wall} |")
     lines += ["", "```{toctree}", ":caption: The course", ":maxdepth: 1", "", *titles, "```", ""]
     lines += ["```{toctree}", ":caption: Results", ":maxdepth: 1", "", "results", "world_card", "```", ""]
     return "\n".join(lines)
