@@ -232,3 +232,24 @@ def test_a_folder_it_did_not_build_is_left_alone(site: dict, tmp_path: Path) -> 
     with pytest.raises(book.BookError, match="not a site built by geolab"):
         book.build_book(site["run"], tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("made", [False, True])
+def test_make_book_runs_the_course_first_only_when_its_notebooks_are_missing(tmp_path: Path, made: bool) -> None:
+    """`make book` (dry run, install step skipped): the course command only without RUN/notebooks,
+    then the book module on RUN into RUN/book."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    run = tmp_path / "run"
+    if made:
+        (run / "notebooks").mkdir(parents=True)
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        ["make", "-n", "-o", ".venv/.geolab-installed", "book", f"RUN={run}"],
+        cwd=repo, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert ("geolab course run --profile cpu --out " + str(run) in out) is not made
+    assert out.strip().splitlines()[-1].endswith(f"-m geolab.course.book --run {run} --out {run}/book")
