@@ -74,9 +74,9 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             row[f"{m}_mean"], row[f"{m}_std"] = seed_mean_std(vals)
         # a 95% interval that includes the test set's sampling error (bootstrap over test
         # locations and seeds); None for records without per-location hits
-        ci = bootstrap_interval(list(recs), row["method"], "probe_top1")
+        ci = bootstrap_interval([dict(r) for r in recs], row["method"], "probe_top1")
         row["probe_top1_ci"] = list(ci) if ci is not None else None
-        ci = bootstrap_interval(list(recs), row["method"], "finetune_top1")
+        ci = bootstrap_interval([dict(r) for r in recs], row["method"], "finetune_top1")
         row["finetune_top1_ci"] = list(ci) if ci is not None else None
         rows.append(row)
     return rows
@@ -126,11 +126,12 @@ def _plot_group(rows: list[dict[str, Any]], title: str, path: Path, simulation: 
     for x, r in zip(xs, rows):
         vals = [100 * v for v in r["probe_top1_values"]]
         ax.scatter([x] * len(vals), vals, color="black", s=12, zorder=3, label="one seed" if x == 0 else None)
-    paper_x = [x for x, r in zip(xs, rows) if PAPER_FMOW_TOP1.get(r["method"], {}).get("linear_probe") is not None]
-    if paper_x:
+    paper = [(x, v) for x, r in zip(xs, rows)
+             if (v := PAPER_FMOW_TOP1.get(r["method"], {}).get("linear_probe")) is not None]
+    if paper:
         ax.scatter(
-            paper_x,
-            [PAPER_FMOW_TOP1[rows[x]["method"]]["linear_probe"] for x in paper_x],
+            [x for x, _ in paper],
+            [v for _, v in paper],
             marker="_",
             s=600,
             linewidths=2.5,
