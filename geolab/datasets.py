@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -61,7 +61,8 @@ class BadImageError(ManifestError):
             original = problem.rsplit("BadImageError: ", 1)[1].strip()
             row = re.search(r"row (\d+)", original)
             ValueError.__init__(self, f"{original} [{m.group(1)}]")
-            self.file, self.column, self.line, self.problem = None, "path", None, original
+            # the worker's text names the file: the attribute keeps ManifestError's "no file" value
+            self.file, self.column, self.line, self.problem = "<table>", "path", None, original
             self.row = int(row.group(1)) if row else None
             return
         super().__init__(problem, **kwargs)
@@ -150,6 +151,22 @@ class _ImageReader:
         )
 
 
+class _ImageSource(Protocol):
+    """Where a data set's items come from.
+
+    :class:`_ImageReader`, :class:`_TensorImages`, :class:`geolab.jpeg_pipeline._EncodedImages`.
+    """
+
+    policy: str  #: the bad-image policy
+    bad: torch.Tensor  #: bool per row: found unreadable
+
+    def __len__(self) -> int: ...
+
+    def load(self, row: int) -> Any: ...
+
+    def readable(self, row: int) -> tuple[int, Any]: ...
+
+
 class _TensorImages:
     """Images already decoded into one uint8 tensor ``(N, 3, H, W)`` (see :func:`decode_images`).
 
@@ -214,7 +231,7 @@ def decode_images(
     for i in tqdm(range(len(df)), desc="decoding images", unit="img", disable=not progress, leave=False):
         _row, img = reader.readable(i)
         if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
         out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
     return out
 
@@ -245,7 +262,7 @@ class _ManifestDataset(Dataset):
             self.geo_clusters = np.full(len(df), -1, dtype=np.int64)
         self.seed = int(seed)
         if images is not None:  # decoded once (decode_images); items are uint8 tensors, augmented per batch
-            self._images: _ImageReader | _TensorImages = _TensorImages(images, len(df))
+            self._images: _ImageSource = _TensorImages(images, len(df))
             self.transform = transform if transform is not None else _identity
         else:
             self._images = _ImageReader(df, on_bad_image)

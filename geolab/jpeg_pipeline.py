@@ -144,8 +144,8 @@ class JpegPairViews:
         """Decode, draw each image's parameters (``generator``: the crop boxes'), apply; on ``device``."""
         n = len(batch["query"])
         images = decode_jpegs(list(batch["query"]) + list(batch["key"]), self.device)
-        params = self.view.draw([tuple(im.shape[-2:]) for im in images], generator)
-        views = self.view.apply(images, params)
+        params = self.view.draw([(int(im.shape[-2]), int(im.shape[-1])) for im in images], generator)
+        views = self.view.apply_params(images, params)
         if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         self.last_params = params

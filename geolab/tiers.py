@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from geolab import paths, world
 
@@ -68,7 +68,8 @@ def resolve_manifest(
             raise FileNotFoundError(f"Manifest {path} (data={data!r}) does not exist.")
         return path
     if data == "geoworld":
-        kwargs = {k: v for k, v in dict(locations=world_locations, size=world_size).items() if v is not None}
+        given = dict(locations=world_locations, size=world_size)
+        kwargs: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         return Path(world.load_world(seed=world_seed, **kwargs))
     if data == "fmow-mini":
         path = fmow_mini_manifest()

@@ -29,6 +29,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from geolab import paths
 from geolab.config import WorldConfig
@@ -117,7 +118,7 @@ def load_world(
         DiskSpaceError: not enough free disk space for the images.
     """
     cfg = config or WorldConfig()
-    over = {k: v for k, v in dict(seed=seed, size=size, locations=locations).items() if v is not None}
+    over: dict[str, Any] = {k: v for k, v in dict(seed=seed, size=size, locations=locations).items() if v is not None}
     cfg = dataclasses.replace(cfg, **over)  # WorldConfig checks seed, size...: before anything is written
     key = world_key(cfg)
     folder = world_folder(cfg, out)
