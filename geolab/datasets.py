@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from geolab.errors import UserError
 from geolab.images import open_rgb
 from geolab.manifest import ManifestError
 from geolab.positives import LocationIndex, check_strategy, need_columns
@@ -45,7 +46,7 @@ def label_names(df: pd.DataFrame) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- images
-class BadImageError(ManifestError):
+class BadImageError(ManifestError, UserError):
     """An image that cannot be read (missing, zero bytes, truncated, not an image).
 
     Raised with ``on_bad_image="fail"``; names the image path and its manifest row. When it

@@ -32,6 +32,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import pandas as pd
 
+from geolab.errors import UserError
 from geolab.manifest import ManifestError
 
 #: A temporal positive sampling strategy (described in the module docstring).
@@ -41,12 +42,20 @@ STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 SEASONS: tuple[str, ...] = ("winter", "spring", "summer", "autumn")
 
 
+class StrategyError(UserError, ValueError):
+    """A temporal-positive strategy that is not one of :data:`STRATEGIES`."""
+
+
 def check_strategy(strategy: str) -> Strategy:
-    """``strategy`` when it is one of :data:`STRATEGIES`, else a ValueError naming them."""
+    """``strategy`` when it is one of :data:`STRATEGIES`.
+
+    Raises:
+        StrategyError: (a ValueError) naming the strategies.
+    """
     for known in STRATEGIES:
         if strategy == known:
             return known
-    raise ValueError(f"unknown temporal sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    raise StrategyError(f"unknown temporal sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 def season_of(month: Any, lat: Any) -> np.ndarray:
@@ -219,7 +228,7 @@ class LocationIndex:
             The key's row; ``i`` itself for ``same-image`` and for single-image locations.
 
         Raises:
-            ValueError: ``strategy`` is not one of :data:`STRATEGIES`.
+            StrategyError: ``strategy`` is not one of :data:`STRATEGIES` (a ValueError).
         """
         rule = _RULES.get(strategy) or _rule(strategy)
         single = self._count_v[i] == 1
@@ -240,7 +249,7 @@ class LocationIndex:
             The key's row; ``i`` itself for single-image locations.
 
         Raises:
-            ValueError: ``strategy`` is not one of :data:`STRATEGIES`.
+            StrategyError: ``strategy`` is not one of :data:`STRATEGIES` (a ValueError).
         """
         rule = _RULES.get(strategy) or _rule(strategy)
         return int(i) if self._count_v[i] == 1 else rule.pick(self, i, u)
@@ -259,7 +268,7 @@ class LocationIndex:
             int64 array of key rows.
 
         Raises:
-            ValueError: ``strategy`` is not one of :data:`STRATEGIES`.
+            StrategyError: ``strategy`` is not one of :data:`STRATEGIES` (a ValueError).
         """
         rule = _rule(strategy)
         rows = np.asarray(rows, dtype=np.int64)

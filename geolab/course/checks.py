@@ -31,6 +31,7 @@ from lightly.models.utils import update_momentum
 from torch import Tensor, nn
 
 from geolab.config import PretrainConfig
+from geolab.errors import UserError
 from geolab.geo import GeoClusterer, location_coords
 from geolab.models import MoCoModel, build_contrastive_loss, build_model, load_memory_bank_state, sgd
 from geolab.positives import LocationIndex, Strategy
@@ -39,7 +40,7 @@ from geolab.train import train_step
 RTOL, ATOL = 1e-4, 1e-5  # float32, and geolab's key shuffle changes the order of a few sums
 
 
-class CheckFailed(AssertionError):
+class CheckFailed(UserError, AssertionError):
     """The learner's code disagrees with geolab's; the message says where and, if it can, why."""
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from geolab import paths
 from geolab.config import WorldConfig
+from geolab.errors import UserError
 from geolab.io import ensure_free_space
 from geolab.manifest import save_manifest
 from geolab.world import generate as gen
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 
-class WorldError(RuntimeError):
+class WorldError(UserError, RuntimeError):
     """A world folder that cannot be used as asked (another world's folder, a lock held...)."""
 
 
