@@ -245,3 +245,10 @@ def test_report_markdown_is_byte_identical(records: str, expected: str):
     figures = {("03_temporal_positives", "main"): "figures/a.png", ("08_results", "label-efficiency"): "figures/l.png"}
     text = report_markdown(results, figures if records == "all" else None)
     assert text == (data / expected).read_text()
+
+
+def test_ssl_methods_are_the_contrastive_methods_in_the_papers_order():
+    """health.SSL_METHODS is derived from config.METHOD_PARTS; the tables keep the paper's order."""
+    from geolab.course.health import SSL_METHODS
+
+    assert SSL_METHODS == ("moco", "moco-tp", "moco-geo", "moco-tp-geo")

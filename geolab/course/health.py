@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from geolab import paths
-from geolab.config import RANDOM_INIT
+from geolab.config import METHOD_PARTS, METHODS, RANDOM_INIT, Method
 from geolab.course.stats import STUCK_MARGIN, paired_difference_interval, seed_mean_std
 
 #: A contrastive loss within this much of ln(queue + 1) at the end of training has not left chance.
@@ -47,8 +47,13 @@ NEAR_CHANCE = 0.25
 COLLAPSED_STD = 0.2
 #: A run with less than this share of its best sibling seed's probe gain is lagging.
 LAGGING_SHARE = 0.5
-#: The SSL methods of the main comparison.
-SSL_METHODS = ("moco", "moco-tp", "moco-geo", "moco-tp-geo")
+#: The SSL methods of the main comparison: every contrastive method of geolab.config.METHOD_PARTS, in
+#: the paper's table order (MoCo-v2, +TP, +Geo, +TP+Geo: without the geo loss first, then without
+#: temporal positives first).
+SSL_METHODS: tuple[Method, ...] = tuple(
+    sorted((m for m in METHODS if METHOD_PARTS[m].contrastive),
+           key=lambda m: (METHOD_PARTS[m].geo, METHOD_PARTS[m].temporal))
+)
 
 
 def _run_folder(record: Mapping[str, Any]) -> Path | None:
