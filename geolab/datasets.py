@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from geolab.errors import UserError
 from geolab.images import open_rgb
 from geolab.manifest import ManifestError
-from geolab.positives import LocationIndex, check_strategy, need_columns
+from geolab.positives import LocationIndex, Strategy, check_strategy, need_columns
 from geolab.transforms import eval_transform, moco_v2_view
 
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
@@ -398,7 +398,7 @@ class TemporalPairDataset(_ManifestDataset):
     def __init__(
         self,
         df: pd.DataFrame,
-        strategy: str = "any-other",
+        strategy: Strategy | str = "any-other",  # checked here (check_strategy): configs hold a str
         transform: Callable | None = None,
         seed: int = 0,
         on_bad_image: str = "skip",

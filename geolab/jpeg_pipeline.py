@@ -38,6 +38,7 @@ import torchvision
 from torch import Tensor
 
 from geolab.datasets import TemporalPairDataset
+from geolab.positives import Strategy
 from geolab.sources.prepare import CACHE_MARKER
 from geolab.transforms import BatchMoCoV2View
 
@@ -93,7 +94,7 @@ class EncodedPairDataset(TemporalPairDataset):
         strategy, seed, classes: as :class:`~geolab.datasets.TemporalPairDataset`.
     """
 
-    def __init__(self, df: pd.DataFrame, strategy: str = "any-other", seed: int = 0,
+    def __init__(self, df: pd.DataFrame, strategy: Strategy | str = "any-other", seed: int = 0,
                  classes: Sequence[str] | None = None) -> None:
         super().__init__(df, strategy=strategy, transform=_unchanged, seed=seed, on_bad_image="fail",
                          classes=classes, images=None)

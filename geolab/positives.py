@@ -343,6 +343,15 @@ _RULES: dict[str, _Rule] = {
 assert set(_RULES) == set(STRATEGIES), "every strategy has one rule"
 
 
+def uses_uniform(strategy: Strategy) -> bool:
+    """Whether ``strategy`` draws its positive with a uniform number (else it is a function of the row).
+
+    Raises:
+        StrategyError: ``strategy`` is not one of :data:`STRATEGIES` (a ValueError).
+    """
+    return _rule(strategy).random
+
+
 def _rule(strategy: str) -> _Rule:
     rule = _RULES.get(strategy)
     if rule is None:

@@ -34,7 +34,7 @@ from geolab.config import PretrainConfig
 from geolab.errors import UserError
 from geolab.geo import GeoClusterer, location_coords
 from geolab.models import MoCoModel, build_contrastive_loss, build_model, load_memory_bank_state, sgd
-from geolab.positives import LocationIndex, Strategy
+from geolab.positives import LocationIndex, Strategy, uses_uniform
 from geolab.train import train_step
 
 RTOL, ATOL = 1e-4, 1e-5  # float32, and geolab's key shuffle changes the order of a few sums
@@ -350,7 +350,7 @@ def check_temporal_positive(positive: Callable[..., int], df: pd.DataFrame, stra
     """
     df = df.reset_index(drop=True)
     index = LocationIndex(df)
-    random = strategy in ("any-other", "other-season")
+    random = uses_uniform(strategy)
     loc = df["location_id"].to_numpy()
     for i in range(len(df)):
         for u in us if random else (0.0,):

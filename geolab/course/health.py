@@ -182,7 +182,7 @@ def world_summary(records: Sequence[Mapping[str, Any]], world: int) -> dict[str,
     for m in methods:
         mean = seed_mean_std(r["probe_top1"] for r in recs if r["method"] == m)[0]
         means[m] = math.nan if mean is None else 100 * mean
-    ssl = [m for m in SSL_METHODS if m in means]
+    ssl: list[str] = [m for m in SSL_METHODS if m in means]
     best = max(ssl, key=means.__getitem__) if ssl else None
     diffs = {}
     for name, a, b_or_best in DIFFERENCES:

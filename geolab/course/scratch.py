@@ -29,7 +29,7 @@ from geolab.evaluate import extract_features, knn
 from geolab.geo import add_geo_clusters
 from geolab.manifest import select_split
 from geolab.models import MoCoModel
-from geolab.positives import LocationIndex, check_strategy
+from geolab.positives import LocationIndex, Strategy, check_strategy
 from geolab.transforms import BatchMoCoV2View
 
 
@@ -86,7 +86,7 @@ def pair_batches(
     steps: int,
     batch_size: int,
     image_size: int,
-    positive: Callable[[int, float], int] | str = "same-image",
+    positive: Callable[[int, float], int] | Strategy = "same-image",
     geo_k: int = 0,
     seed: int = 0,
     crop_min_scale: float = 0.2,
