@@ -51,3 +51,25 @@ def test_user_facing_errors_are_user_errors_and_keep_their_base():
         tiers.check_tier("fmow-big")
     with pytest.raises(UserError, match="unknown temporal sampling strategy"):
         check_strategy("any_other")
+
+
+def test_the_results_schema_lists_the_tiers():
+    """A new tier is declared in tiers.Tier; the results schema's enum of `data` must follow it."""
+    import json
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).parents[1] / "data_manifests" / "results.schema.json").read_text())
+    enums = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "data" in node.get("properties", {}):
+                enums.append(node["properties"]["data"].get("enum"))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert enums and all(e == list(tiers.TIERS) for e in enums if e is not None), enums
