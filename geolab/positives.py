@@ -284,12 +284,13 @@ class LocationIndex:
 # ----------------------------------------------------------------------------- the strategies
 # One function per strategy: the key row for query row ``i`` of a location with two images or
 # more, given the uniform number ``u``. LocationIndex.positive, .draw and .positives all end here.
+# The arrays are read through memoryviews (plain Python ints, no numpy scalar per read).
 def _any_other(index: LocationIndex, i: int, u: float) -> int:
     """The paper's: uniform over the other images of the location, the ``u``-th of them in time order."""
     j = int(u * (index._count_v[i] - 1))
     if j >= index._rank_v[i]:
         j += 1
-    return int(index._order_v[index._start_v[i] + j])
+    return index._order_v[index._start_v[i] + j]
 
 
 def _other_season(index: LocationIndex, i: int, u: float) -> int:
@@ -301,17 +302,17 @@ def _other_season(index: LocationIndex, i: int, u: float) -> int:
     j = int(u * m)
     if j >= index._season_off_v[i]:
         j += size
-    return int(index._season_order_v[index._start_v[i] + j])
+    return index._season_order_v[index._start_v[i] + j]
 
 
 def _nearest(index: LocationIndex, i: int, u: float) -> int:
     """The other image closest in time (ties: the earlier one)."""
-    return int(index._nearest_v[i])
+    return index._nearest_v[i]
 
 
 def _farthest(index: LocationIndex, i: int, u: float) -> int:
     """The other image farthest in time: the location's first or last."""
-    return int(index._farthest_v[i])
+    return index._farthest_v[i]
 
 
 def _same_image(index: LocationIndex, i: int, u: float) -> int:
@@ -353,8 +354,5 @@ def uses_uniform(strategy: Strategy) -> bool:
 
 
 def _rule(strategy: str) -> _Rule:
-    rule = _RULES.get(strategy)
-    if rule is None:
-        check_strategy(strategy)
-        raise AssertionError("unreachable")
-    return rule
+    """The rule of ``strategy`` (a :class:`StrategyError` naming the strategies when unknown)."""
+    return _RULES[check_strategy(strategy)]
