@@ -69,6 +69,10 @@ class BadImageError(ManifestError, UserError):
         super().__init__(problem, **kwargs)
 
 
+class DataSetError(UserError, ValueError):
+    """A data set that cannot be made as asked (images too large to preload, labels outside the classes given)."""
+
+
 class BadImageWarning(UserWarning):
     """An unreadable image was skipped (``on_bad_image="skip"``)."""
 
@@ -217,12 +221,12 @@ def decode_images(
         uint8 tensor, row ``i`` the image of ``df.iloc[i]``.
 
     Raises:
-        ValueError: the images would need more than ``max_bytes`` of memory.
+        DataSetError: the images would need more than ``max_bytes`` of memory (a ValueError).
         BadImageError: an unreadable image under ``"fail"``.
     """
     need = len(df) * 3 * size * size
     if need > max_bytes:
-        raise ValueError(
+        raise DataSetError(
             f"preloading {len(df)} images at {size} px needs {need / 2**30:.1f} GiB of memory (limit "
             f"{max_bytes / 2**30:.1f} GiB); train without preload (preload=False, no --preload), "
             "which reads images as it goes."
@@ -255,7 +259,7 @@ class _ManifestDataset(Dataset):
         lookup = {name: k for k, name in enumerate(self.classes)}
         unknown = sorted(set(df["label"].astype(str)) - set(lookup))
         if unknown:
-            raise ValueError(f"labels {unknown[:5]} are not in classes; pass classes=label_names(full_manifest)")
+            raise DataSetError(f"labels {unknown[:5]} are not in classes; pass classes=label_names(full_manifest)")
         self.labels = np.array([lookup[v] for v in df["label"].astype(str)], dtype=np.int64)
         if "geo_cluster" in df.columns:
             self.geo_clusters = df["geo_cluster"].to_numpy(dtype=np.int64)

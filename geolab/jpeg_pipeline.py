@@ -38,9 +38,14 @@ import torchvision
 from torch import Tensor
 
 from geolab.datasets import TemporalPairDataset
+from geolab.errors import UserError
 from geolab.positives import Strategy
 from geolab.sources.prepare import CACHE_MARKER
 from geolab.transforms import BatchMoCoV2View
+
+
+class PreparedCacheError(UserError, FileNotFoundError):
+    """A prepared cache's JPEG that cannot be read (the cache is incomplete or moved)."""
 
 
 class _EncodedImages:
@@ -64,7 +69,7 @@ class _EncodedImages:
             with open(self.paths[row], "rb") as fh:
                 return torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
         except OSError as exc:
-            raise FileNotFoundError(
+            raise PreparedCacheError(
                 f"cannot read {self.paths[row]} (manifest row {row}: {exc}); run `geolab data prepare` again "
                 "or point the manifest at the prepared cache."
             ) from None

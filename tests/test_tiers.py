@@ -35,9 +35,11 @@ def test_user_facing_errors_are_user_errors_and_keep_their_base():
     """The errors whose message is the whole story derive from geolab.errors.UserError (what the
     CLI prints without a traceback) and still from the base that callers already catch."""
     from geolab.course.checks import CheckFailed
-    from geolab.datasets import BadImageError
+    from geolab.datasets import BadImageError, DataSetError
     from geolab.errors import UserError
+    from geolab.geo import GeoClusterError
     from geolab.images import UnsupportedImageError
+    from geolab.jpeg_pipeline import PreparedCacheError
     from geolab.manifest import ManifestError
     from geolab.positives import StrategyError, check_strategy
     from geolab.tiers import TierDataMissing, TierError
@@ -45,7 +47,8 @@ def test_user_facing_errors_are_user_errors_and_keep_their_base():
 
     for cls, base in [(CheckFailed, AssertionError), (BadImageError, ManifestError), (UnsupportedImageError, ValueError),
                       (StrategyError, ValueError), (TierError, ValueError), (TierDataMissing, FileNotFoundError),
-                      (WorldError, RuntimeError)]:
+                      (WorldError, RuntimeError), (GeoClusterError, ValueError), (DataSetError, ValueError),
+                      (PreparedCacheError, FileNotFoundError)]:
         assert issubclass(cls, UserError) and issubclass(cls, base), cls
     with pytest.raises(UserError, match="choose one of"):
         tiers.check_tier("fmow-big")
