@@ -71,7 +71,7 @@ def load_backbone(checkpoint: str | os.PathLike, arch: str | None = None) -> nn.
         geolab.checkpoints.CheckpointError: a geolab checkpoint whose weights do not fit (names the keys),
             a newer geolab's checkpoint, an unreadable file; :class:`geolab.weights.WeightsError`
             (a subclass) for a state dict that fits no architecture or not ``arch``.
-        geolab.sources.official.OfficialCheckpointError: an official one that does not fit.
+        geolab.official_weights.OfficialCheckpointError: an official one that does not fit.
     """
     return load_weights(checkpoint, arch)
 
@@ -511,7 +511,7 @@ def evaluate_checkpoint(
     }
     # Images of one place are correlated, so the test set's sampling error is over locations:
     # keep each method's hits per test location (in one fixed order) for a bootstrap over
-    # locations (geolab.course.stats.bootstrap_interval).
+    # locations (geolab.stats.bootstrap_interval).
     locations, loc_index = np.unique(test["location_id"].astype(str).to_numpy(), return_inverse=True)
     result["test_locations"] = len(locations)
     result["test_location_images"] = np.bincount(loc_index, minlength=len(locations)).tolist()

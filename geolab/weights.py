@@ -6,7 +6,7 @@ the notebooks) any of:
 * a **geolab checkpoint** (``runs/<run>/checkpoints/last.pt``, :func:`geolab.train.pretrain`):
   ``{"format": "geolab-checkpoint", "model": {"backbone.*": ...}, ...}``;
 * an **official GASSL** ``.pth.tar`` (the MoCo-v2 code of Ayush et al.): the query encoder under
-  ``module.encoder_q.*`` (:mod:`geolab.sources.official`);
+  ``module.encoder_q.*`` (:mod:`geolab.official_weights`);
 * a **bare ResNet state dict** in torchvision/timm key layout (``conv1.weight``,
   ``layer1.0.conv1.weight``, ..., ``fc.*``), e.g. torchgeo's ``ResNet50_Weights.FMOW_RGB_GASSL``
   file, a torchvision model's ``state_dict()``, or geolab's own export. ``module.``,
@@ -38,7 +38,7 @@ from geolab import __version__
 from geolab.checkpoints import CheckpointError, check_checkpoint, load_state_dict_checked, read_checkpoint_file
 from geolab.io import atomic_torch_save, atomic_write_json, check_output_file
 from geolab.models import ARCHS, make_backbone
-from geolab.sources.official import QUERY_PREFIX, backbone_from_official, official_query_state
+from geolab.official_weights import QUERY_PREFIX, backbone_from_official, official_query_state
 from geolab.transforms import IMAGENET_NORMALIZE
 
 #: Prefixes stripped from bare state-dict keys (DDP's ``module.``, lightly/Lightning's
@@ -273,7 +273,7 @@ def load_weights(path: str | os.PathLike, arch: str | None = None) -> nn.Module:
         FileNotFoundError: no such file.
         geolab.checkpoints.CheckpointError: unreadable file; a geolab checkpoint that does not fit or is
             newer than this geolab (:class:`WeightsError`, a subclass, for bare state dicts).
-        geolab.sources.official.OfficialCheckpointError: an official file that does not fit.
+        geolab.official_weights.OfficialCheckpointError: an official file that does not fit.
     """
     path = Path(path)
     obj = read_checkpoint_file(path)

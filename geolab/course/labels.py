@@ -6,7 +6,7 @@ Notebook 08 (and the report) put every run of the main comparison through two mo
   100 % of the training labels (:data:`LABEL_FRACTIONS`), one record per run and fraction
   (``experiment="label-efficiency"``, ``label_fraction``). The probe's C is still chosen on the
   whole val split; the test split is scored whole, so the interval over test locations is the
-  same bootstrap as everywhere (:mod:`geolab.course.stats`).
+  same bootstrap as everywhere (:mod:`geolab.stats`).
 * fine-tuning -- end-to-end fine-tuning of a run's backbone with a new linear layer on
   all the training labels (:func:`geolab.evaluate.fine_tune`), short and seeded
   (``experiment="fine-tune"``, ``finetune_top1`` with its hits per test location). Random init
@@ -51,12 +51,12 @@ from threadpoolctl import threadpool_limits
 
 from geolab.checkpoints import load_checkpoint
 from geolab.course.experiment import _worker_init, default_workers
-from geolab.course.records import FINETUNE_EXPERIMENT, LABEL_EXPERIMENT, record_result
-from geolab.course.stats import compare, frozen_finetuned_table, label_efficiency_table
+from geolab.course.records import record_result
 from geolab.datasets import label_names
 from geolab.evaluate import extract_features, fine_tune, knn, linear_probe, load_backbone, select_probe_C
 from geolab.manifest import load_manifest, scoring_split, select_split
 from geolab.processes import process_pool
+from geolab.stats import FINETUNE_EXPERIMENT, LABEL_EXPERIMENT, compare, frozen_finetuned_table, label_efficiency_table
 
 #: The fractions of the training labels behind the label-efficiency curves (the paper's and UvA's 1, 10, 100 %).
 LABEL_FRACTIONS: tuple[float, ...] = (0.01, 0.1, 1.0)
@@ -292,7 +292,7 @@ def label_findings(records: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[s
     """The label-efficiency and fine-tuning results in sentences, every number computed from ``records``.
 
     For each method, its probe with the fewest labels beside its probe with all of them (the share it
-    keeps); then each pair ``(a, b)`` of ``pairs`` compared with :func:`geolab.course.stats.compare`
+    keeps); then each pair ``(a, b)`` of ``pairs`` compared with :func:`geolab.stats.compare`
     (95% interval over test locations and seeds) at the fewest labels and fine-tuned.
 
     Args:

@@ -18,9 +18,15 @@ import numpy as np
 import pandas as pd
 
 from geolab.config import RANDOM_INIT
-from geolab.course.records import FINETUNE_EXPERIMENT, LABEL_EXPERIMENT
 from geolab.paper import PAPER_FMOW_TOP1
 
+#: The ``experiment`` of the records of :mod:`geolab.course.labels` (declared here, below the course, because
+#: :func:`label_efficiency_table` and :func:`frozen_finetuned_table` read them): the probe with a fraction of the
+#: training labels (``label_fraction`` in (0, 1], ``labelled_images``, ``labelled_locations``, ``probe_C``; ``variant``
+#: ``"1% labels"``), and end-to-end fine-tuning on all of them (``finetune_top1``, ``finetune_f1``,
+#: ``finetune_hits`` per test location, ``finetune_epochs``, ``finetune_steps``, ``label_fraction`` 1).
+LABEL_EXPERIMENT = "label-efficiency"
+FINETUNE_EXPERIMENT = "fine-tune"
 #: Level of the intervals shown beside every comparison.
 CONFIDENCE = 0.95
 #: Bootstrap resamples behind each interval.
@@ -276,7 +282,7 @@ def label_efficiency_table(records: Sequence[Mapping[str, Any]], metric: str = "
 
     One row per (method, fraction) of the ``label-efficiency`` records: ``method``, ``label_fraction``,
     ``seeds``, ``labelled images`` (mean over seeds), ``mean``, ``ci low``, ``ci high`` (bootstrap over
-    test locations and seeds, :func:`geolab.course.stats.bootstrap_interval`), in percent.
+    test locations and seeds, :func:`geolab.stats.bootstrap_interval`), in percent.
     """
     recs = [dict(r) for r in records if r.get("experiment") == LABEL_EXPERIMENT]
     rows = []
