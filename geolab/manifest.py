@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geolab.errors import UserError
 from geolab.io import atomic_write
 from geolab.manifest_cells import (
     PATH_CHARACTERS,
@@ -87,7 +88,7 @@ PATH_COLUMNS: tuple[str, ...] = ("path", "mask_path")
 #: Derived columns that :func:`save_manifest` does not store.
 DERIVED_COLUMNS: tuple[str, ...] = ("geo_cluster",)
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that breaks the contract, with where and what to do.
 
     Attributes:

@@ -21,13 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from geolab.checkpoints import CheckpointError, load_state_dict_checked
+from geolab.errors import UserError
 from geolab.models import ARCHS, make_backbone
 
 #: Prefix of the query encoder in the official checkpoints.
 QUERY_PREFIX = "module.encoder_q."
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(UserError, ValueError):
     """The file is not an official GASSL/MoCo checkpoint that fits the asked backbone."""
 
 

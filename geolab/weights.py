@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from geolab import __version__
 from geolab.checkpoints import CheckpointError, check_checkpoint, load_state_dict_checked, read_checkpoint_file
+from geolab.errors import UserError
 from geolab.io import atomic_torch_save, atomic_write_json, check_output_file
 from geolab.models import ARCHS, make_backbone
 from geolab.official_weights import QUERY_PREFIX, backbone_from_official, official_query_state
@@ -55,7 +56,7 @@ _NESTED_KEYS = ("state_dict", "model")
 KINDS = ("geolab-checkpoint", "official-gassl", "state-dict")
 
 
-class WeightsError(CheckpointError):
+class WeightsError(CheckpointError, UserError):
     """A weights file geolab cannot turn into a backbone (the message says why and what to do)."""
 
 

@@ -160,3 +160,24 @@ def test_the_function_check_counts_def_to_last_line():
 def test_no_function_is_over_100_lines():
     long = _long_functions()
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them by job into named helpers): {long}"
+
+
+def test_user_facing_errors_derive_from_user_error():
+    """The errors whose message is the whole story derive from ``geolab.errors.UserError`` (the CLI shows them
+    without a traceback) and keep their old base, so ``except ValueError`` / ``RuntimeError`` callers still work."""
+    import importlib  # noqa: PLC0415 - only this test needs it
+
+    from geolab.errors import UserError  # noqa: PLC0415
+
+    expected = {
+        "geolab.manifest.ManifestError": ValueError, "geolab.official_weights.OfficialCheckpointError": ValueError,
+        "geolab.weights.WeightsError": ValueError, "geolab.sources.fmow.FmowMetadataError": ValueError,
+        "geolab.sources.s3.S3Error": RuntimeError, "geolab.sources.s3.ListingError": RuntimeError,
+        "geolab.sources.s3.UnsafeKeyError": ValueError, "geolab.sources.s3.DownloadError": RuntimeError,
+        "geolab.sources.prepare.PrepareError": RuntimeError, "geolab.viz.assets.AssetError": RuntimeError,
+        "geolab.viz.folium_map.OfflineMapError": RuntimeError,
+    }
+    for name, old_base in expected.items():
+        module, _, cls = name.rpartition(".")
+        error = getattr(importlib.import_module(module), cls)
+        assert issubclass(error, UserError) and issubclass(error, old_base), name

@@ -39,6 +39,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from geolab.errors import UserError
 from geolab.sources.build import BuildReport, Skipped, drop_label_conflicts, save_build
 
 #: fMoW's split folders, in the order geolab lists them.
@@ -64,7 +65,7 @@ FMOW_CATEGORIES: tuple[str, ...] = (
 IMAGE_KINDS: tuple[str, ...] = ("rgb", "msrgb")
 
 
-class FmowMetadataError(ValueError):
+class FmowMetadataError(UserError, ValueError):
     """One image's metadata JSON is missing a field or holds a value geolab cannot read."""
 
 

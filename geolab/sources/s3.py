@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import requests
 
+from geolab.errors import UserError
+
 #: fMoW's public bucket and the folder that holds fMoW-rgb.
 FMOW_ENDPOINT = "https://s3.amazonaws.com"
 FMOW_BUCKET = "spacenet-dataset"
@@ -44,7 +46,7 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_LIST_PAGES = 10_000
 
 
-class S3Error(RuntimeError):
+class S3Error(UserError, RuntimeError):
     """The object store answered with an error that retrying will not fix."""
 
 
@@ -52,11 +54,11 @@ class ListingError(S3Error):
     """A listing answer was not what ListObjectsV2 returns (the bucket or layout changed?)."""
 
 
-class UnsafeKeyError(ValueError):
+class UnsafeKeyError(UserError, ValueError):
     """A remote key would be written outside the output folder."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """Some files could not be fetched; completed files are kept and a rerun resumes."""
 
     def __init__(self, message: str, failed: dict[str, str]):

@@ -19,11 +19,12 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from geolab.errors import UserError
 from geolab.io import atomic_write_text
 from geolab.viz.assets import leaflet_assets
 
 
-class OfflineMapError(RuntimeError):
+class OfflineMapError(UserError, RuntimeError):
     """A map page would load something from the network although it was asked not to."""
 
 
