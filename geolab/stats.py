@@ -67,11 +67,11 @@ def seed_mean_std(values: Iterable[float | None]) -> tuple[float | None, float |
     return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def _group(records: list[dict[str, Any]], method: str, variant: str | None = None) -> list[dict[str, Any]]:
+def _group(records: Sequence[Mapping[str, Any]], method: str, variant: str | None = None) -> list[Mapping[str, Any]]:
     return [r for r in records if r["method"] == method and (variant is None or r.get("variant", "") == variant)]
 
 
-def _hits(group: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _hits(group: Sequence[Mapping[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Correct counts per seed and test location, and the images per location.
 
     (seeds x test locations) correct counts and the images per location, or None when a
@@ -98,7 +98,8 @@ def _bootstrap(hits: np.ndarray, sizes: np.ndarray, counts: np.ndarray, rng: np.
 
 
 def bootstrap_interval(
-    records: list[dict[str, Any]], method: str, metric: str = "probe_top1", variant: str | None = None, seed: int = 0
+    records: Sequence[Mapping[str, Any]], method: str, metric: str = "probe_top1", variant: str | None = None,
+    seed: int = 0
 ) -> tuple[float, float] | None:
     """A 95% interval for a method's mean accuracy that includes the test set's sampling error.
 
@@ -129,7 +130,7 @@ def bootstrap_interval(
 
 
 def difference_interval(
-    records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
+    records: Sequence[Mapping[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
 ) -> tuple[float, float] | None:
     """A 95% interval for the difference of two methods' mean accuracies.
 
@@ -148,8 +149,13 @@ def difference_interval(
     return float(np.quantile(diff, tail)), float(np.quantile(diff, 1 - tail))
 
 
+def _seed(record: Mapping[str, Any]) -> Any:
+    """A record's seed (what pairs the runs of two methods)."""
+    return record.get("seed")
+
+
 def paired_difference_interval(
-    records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
+    records: Sequence[Mapping[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
 ) -> tuple[float, float] | None:
     """A 95% interval for ``mean(a) - mean(b)`` with seeds *and* test locations paired.
 
@@ -159,11 +165,11 @@ def paired_difference_interval(
     :func:`difference_interval`. None without per-location hits.
     """
     ga, gb = _group(records, a), _group(records, b)
-    sa, sb = [r.get("seed") for r in ga], [r.get("seed") for r in gb]
+    sa, sb = [_seed(r) for r in ga], [_seed(r) for r in gb]
     if sorted(sa) != sorted(sb) or len(set(sa)) != len(sa):
         return difference_interval(records, a, b, metric, seed)
-    ga = sorted(ga, key=lambda r: r.get("seed"))
-    gb = sorted(gb, key=lambda r: r.get("seed"))
+    ga = sorted(ga, key=_seed)
+    gb = sorted(gb, key=_seed)
     ha, hb = _hits(ga, metric), _hits(gb, metric)
     if ha is None or hb is None or len(ha[1]) != len(hb[1]) or not np.array_equal(ha[1], hb[1]):
         return None
@@ -270,7 +276,7 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
     )
 
 
-def _mean_ci(records: list[Mapping[str, Any]], method: str, metric: str, variant: str | None = None
+def _mean_ci(records: Sequence[Mapping[str, Any]], method: str, metric: str, variant: str | None = None
              ) -> tuple[float | None, tuple[float, float] | None]:
     group = [r for r in records if r["method"] == method and (variant is None or r.get("variant") == variant)]
     mean, _ = seed_mean_std(r.get(metric) for r in group)

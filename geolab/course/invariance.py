@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from geolab.evaluate import probe_C
 from geolab.manifest import scoring_split
-from geolab.viz import nearest_neighbours
+from geolab.viz.pictures import nearest_neighbours
 
 #: geoworld's nuisance columns: what changes between revisits of one location.
 NUISANCE_COLUMNS: tuple[str, ...] = ("season", "cloud_cover", "snow", "sun_elevation", "haze")

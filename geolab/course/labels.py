@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +184,10 @@ def label_experiments(
     for f in fractions:
         if not 0 < f <= 1:
             raise ValueError(f"a fraction of the labels must be in (0, 1], got {f}.")
-    tune = dict(epochs=finetune_epochs, max_steps=finetune_max_steps, lr=finetune_lr,
-                batch_size=finetune_batch_size, device=device)
+    tune: dict[str, Any] = dict(epochs=finetune_epochs, max_steps=finetune_max_steps, lr=finetune_lr,
+                                batch_size=finetune_batch_size, device=device)
     runs = [{**run, "manifest": run_manifest(run)} for run in runs]
+    jobs: list[tuple[Callable[..., list[dict[str, Any]]], Mapping[str, Any], dict[str, Any]]]
     jobs = [(_fine_tune_one, run, tune) for run in runs if run["seed"] in finetune_seeds]  # the longest first
     jobs += [(_label_efficiency_one, run, dict(fractions=tuple(fractions), device=device)) for run in runs]
     done = _run_jobs(jobs, device, workers)
@@ -231,8 +232,8 @@ def _label_efficiency_one(run: dict[str, Any], fractions: tuple[float, ...], dev
     below = [f for f in fractions if f < 1 or run.get("probe_hits") is None]
     needed = label_subset(train, max(below), seed) if below else train.iloc[:0]
     backbone = load_backbone(run["checkpoint"])
-    common = dict(classes=classes, batch_size=batch_size, device=device, progress=False)
-    feats = {name: extract_features(backbone, part, run["image_size"], **common)
+    feats = {name: extract_features(backbone, part, run["image_size"], classes=classes, batch_size=batch_size,
+                                    device=device, progress=False)
              for name, part in (("train", needed), ("val", val), ("test", test)) if len(part)} if below else {}
     loc_index, sizes = _location_hits(test)
     out = []
@@ -320,7 +321,8 @@ def label_findings(records: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[s
                   for a, b in pairs if {a, b} <= present]
     tuned = [dict(r) for r in records if r.get("experiment") == FINETUNE_EXPERIMENT]
     if tuned:
-        steps = sorted({r.get("finetune_steps") for r in tuned})
+        found: set[Any] = {r.get("finetune_steps") for r in tuned}
+        steps = sorted(found)
         lines.append(f"fine-tuned end to end for {', '.join(map(str, steps))} SGD step(s) on all the labels:")
         ft = frozen_finetuned_table(records)
         lines += [f"  {m}: frozen {row['frozen probe']}, fine-tuned {row['fine-tuned']}" for m, row in ft.iterrows()]

@@ -31,6 +31,7 @@ import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import requests
 
@@ -44,6 +45,10 @@ FMOW_RGB_PREFIX = "Hosted-Datasets/fmow/fmow-rgb/"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 #: Most ListObjectsV2 pages read for one prefix: 10,000 pages of 1,000 keys, ten times fMoW-rgb.
 MAX_LIST_PAGES = 10_000
+
+
+#: What one attempt of :func:`_retrying` returns.
+T = TypeVar("T")
 
 
 class S3Error(UserError, RuntimeError):
@@ -196,8 +201,8 @@ def _s3_error_text(resp: requests.Response) -> str:
     return text[:200].strip() or resp.reason or ""
 
 
-def _retrying(policy: RetryPolicy, what: str, attempt_fn: Callable[[], object],
-              stop: threading.Event | None = None) -> object:
+def _retrying(policy: RetryPolicy, what: str, attempt_fn: Callable[[], T],
+              stop: threading.Event | None = None) -> T:
     """Run ``attempt_fn`` until it succeeds, retrying :class:`_Retryable` failures.
 
     A set ``stop`` event ends the waits between attempts at once (:class:`DownloadInterrupted`).

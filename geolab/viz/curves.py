@@ -160,10 +160,11 @@ def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1"
         The matplotlib axes.
     """
     groups = list(dict.fromkeys((r["method"], r.get("variant")) for r in records))
-    means, err = [], [[], []]
+    means: list[float] = []
+    err: list[list[float]] = [[], []]
     for m, variant in groups:
         mean = 100 * float(np.mean([r[metric] for r in records if (r["method"], r.get("variant")) == (m, variant)]))
-        ci = bootstrap_interval(list(records), m, metric, variant=variant)
+        ci = bootstrap_interval(records, m, metric, variant=variant)
         low, high = (mean, mean) if ci is None else (100 * ci[0], 100 * ci[1])
         means.append(mean)
         err[0].append(mean - low)

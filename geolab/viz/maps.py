@@ -83,7 +83,8 @@ def category_colours(values: Sequence[Any], kind: str = "label") -> dict[Any, st
     uniq = sorted(set(values), key=lambda v: (str(type(v)), v))
     out: dict[Any, str] = {}
     if kind == "split":
-        spare = [to_hex(c) for c in colormaps["tab10"].colors[3:]]
+        tab10 = colormaps["tab10"]
+        spare = [to_hex(tab10(i)) for i in range(3, tab10.N)]
         for v in uniq:
             out[v] = SPLIT_COLOURS.get(str(v)) or spare[len(out) % len(spare)]
         return out
@@ -116,8 +117,8 @@ def thumbnail(path: str | Path, size: int = 48) -> bytes:
     Raises:
         OSError: the file is missing or not an image (PIL's message names the file).
     """
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    with Image.open(path) as src:
+        im = src.convert("RGB")
         im.thumbnail((size, size))
         buf = io.BytesIO()
         im.save(buf, format=THUMB_FORMAT, quality=THUMB_QUALITY, method=6)
