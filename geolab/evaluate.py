@@ -14,7 +14,7 @@
   on cached features (on the GPU when there is one).
 * :func:`knn` -- weighted kNN on cosine similarity (k=20, weights ``exp(sim / 0.07)``),
   the monitor of InstDisc (Wu et al. 2018) and MoCo.
-* :func:`fine_tune` -- optional end-to-end fine-tuning (backbone + linear layer).
+* end-to-end fine-tuning (backbone + linear layer) is :func:`geolab.finetune.fine_tune`.
 * :func:`evaluate_backbone` -- the pipeline, once: features -> probe (its C chosen on val by
   :func:`probe_C`, the one rule) and kNN; the two entry points below are thin:
 * :func:`evaluate_checkpoint` -- one checkpoint and manifest (what ``geolab probe`` /
@@ -25,8 +25,6 @@
 
 from __future__ import annotations
 
-import copy
-import itertools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,12 +42,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geolab.config import PROBE_C_GRID, ProbeConfig
-from geolab.datasets import ImageDataset, decode_images, label_names
+from geolab.datasets import ImageDataset, label_names
 from geolab.distributed import resolve_device
 from geolab.manifest import load_manifest, scoring_split, select_split
 from geolab.manifest_cells import shorten
-from geolab.transforms import BatchSupervisedView, eval_transform, supervised_transform
-from geolab.weights import backbone_meta, check_arch, feature_dim, load_weights
+from geolab.transforms import eval_transform
+from geolab.weights import backbone_meta, check_arch, load_weights
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -179,8 +177,8 @@ def _eval_inputs(df: pd.DataFrame, image_size: int, classes: list[str], num_work
 
 
 # ----------------------------------------------------------------------------- classifiers
-def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-
+def classification_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """``{"top1": accuracy, "f1": macro-F1 over the labels present in y_true}`` (every evaluation's two scores)."""
     return {
         "top1": float(accuracy_score(y_true, y_pred)),
         "f1": float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0)),
@@ -232,7 +230,7 @@ def linear_probe(
         pred = _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, resolve_device(device))
     else:
         raise ValueError(f"unknown linear probe backend {backend!r}; use 'sklearn' or 'torch'.")
-    out: dict[str, Any] = _scores(test_y, pred)
+    out: dict[str, Any] = classification_scores(test_y, pred)
     if return_predictions:
         out["predictions"] = np.asarray(pred)
     return out
@@ -314,87 +312,6 @@ def knn(
     out: dict[str, Any] = {"top1": float((pred == np.asarray(query_y)).mean()) if len(pred) else float("nan")}
     if return_predictions:
         out["predictions"] = pred
-    return out
-
-
-def fine_tune(
-    backbone: nn.Module,
-    train_df,
-    test_df,
-    image_size: int,
-    *,
-    classes: list[str] | None = None,
-    epochs: int = 10,
-    lr: float = 0.01,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    max_steps: int | None = None,
-    preload: bool = False,
-    return_predictions: bool = False,
-    return_model: bool = False,
-) -> dict[str, Any]:
-    """End-to-end fine-tuning (backbone + a new linear layer, SGD, cosine) and its test scores.
-
-    The backbone is copied, never changed in place.
-
-    Args:
-        backbone: a pre-trained backbone (:func:`load_backbone`), ``feature_dim`` attribute.
-        train_df: manifest rows to train on.
-        test_df: manifest rows to score.
-        image_size: crop size.
-        classes: class order (default: labels of both tables).
-        epochs: SGD epochs (momentum 0.9, weight decay 1e-4).
-        lr: SGD learning rate.
-        batch_size: SGD batch size.
-        num_workers: DataLoader workers.
-        device: ``None``/``"auto"``: CUDA when available.
-        seed: seeds initialisation and sampling.
-        progress: tqdm bar.
-        max_steps: stop after this many SGD steps in all (the cosine schedule spans them); ``None``: every epoch.
-        preload: decode ``train_df`` once and augment whole batches of tensors
-            (:class:`~geolab.transforms.BatchSupervisedView`, the same augmentation) instead of per image in PIL.
-        return_predictions: also return each test row's predicted label index (``"predictions"``).
-        return_model: also return the fine-tuned network (``"model"``: backbone then linear layer).
-
-    Returns:
-        ``{"top1", "f1", "steps"}`` on ``test_df`` (and what was asked for).
-    """
-    dev = resolve_device(device)
-    classes = classes or label_names(pd.concat([train_df, test_df]))
-    torch.manual_seed(seed)
-    net = nn.Sequential(copy.deepcopy(backbone), nn.Linear(feature_dim(backbone), len(classes))).to(dev)
-    train_df = train_df.reset_index(drop=True)
-    images = decode_images(train_df, image_size, progress=False) if preload else None
-    augment = BatchSupervisedView(image_size) if preload else None
-    ds = ImageDataset(train_df, transform=None if preload else supervised_transform(image_size), classes=classes,
-                      images=images)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=len(ds) > batch_size,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    total = epochs * len(loader) if max_steps is None else min(epochs * len(loader), max_steps)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total))
-    net.train()
-    step = 0
-    for _ in tqdm(range(epochs), desc="fine-tune", disable=not progress or total == 0, leave=False):
-        for batch in itertools.islice(loader, total - step):
-            x = batch["query"].to(dev)
-            loss = F.cross_entropy(net(augment(x) if augment is not None else x), batch["label"].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-    fx, fy = extract_features(net, test_df, image_size, classes=classes, device=dev, progress=False)
-    out: dict[str, Any] = {**_scores(fy, fx.argmax(1)), "steps": step}
-    if return_predictions:
-        out["predictions"] = fx.argmax(1)
-    if return_model:
-        out["model"] = net.cpu().eval()
     return out
 
 

@@ -8,7 +8,7 @@ Notebook 08 (and the report) put every run of the main comparison through two mo
   whole val split; the test split is scored whole, so the interval over test locations is the
   same bootstrap as everywhere (:mod:`geolab.stats`).
 * fine-tuning -- end-to-end fine-tuning of a run's backbone with a new linear layer on
-  all the training labels (:func:`geolab.evaluate.fine_tune`), short and seeded
+  all the training labels (:func:`geolab.finetune.fine_tune`), short and seeded
   (``experiment="fine-tune"``, ``finetune_top1`` with its hits per test location). Random init
   fine-tuned is the from-scratch row.
 
@@ -53,7 +53,8 @@ from geolab.checkpoints import load_checkpoint
 from geolab.course.experiment import _worker_init, default_workers
 from geolab.course.records import record_result
 from geolab.datasets import label_names
-from geolab.evaluate import extract_features, fine_tune, knn, linear_probe, load_backbone, select_probe_C
+from geolab.evaluate import extract_features, knn, linear_probe, load_backbone, select_probe_C
+from geolab.finetune import fine_tune
 from geolab.manifest import load_manifest, scoring_split, select_split
 from geolab.processes import process_pool
 from geolab.stats import FINETUNE_EXPERIMENT, LABEL_EXPERIMENT, compare, frozen_finetuned_table, label_efficiency_table
@@ -151,7 +152,7 @@ def label_experiments(
       (the same protocol on the same rows, not computed twice); below 1 the probe and the kNN bank
       see :func:`label_subset` of the training split (seeded with the run's seed), the probe's C is
       chosen on the val split (:func:`geolab.evaluate.select_probe_C`), the whole test split is scored.
-    * Fine-tuning, one record per run of ``finetune_seeds``: :func:`geolab.evaluate.fine_tune` from the
+    * Fine-tuning, one record per run of ``finetune_seeds``: :func:`geolab.finetune.fine_tune` from the
       run's backbone (random init's: training from scratch) on all the training labels, seeded with the
       run's seed, the images decoded once and augmented in batches.
 
