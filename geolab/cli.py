@@ -537,7 +537,7 @@ _USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("geolab.sources.s3", "S3Error"),
     ("geolab.sources.s3", "DownloadError"),
     ("geolab.sources.prepare", "PrepareError"),
-    ("geolab.sources.official", "OfficialCheckpointError"),
+    ("geolab.official_weights", "OfficialCheckpointError"),
     ("geolab.viz.assets", "AssetError"),
     ("geolab.distributed", "DistributedError"),
 )

@@ -14,18 +14,19 @@
   on cached features (on the GPU when there is one).
 * :func:`knn` -- weighted kNN on cosine similarity (k=20, weights ``exp(sim / 0.07)``),
   the monitor of InstDisc (Wu et al. 2018) and MoCo.
-* :func:`fine_tune` -- optional end-to-end fine-tuning (backbone + linear layer).
-* :func:`evaluate_checkpoint` -- all of it for one checkpoint and manifest (what
-  ``geolab probe`` / ``geolab knn`` and the notebooks call).
-* :func:`probe_weights` -- the same for several weights files of any kind on one table, one
-  row each (official GASSL or torchgeo weights beside your own runs).
+* end-to-end fine-tuning (backbone + linear layer) is :func:`geolab.finetune.fine_tune`.
+* :func:`evaluate_backbone` -- the pipeline, once: features -> probe (its C chosen on val by
+  :func:`probe_C`, the one rule) and kNN; the two entry points below are thin:
+* :func:`evaluate_checkpoint` -- one checkpoint and manifest (what ``geolab probe`` /
+  ``geolab knn`` and the course's records call).
+* :func:`probe_weights` -- several weights files of any kind on one table, one row each
+  (official GASSL or torchgeo weights beside your own runs).
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from geolab.config import PROBE_C_GRID, ProbeConfig
-from geolab.datasets import ImageDataset, decode_images, label_names
+from geolab.datasets import ImageDataset, label_names
 from geolab.distributed import resolve_device
 from geolab.manifest import load_manifest, scoring_split, select_split
 from geolab.manifest_cells import shorten
-from geolab.transforms import BatchSupervisedView, eval_transform, supervised_transform
-from geolab.weights import check_arch, load_weights
+from geolab.transforms import eval_transform
+from geolab.weights import backbone_meta, check_arch, load_weights
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -71,7 +72,7 @@ def load_backbone(checkpoint: str | os.PathLike, arch: str | None = None) -> nn.
         geolab.checkpoints.CheckpointError: a geolab checkpoint whose weights do not fit (names the keys),
             a newer geolab's checkpoint, an unreadable file; :class:`geolab.weights.WeightsError`
             (a subclass) for a state dict that fits no architecture or not ``arch``.
-        geolab.sources.official.OfficialCheckpointError: an official one that does not fit.
+        geolab.official_weights.OfficialCheckpointError: an official one that does not fit.
     """
     return load_weights(checkpoint, arch)
 
@@ -176,8 +177,8 @@ def _eval_inputs(df: pd.DataFrame, image_size: int, classes: list[str], num_work
 
 
 # ----------------------------------------------------------------------------- classifiers
-def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-
+def classification_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """``{"top1": accuracy, "f1": macro-F1 over the labels present in y_true}`` (every evaluation's two scores)."""
     return {
         "top1": float(accuracy_score(y_true, y_pred)),
         "f1": float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0)),
@@ -229,7 +230,7 @@ def linear_probe(
         pred = _torch_probe_predict(train_x, train_y, test_x, C, seed, epochs, resolve_device(device))
     else:
         raise ValueError(f"unknown linear probe backend {backend!r}; use 'sklearn' or 'torch'.")
-    out: dict[str, Any] = _scores(test_y, pred)
+    out: dict[str, Any] = classification_scores(test_y, pred)
     if return_predictions:
         out["predictions"] = np.asarray(pred)
     return out
@@ -314,93 +315,21 @@ def knn(
     return out
 
 
-def fine_tune(
-    backbone: nn.Module,
-    train_df,
-    test_df,
-    image_size: int,
-    *,
-    classes: list[str] | None = None,
-    epochs: int = 10,
-    lr: float = 0.01,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    max_steps: int | None = None,
-    preload: bool = False,
-    return_predictions: bool = False,
-    return_model: bool = False,
-) -> dict[str, Any]:
-    """End-to-end fine-tuning (backbone + a new linear layer, SGD, cosine) and its test scores.
-
-    The backbone is copied, never changed in place.
-
-    Args:
-        backbone: a pre-trained backbone (:func:`load_backbone`), ``feature_dim`` attribute.
-        train_df: manifest rows to train on.
-        test_df: manifest rows to score.
-        image_size: crop size.
-        classes: class order (default: labels of both tables).
-        epochs: SGD epochs (momentum 0.9, weight decay 1e-4).
-        lr: SGD learning rate.
-        batch_size: SGD batch size.
-        num_workers: DataLoader workers.
-        device: ``None``/``"auto"``: CUDA when available.
-        seed: seeds initialisation and sampling.
-        progress: tqdm bar.
-        max_steps: stop after this many SGD steps in all (the cosine schedule spans them); ``None``: every epoch.
-        preload: decode ``train_df`` once and augment whole batches of tensors
-            (:class:`~geolab.transforms.BatchSupervisedView`, the same augmentation) instead of per image in PIL.
-        return_predictions: also return each test row's predicted label index (``"predictions"``).
-        return_model: also return the fine-tuned network (``"model"``: backbone then linear layer).
-
-    Returns:
-        ``{"top1", "f1", "steps"}`` on ``test_df`` (and what was asked for).
-    """
-    dev = resolve_device(device)
-    classes = classes or label_names(pd.concat([train_df, test_df]))
-    torch.manual_seed(seed)
-    net = nn.Sequential(copy.deepcopy(backbone), nn.Linear(int(backbone.feature_dim), len(classes))).to(dev)
-    train_df = train_df.reset_index(drop=True)
-    images = decode_images(train_df, image_size, progress=False) if preload else None
-    augment = BatchSupervisedView(image_size) if preload else None
-    ds = ImageDataset(train_df, transform=None if preload else supervised_transform(image_size), classes=classes,
-                      images=images)
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=len(ds) > batch_size,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    total = epochs * len(loader) if max_steps is None else min(epochs * len(loader), max_steps)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total))
-    net.train()
-    step = 0
-    for _ in tqdm(range(epochs), desc="fine-tune", disable=not progress or total == 0, leave=False):
-        for batch in itertools.islice(loader, total - step):
-            x = batch["query"].to(dev)
-            loss = F.cross_entropy(net(augment(x) if augment is not None else x), batch["label"].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-    fx, fy = extract_features(net, test_df, image_size, classes=classes, device=dev, progress=False)
-    out: dict[str, Any] = {**_scores(fy, fx.argmax(1)), "steps": step}
-    if return_predictions:
-        out["predictions"] = fx.argmax(1)
-    if return_model:
-        out["model"] = net.cpu().eval()
-    return out
-
-
 # ----------------------------------------------------------------------------- one call
-def _check_eval_splits(train, test, cfg: ProbeConfig, test_split: str, linear: bool) -> None:
+def _check_eval_splits(train: pd.DataFrame, test: pd.DataFrame, source: str, train_split: str, test_split: str,
+                       linear: bool) -> None:
     """Before any feature is extracted.
 
     The probe needs two training classes, and a scored class that the training split lacks could never be predicted
     (its images would silently count as errors).
+
+    Args:
+        train: the rows of ``train_split``.
+        test: the rows of ``test_split``.
+        source: the manifest, for messages.
+        train_split: the split that fits the probe (and is the kNN bank).
+        test_split: the scored split.
+        linear: whether a linear probe follows (it needs two classes).
 
     Raises:
         ValueError: naming the splits, the classes and what to do.
@@ -408,7 +337,7 @@ def _check_eval_splits(train, test, cfg: ProbeConfig, test_split: str, linear: b
     train_classes = set(train["label"])
     if linear and len(train_classes) < 2:
         raise ValueError(
-            f"{cfg.manifest}: the '{cfg.train_split}' split has {len(train_classes)} class "
+            f"{source}: the '{train_split}' split has {len(train_classes)} class "
             f"({', '.join(map(shorten, sorted(train_classes)))}); a linear probe needs at least two. Use a manifest "
             "whose training split holds several labels."
         )
@@ -417,8 +346,8 @@ def _check_eval_splits(train, test, cfg: ProbeConfig, test_split: str, linear: b
         names = sorted(unseen.unique())
         shown = ", ".join(map(shorten, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         raise ValueError(
-            f"{cfg.manifest}: {len(unseen)} of the {len(test)} '{test_split}' images have classes absent from the "
-            f"'{cfg.train_split}' split ({shown}); no classifier trained on '{cfg.train_split}' can predict them. "
+            f"{source}: {len(unseen)} of the {len(test)} '{test_split}' images have classes absent from the "
+            f"'{train_split}' split ({shown}); no classifier trained on '{train_split}' can predict them. "
             f"Add training images of those classes or drop those rows from '{test_split}'."
         )
 
@@ -440,7 +369,7 @@ def select_probe_C(
     regularisation (the smaller C). Returns ``(C, {str(C): val top-1})``.
     """
     scores = {}
-    best_C, best = None, -1.0
+    best_C, best = 1.0, -1.0
     for C in sorted(grid or PROBE_C_GRID):
         top1 = linear_probe(train_x, train_y, val_x, val_y, backend=backend, C=C, seed=seed)["top1"]
         scores[str(C)] = round(float(top1), 4)
@@ -449,19 +378,147 @@ def select_probe_C(
     return float(best_C), scores
 
 
-def _probe_C(C, backbone, df, train, test_split, tx, ty, image_size, common, backend, seed):
-    """``(C, val search or None)``.
+#: The probe's C where there is no val split to choose it on (val scored, absent, or with unseen classes).
+DEFAULT_PROBE_C = 1.0
 
-    ``C`` when given, else :func:`select_probe_C` on the val split; 1.0 when val is the scored split or absent
-    (nothing else to choose on).
+
+def probe_C(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    split: np.ndarray,
+    labels: np.ndarray,
+    test_split: str,
+    val_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    *,
+    C: float | None = None,
+    train_split: str = "train",
+    backend: str = "sklearn",
+    seed: int = 0,
+) -> tuple[float, dict[str, float] | None]:
+    """The probe's C as every evaluation chooses it: the one rule behind records, ``geolab probe`` and notebook 06.
+
+    ``C`` when given; else :func:`select_probe_C` on the val split when val is not the scored split, has rows,
+    and holds no class that ``train_split`` lacks; else :data:`DEFAULT_PROBE_C`. Val's features are asked for
+    only when they are used.
+
+    Args:
+        train_x: training features (N, D).
+        train_y: their label indices.
+        split: every row's split (the whole table's ``split`` column).
+        labels: every row's label (names or indices), aligned with ``split``.
+        test_split: the scored split.
+        val_features: ``(x, y)`` of the rows a boolean mask over the table selects (the val rows).
+        C: a fixed C (no search).
+        train_split: the split that fits the probe.
+        backend: the probe's solver.
+        seed: seeds the solver.
+
+    Returns:
+        ``(C, {str(C): val top-1} or None when nothing was searched)``.
     """
     if C is not None:
         return C, None
-    val = df[df["split"] == "val"] if test_split != "val" else df.iloc[:0]
-    if not len(val) or not val["label"].isin(train["label"]).all():
-        return 1.0, None
-    sx, sy = extract_features(backbone, val, image_size, **common)
-    return select_probe_C(tx, ty, sx, sy, backend=backend, seed=seed)
+    split, labels = np.asarray(split), np.asarray(labels)
+    val = split == "val"
+    if test_split == "val" or not val.any() or not np.isin(labels[val], labels[split == train_split]).all():
+        return DEFAULT_PROBE_C, None
+    val_x, val_y = val_features(val)
+    return select_probe_C(train_x, train_y, val_x, val_y, backend=backend, seed=seed)
+
+
+def evaluate_backbone(
+    backbone: nn.Module,
+    df: pd.DataFrame,
+    image_size: int,
+    *,
+    train_split: str = "train",
+    test_split: str | None = None,
+    linear: bool = True,
+    knn_eval: bool = True,
+    C: float | None = None,
+    backend: str = "sklearn",
+    k: int = 20,
+    knn_temperature: float = 0.07,
+    seed: int = 0,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The evaluation pipeline, once: frozen features -> linear probe (C by :func:`probe_C`) and/or kNN.
+
+    What :func:`evaluate_checkpoint` (one file, ``geolab probe`` / ``knn``, the course's records) and
+    :func:`probe_weights` (several files, notebook 06) both run on a loaded backbone.
+
+    Args:
+        backbone: returns (N, D) features (e.g. from :func:`load_backbone`).
+        df: the manifest rows (every split; ``df.attrs["source"]`` names it in messages).
+        image_size: evaluation size.
+        train_split: fits the probe and is the kNN bank.
+        test_split: the scored split (``None``/absent ``test``: ``val``, :func:`geolab.manifest.scoring_split`).
+        linear: run the linear probe.
+        knn_eval: run kNN.
+        C: the probe's inverse L2 strength (``None``: chosen on val).
+        backend: the probe's solver (``"sklearn"`` or ``"torch"``).
+        k: kNN neighbours.
+        knn_temperature: kNN vote temperature.
+        seed: seeds the probe.
+        batch_size: feature extraction's batch size.
+        num_workers: feature extraction's DataLoader workers.
+        device: feature extraction's device.
+        progress: feature extraction's tqdm bars.
+
+    Returns:
+        ``train_split``, ``test_split``, ``train_images``, ``test_images``, ``classes``, ``test_locations``,
+        ``test_location_images``, and ``linear_probe`` ``{"top1", "f1", "backend", "C", "hits"[, "val_top1_by_C"]}``
+        and/or ``knn`` ``{"top1", "k", "hits"}`` (hits: correct images per test location, in one fixed order).
+
+    Raises:
+        geolab.manifest.ManifestError: an empty split.
+        ValueError: fewer than two training classes for the probe, or scored classes the training split lacks.
+    """
+    test_split = scoring_split(df, test_split)
+    train, test = select_split(df, train_split), select_split(df, test_split)
+    _check_eval_splits(train, test, str(df.attrs.get("source", "<table>")), train_split, test_split, linear)
+    classes = label_names(df)
+
+    def features(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return extract_features(backbone, rows, image_size, classes=classes, batch_size=batch_size,
+                                num_workers=num_workers, device=device, progress=progress)
+
+    tx, ty = features(train)
+    vx, vy = features(test)
+    result: dict[str, Any] = {
+        "train_split": train_split,
+        "test_split": test_split,
+        "train_images": len(train),
+        "test_images": len(test),
+        "classes": len(classes),
+    }
+    # Images of one place are correlated, so the test set's sampling error is over locations:
+    # keep each method's hits per test location (in one fixed order) for a bootstrap over
+    # locations (geolab.stats.bootstrap_interval).
+    locations, loc_index = np.unique(test["location_id"].astype(str).to_numpy(), return_inverse=True)
+    result["test_locations"] = len(locations)
+    result["test_location_images"] = np.bincount(loc_index, minlength=len(locations)).tolist()
+
+    def hits(pred: np.ndarray) -> list[int]:
+        hits = np.bincount(loc_index, weights=(pred == vy).astype(np.float64), minlength=len(locations))
+        return hits.astype(int).tolist()
+
+    if linear:
+        C, search = probe_C(tx, ty, df["split"].to_numpy(), df["label"].to_numpy(), test_split,
+                            lambda val: features(df[val]), C=C, train_split=train_split, backend=backend, seed=seed)
+        scores = linear_probe(tx, ty, vx, vy, backend=backend, C=C, seed=seed, return_predictions=True)
+        pred = scores.pop("predictions")
+        result["linear_probe"] = {**scores, "backend": backend, "C": C, "hits": hits(pred)}
+        if search is not None:
+            result["linear_probe"]["val_top1_by_C"] = search
+    if knn_eval:
+        scores = knn(tx, ty, vx, vy, k=k, temperature=knn_temperature, return_predictions=True)
+        pred = scores.pop("predictions")
+        result["knn"] = {**scores, "k": k, "hits": hits(pred)}
+    return result
 
 
 def evaluate_checkpoint(
@@ -471,6 +528,7 @@ def evaluate_checkpoint(
 
     Features of ``cfg.train_split`` fit the probe (and are the kNN bank); ``cfg.test_split``
     is scored (``val`` when the manifest has no ``test`` split; the result says which).
+    The pipeline is :func:`evaluate_backbone`.
 
     Args:
         cfg: :class:`~geolab.config.ProbeConfig`.
@@ -483,18 +541,9 @@ def evaluate_checkpoint(
         ``linear_probe`` ``{"top1", "f1"}`` and/or ``knn`` ``{"top1", "k"}``.
     """
     backbone = check_arch(load_backbone(cfg.checkpoint, cfg.arch), cfg.arch)  # --arch must not be ignored
-    meta = backbone.geolab_meta
+    meta = backbone_meta(backbone)
     image_size = int(cfg.image_size or meta.get("image_size") or 224)
     df = load_manifest(cfg.manifest)
-    test_split = scoring_split(df, cfg.test_split)
-    train, test = select_split(df, cfg.train_split), select_split(df, test_split)
-    _check_eval_splits(train, test, cfg, test_split, linear)
-    classes = label_names(df)
-    common = dict(
-        classes=classes, batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device, progress=progress
-    )
-    tx, ty = extract_features(backbone, train, image_size, **common)
-    vx, vy = extract_features(backbone, test, image_size, **common)
     result: dict[str, Any] = {
         "checkpoint": str(cfg.checkpoint),
         "weights": meta.get("source"),
@@ -503,40 +552,18 @@ def evaluate_checkpoint(
         "epoch": meta.get("epoch"),
         "image_size": image_size,
         "manifest": str(cfg.manifest),
-        "train_split": cfg.train_split,
-        "test_split": test_split,
-        "train_images": len(train),
-        "test_images": len(test),
-        "classes": len(classes),
     }
-    # Images of one place are correlated, so the test set's sampling error is over locations:
-    # keep each method's hits per test location (in one fixed order) for a bootstrap over
-    # locations (geolab.course.stats.bootstrap_interval).
-    locations, loc_index = np.unique(test["location_id"].astype(str).to_numpy(), return_inverse=True)
-    result["test_locations"] = len(locations)
-    result["test_location_images"] = np.bincount(loc_index, minlength=len(locations)).tolist()
-
-    def hits(pred: np.ndarray) -> list[int]:
-        hits = np.bincount(loc_index, weights=(pred == vy).astype(np.float64), minlength=len(locations))
-        return hits.astype(int).tolist()
-
-    if linear:
-        C, search = _probe_C(cfg.C, backbone, df, train, test_split, tx, ty, image_size, common, cfg.backend, cfg.seed)
-        scores = linear_probe(tx, ty, vx, vy, backend=cfg.backend, C=C, seed=cfg.seed, return_predictions=True)
-        pred = scores.pop("predictions")
-        result["linear_probe"] = {**scores, "backend": cfg.backend, "C": C, "hits": hits(pred)}
-        if search is not None:
-            result["linear_probe"]["val_top1_by_C"] = search
-    if knn_eval:
-        scores = knn(tx, ty, vx, vy, k=cfg.k, temperature=cfg.knn_temperature, return_predictions=True)
-        pred = scores.pop("predictions")
-        result["knn"] = {**scores, "k": cfg.k, "hits": hits(pred)}
+    result.update(evaluate_backbone(
+        backbone, df, image_size, train_split=cfg.train_split, test_split=cfg.test_split, linear=linear,
+        knn_eval=knn_eval, C=cfg.C, backend=cfg.backend, k=cfg.k, knn_temperature=cfg.knn_temperature, seed=cfg.seed,
+        batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device, progress=progress,
+    ))
     return result
 
 
 def probe_weights(
-    weights: dict[str, str | os.PathLike],
-    df,
+    weights: Mapping[str, str | os.PathLike],
+    df: pd.DataFrame,
     image_size: int,
     *,
     arch: str | None = None,
@@ -547,13 +574,13 @@ def probe_weights(
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = False,
-):
+) -> pd.DataFrame:
     """Linear probe and kNN of several weights files on one table, one row per file.
 
     Any mix of the three kinds of :mod:`geolab.weights` (geolab checkpoints, official GASSL
     ``.pth.tar``, bare ResNet state dicts such as torchgeo's GASSL file or ``geolab export``
-    output), evaluated with one protocol: the same rows, image size and splits for all, as
-    ``geolab probe`` / ``geolab knn`` do for one file.
+    output), evaluated with one protocol: the same rows, image size and splits for all, and the
+    same pipeline (:func:`evaluate_backbone`) as ``geolab probe`` / ``geolab knn`` for one file.
 
     Args:
         weights: display name -> file.
@@ -570,24 +597,18 @@ def probe_weights(
 
     Returns:
         A ``pandas.DataFrame`` indexed by name: ``weights`` (geolab, official-gassl,
-        state-dict, geolab-export), ``arch``, ``method``, ``epoch``, ``probe_top1``,
+        state-dict, geolab-export), ``arch``, ``method``, ``epoch``, ``probe_C``, ``probe_top1``,
         ``probe_f1``, ``knn_top1`` (fractions), ``test_images``.
     """
-    test_split = scoring_split(df, test_split)
-    train, test = df[df["split"] == "train"], df[df["split"] == test_split]
-    classes = label_names(df)
-    common = dict(classes=classes, batch_size=batch_size, num_workers=num_workers, device=device, progress=progress)
     rows = {}
     for name, path in weights.items():
         backbone = load_backbone(Path(path).expanduser(), arch)
-        meta = backbone.geolab_meta
-        tx, ty = extract_features(backbone, train, image_size, **common)
-        vx, vy = extract_features(backbone, test, image_size, **common)
-        C, _ = _probe_C(None, backbone, df, train, test_split, tx, ty, image_size, common, "sklearn", seed)
-        probe = linear_probe(tx, ty, vx, vy, C=C, seed=seed)
+        meta = backbone_meta(backbone)
+        res = evaluate_backbone(backbone, df, image_size, test_split=test_split, k=k, batch_size=batch_size,
+                                num_workers=num_workers, device=device, seed=seed, progress=progress)
         rows[name] = {
             "weights": meta.get("source"), "arch": meta.get("arch"), "method": meta.get("method"),
-            "epoch": meta.get("epoch"), "probe_C": C, "probe_top1": probe["top1"], "probe_f1": probe["f1"],
-            "knn_top1": knn(tx, ty, vx, vy, k=k)["top1"], "test_images": len(test),
+            "epoch": meta.get("epoch"), "probe_C": res["linear_probe"]["C"], "probe_top1": res["linear_probe"]["top1"],
+            "probe_f1": res["linear_probe"]["f1"], "knn_top1": res["knn"]["top1"], "test_images": res["test_images"],
         }
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geolab.errors import UserError
 from geolab.io import atomic_write
 from geolab.manifest_cells import (
     PATH_CHARACTERS,
@@ -87,7 +88,7 @@ PATH_COLUMNS: tuple[str, ...] = ("path", "mask_path")
 #: Derived columns that :func:`save_manifest` does not store.
 DERIVED_COLUMNS: tuple[str, ...] = ("geo_cluster",)
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that breaks the contract, with where and what to do.
 
     Attributes:
@@ -141,7 +142,8 @@ class _Reporter:
         line = row + 2 if (self.is_csv and row is not None) else None  # header is line 1
         return ManifestError(problem, file=self.source, row=row, column=column, line=line)
 
-    def first_bad(self, bad: np.ndarray, problem: str, column: str, values: Sequence[Any] | None = None):
+    def first_bad(self, bad: np.ndarray, problem: str, column: str,
+                  values: Sequence[Any] | np.ndarray | None = None) -> None:
         """Raise for the first True in ``bad`` (a boolean array over rows), counting the others."""
         rows = np.flatnonzero(bad)
         if rows.size == 0:
@@ -154,6 +156,167 @@ class _Reporter:
 
 
 # ----------------------------------------------------------------------------- validation
+def _check_table_shape(df: pd.DataFrame, rep: _Reporter) -> None:
+    """A table with every required column, each once, and at least one row."""
+    if not isinstance(df, pd.DataFrame):
+        raise rep.error(f"expected a table (pandas DataFrame), got {type(df).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        have = ", ".join(str(c) for c in df.columns) or "none"
+        raise rep.error(
+            f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(the file has: {have}). Add {'them' if len(missing) > 1 else 'it'} or rename the "
+            f"matching column; required are {', '.join(REQUIRED_COLUMNS)}; see data_manifests/SCHEMA.md.",
+            column=missing[0],
+        )
+    dupes = pd.Index(df.columns)[pd.Index(df.columns).duplicated()]
+    if len(dupes):
+        raise rep.error(
+            f"column '{dupes[0]}' appears more than once; keep one and rename or drop the others.",
+            column=str(dupes[0]),
+        )
+    if len(df) == 0:
+        raise rep.error("the manifest has no rows; it needs one row per image.")
+
+
+def _normalise_text(out: pd.DataFrame, rep: _Reporter) -> None:
+    """Text columns: present, non-empty, stored as str (in place)."""
+    for col in TEXT_COLUMNS:
+        rep.first_bad(blank_mask(out[col]), f"{col} is empty or missing; every image needs a {col}.", col)
+        if all_text(out[col]):
+            out[col] = out[col].astype(str)
+        else:
+            out[col] = pd.Series([str(v) for v in out[col].to_numpy(dtype=object)], index=out.index, dtype=str)
+
+
+def _check_coordinates(out: pd.DataFrame, rep: _Reporter) -> None:
+    """``lat``/``lon``: numbers in range, stored as float64 (in place)."""
+    for col, lo, hi in (("lat", -90.0, 90.0), ("lon", -180.0, 180.0)):
+        raw = out[col]
+        num = to_float(raw)
+        rep.first_bad(
+            np.isnan(num),
+            col + " {value} is missing or not a number; give decimal degrees (WGS84), "
+            f"{col} in [{lo:g}, {hi:g}].",
+            col,
+            raw.to_numpy(dtype=object),
+        )
+        rep.first_bad(
+            (num < lo) | (num > hi),
+            col + " {value} is outside " + f"[{lo:g}, {hi:g}]; give decimal degrees (WGS84)"
+            + (" (are lat and lon swapped?)" if col == "lat" else "; wrap longitudes above 180 to lon - 360")
+            + ".",
+            col,
+            num,
+        )
+        out[col] = num
+
+
+def _check_optional_numbers(out: pd.DataFrame, rep: _Reporter) -> None:
+    """``gsd``/``cloud_cover`` when present: missing values allowed, present ones in range, float64 (in place)."""
+    optional = (("gsd", 0.0, np.inf, "metres per pixel, > 0"), ("cloud_cover", 0.0, 100.0, "percent, 0-100"))
+    for col, lo, hi, unit in optional:
+        if col not in out.columns:
+            continue
+        raw = out[col]
+        num = to_float(raw)
+        numeric = pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype)
+        blank = np.isnan(num) if numeric else blank_mask(raw)
+        rep.first_bad(
+            np.isnan(num) & ~blank,
+            col + " {value} is not a number" + f" ({unit}); leave it empty when unknown.",
+            col,
+            raw.to_numpy(dtype=object),
+        )
+        with np.errstate(invalid="ignore"):
+            out_of_range = ((num <= lo) if col == "gsd" else (num < lo)) | (num > hi) | np.isinf(num)
+        rep.first_bad(out_of_range, col + " {value} is out of range" + f" ({unit}).", col, num)
+        out[col] = num
+
+
+def _check_unique_ids(out: pd.DataFrame, rep: _Reporter) -> None:
+    """Every ``image_id`` once."""
+    dup = out["image_id"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((out["image_id"] == out["image_id"].iat[row]).to_numpy())[0])
+        raise rep.error(
+            f"image_id {show_value(out['image_id'].iat[row])} is used again (first at row {first}"
+            + (f", line {first + 2}" if rep.is_csv else "")
+            + "); image ids must be unique: drop the duplicate row or give it a new id.",
+            row=row,
+            column="image_id",
+        )
+
+
+def _check_one_per_location(out: pd.DataFrame, rep: _Reporter) -> None:
+    """One label and one split per location.
+
+    Labels (and splits) that differ only by surrounding spaces would silently be two classes; a location's
+    rows must share one label (a location is one place with one category) and one split (otherwise temporal
+    positives would leak between splits).
+    """
+    for col in ("label", "split"):
+        _check_space_variants(out[col], col, rep)
+    for col, why in (
+        ("label", "a location is one place with one category"),
+        ("split", "otherwise temporal positives would leak between splits"),
+    ):
+        first_val = out.groupby("location_id", sort=False)[col].transform("first")
+        bad = (out[col] != first_val).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            loc = out["location_id"].iat[row]
+            first_row = int(np.flatnonzero((out["location_id"] == loc).to_numpy())[0])
+            at = f"row {first_row}" + (f" (line {first_row + 2})" if rep.is_csv else "")
+            raise rep.error(
+                f"location {show_value(loc)} has {col} {show_value(out[col].iat[row])} here but "
+                f"{show_value(first_val.iat[row])} at "
+                f"{at}; all images of a location must share one {col} ({why}). "
+                f"Fix the {col} or give these images their own location_id.",
+                row=row,
+                column=col,
+            )
+
+
+def _check_paths(out: pd.DataFrame, rep: _Reporter, root: str | os.PathLike | None, check_files: bool,
+                 confine_to_root: bool) -> None:
+    """``path`` (and ``mask_path``) resolved against ``root`` (in place).
+
+    Files must exist when ``check_files``, and lie inside ``root`` when ``confine_to_root``.
+    """
+    for col in PATH_COLUMNS:
+        if col not in out.columns:
+            continue
+        values = out[col].to_numpy(dtype=object)
+        # path is never blank here (checked with the text columns); mask_path may be
+        blank = blank_mask(out[col]) if col != "path" else np.zeros(len(values), dtype=bool)
+        resolved = resolve_paths(values, blank, root)
+        if check_files:
+            bad = np.fromiter(
+                (p is not None and not os.path.isfile(p) for p in resolved), dtype=bool, count=len(resolved)
+            )
+            rows = np.flatnonzero(bad)
+            if rows.size:
+                row = int(rows[0])
+                more = f" ({rows.size - 1} more missing)" if rows.size > 1 else ""
+                base = f" relative to {root}" if root is not None and not os.path.isabs(str(values[row])) else ""
+                raise rep.error(
+                    f"file not found: {shorten(str(resolved[row]), PATH_CHARACTERS)}{more}. The {col} is "
+                    f"{show_value(values[row], PATH_CHARACTERS)}{base}; "
+                    "paths are absolute or relative to the manifest's folder. Fix the path, restore "
+                    "the file, or validate with check_files=False (`--no-check-files`).",
+                    row=row,
+                    column=col,
+                )
+        if confine_to_root and root is not None:
+            _check_confined(resolved, values, col, root, rep)
+        if col == "path":
+            out[col] = pd.Series(resolved, index=out.index, dtype=str)
+        else:
+            out[col] = pd.Series(resolved, index=out.index, dtype=object)
+
+
 def validate_manifest(
     df: pd.DataFrame,
     source: str | os.PathLike = "<table>",
@@ -187,149 +350,15 @@ def validate_manifest(
         ManifestError: the first problem found, naming file, row, column and what to do.
     """
     rep = _Reporter(source)
-    if not isinstance(df, pd.DataFrame):
-        raise rep.error(f"expected a table (pandas DataFrame), got {type(df).__name__}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        have = ", ".join(str(c) for c in df.columns) or "none"
-        raise rep.error(
-            f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"(the file has: {have}). Add {'them' if len(missing) > 1 else 'it'} or rename the "
-            f"matching column; required are {', '.join(REQUIRED_COLUMNS)}; see data_manifests/SCHEMA.md.",
-            column=missing[0],
-        )
-    dupes = pd.Index(df.columns)[pd.Index(df.columns).duplicated()]
-    if len(dupes):
-        raise rep.error(
-            f"column '{dupes[0]}' appears more than once; keep one and rename or drop the others.",
-            column=str(dupes[0]),
-        )
-    if len(df) == 0:
-        raise rep.error("the manifest has no rows; it needs one row per image.")
-
+    _check_table_shape(df, rep)
     out = df.reset_index(drop=True).copy()
-
-    # text columns: present, non-empty, stored as str
-    for col in TEXT_COLUMNS:
-        rep.first_bad(blank_mask(out[col]), f"{col} is empty or missing; every image needs a {col}.", col)
-        if all_text(out[col]):
-            out[col] = out[col].astype(str)
-        else:
-            out[col] = pd.Series([str(v) for v in out[col].to_numpy(dtype=object)], index=out.index, dtype=str)
-
-    # coordinates
-    for col, lo, hi in (("lat", -90.0, 90.0), ("lon", -180.0, 180.0)):
-        raw = out[col]
-        num = to_float(raw)
-        rep.first_bad(
-            np.isnan(num),
-            col + " {value} is missing or not a number; give decimal degrees (WGS84), "
-            f"{col} in [{lo:g}, {hi:g}].",
-            col,
-            raw.to_numpy(dtype=object),
-        )
-        rep.first_bad(
-            (num < lo) | (num > hi),
-            col + " {value} is outside " + f"[{lo:g}, {hi:g}]; give decimal degrees (WGS84)"
-            + (" (are lat and lon swapped?)" if col == "lat" else "; wrap longitudes above 180 to lon - 360")
-            + ".",
-            col,
-            num,
-        )
-        out[col] = num
-
-    # optional numeric columns: missing values allowed, present ones must make sense
-    optional = (("gsd", 0.0, np.inf, "metres per pixel, > 0"), ("cloud_cover", 0.0, 100.0, "percent, 0-100"))
-    for col, lo, hi, unit in optional:
-        if col not in out.columns:
-            continue
-        raw = out[col]
-        num = to_float(raw)
-        numeric = pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype)
-        blank = np.isnan(num) if numeric else blank_mask(raw)
-        rep.first_bad(
-            np.isnan(num) & ~blank,
-            col + " {value} is not a number" + f" ({unit}); leave it empty when unknown.",
-            col,
-            raw.to_numpy(dtype=object),
-        )
-        with np.errstate(invalid="ignore"):
-            out_of_range = ((num <= lo) if col == "gsd" else (num < lo)) | (num > hi) | np.isinf(num)
-        rep.first_bad(out_of_range, col + " {value} is out of range" + f" ({unit}).", col, num)
-        out[col] = num
-
+    _normalise_text(out, rep)
+    _check_coordinates(out, rep)
+    _check_optional_numbers(out, rep)
     out["timestamp"] = parse_timestamps(out["timestamp"], rep)
-
-    # unique image ids
-    dup = out["image_id"].duplicated(keep="first").to_numpy()
-    if dup.any():
-        row = int(np.flatnonzero(dup)[0])
-        first = int(np.flatnonzero((out["image_id"] == out["image_id"].iat[row]).to_numpy())[0])
-        raise rep.error(
-            f"image_id {show_value(out['image_id'].iat[row])} is used again (first at row {first}"
-            + (f", line {first + 2}" if rep.is_csv else "")
-            + "); image ids must be unique: drop the duplicate row or give it a new id.",
-            row=row,
-            column="image_id",
-        )
-
-    # labels (and splits) that differ only by surrounding spaces would silently be two classes
-    for col in ("label", "split"):
-        _check_space_variants(out[col], col, rep)
-
-    # one label and one split per location
-    for col, why in (
-        ("label", "a location is one place with one category"),
-        ("split", "otherwise temporal positives would leak between splits"),
-    ):
-        first_val = out.groupby("location_id", sort=False)[col].transform("first")
-        bad = (out[col] != first_val).to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            loc = out["location_id"].iat[row]
-            first_row = int(np.flatnonzero((out["location_id"] == loc).to_numpy())[0])
-            at = f"row {first_row}" + (f" (line {first_row + 2})" if rep.is_csv else "")
-            raise rep.error(
-                f"location {show_value(loc)} has {col} {show_value(out[col].iat[row])} here but "
-                f"{show_value(first_val.iat[row])} at "
-                f"{at}; all images of a location must share one {col} ({why}). "
-                f"Fix the {col} or give these images their own location_id.",
-                row=row,
-                column=col,
-            )
-
-    # paths
-    for col in PATH_COLUMNS:
-        if col not in out.columns:
-            continue
-        values = out[col].to_numpy(dtype=object)
-        # path is never blank here (checked with the text columns); mask_path may be
-        blank = blank_mask(out[col]) if col != "path" else np.zeros(len(values), dtype=bool)
-        resolved = resolve_paths(values, blank, root)
-        if check_files:
-            bad = np.fromiter(
-                (p is not None and not os.path.isfile(p) for p in resolved), dtype=bool, count=len(resolved)
-            )
-            rows = np.flatnonzero(bad)
-            if rows.size:
-                row = int(rows[0])
-                more = f" ({rows.size - 1} more missing)" if rows.size > 1 else ""
-                base = f" relative to {root}" if root is not None and not os.path.isabs(str(values[row])) else ""
-                raise rep.error(
-                    f"file not found: {shorten(resolved[row], PATH_CHARACTERS)}{more}. The {col} is "
-                    f"{show_value(values[row], PATH_CHARACTERS)}{base}; "
-                    "paths are absolute or relative to the manifest's folder. Fix the path, restore "
-                    "the file, or validate with check_files=False (`--no-check-files`).",
-                    row=row,
-                    column=col,
-                )
-        if confine_to_root and root is not None:
-            _check_confined(resolved, values, col, root, rep)
-        if col == "path":
-            out[col] = pd.Series(resolved, index=out.index, dtype=str)
-        else:
-            out[col] = pd.Series(resolved, index=out.index, dtype=object)
-
+    _check_unique_ids(out, rep)
+    _check_one_per_location(out, rep)
+    _check_paths(out, rep, root, check_files, confine_to_root)
     for split in require_splits:
         _check_split_present(out, split, rep)
     return out

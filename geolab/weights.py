@@ -6,7 +6,7 @@ the notebooks) any of:
 * a **geolab checkpoint** (``runs/<run>/checkpoints/last.pt``, :func:`geolab.train.pretrain`):
   ``{"format": "geolab-checkpoint", "model": {"backbone.*": ...}, ...}``;
 * an **official GASSL** ``.pth.tar`` (the MoCo-v2 code of Ayush et al.): the query encoder under
-  ``module.encoder_q.*`` (:mod:`geolab.sources.official`);
+  ``module.encoder_q.*`` (:mod:`geolab.official_weights`);
 * a **bare ResNet state dict** in torchvision/timm key layout (``conv1.weight``,
   ``layer1.0.conv1.weight``, ..., ``fc.*``), e.g. torchgeo's ``ResNet50_Weights.FMOW_RGB_GASSL``
   file, a torchvision model's ``state_dict()``, or geolab's own export. ``module.``,
@@ -36,9 +36,10 @@ from torch import Tensor, nn
 
 from geolab import __version__
 from geolab.checkpoints import CheckpointError, check_checkpoint, load_state_dict_checked, read_checkpoint_file
+from geolab.errors import UserError
 from geolab.io import atomic_torch_save, atomic_write_json, check_output_file
 from geolab.models import ARCHS, make_backbone
-from geolab.sources.official import QUERY_PREFIX, backbone_from_official, official_query_state
+from geolab.official_weights import QUERY_PREFIX, backbone_from_official, official_query_state
 from geolab.transforms import IMAGENET_NORMALIZE
 
 #: Prefixes stripped from bare state-dict keys (DDP's ``module.``, lightly/Lightning's
@@ -55,7 +56,7 @@ _NESTED_KEYS = ("state_dict", "model")
 KINDS = ("geolab-checkpoint", "official-gassl", "state-dict")
 
 
-class WeightsError(CheckpointError):
+class WeightsError(CheckpointError, UserError):
     """A weights file geolab cannot turn into a backbone (the message says why and what to do)."""
 
 
@@ -231,11 +232,43 @@ def backbone_from_state_dict(
         if _optional(k) and k not in clean:
             clean[k] = own[k]
     backbone.load_state_dict(clean)
-    backbone.feature_dim = dim
+    describe_backbone(backbone, dim)
     return backbone.eval(), {"arch": arch, "arch_inferred": inferred, **report}
 
 
 # ----------------------------------------------------------------------------- loading
+def describe_backbone(backbone: nn.Module, dim: int | None = None, meta: dict[str, Any] | None = None) -> nn.Module:
+    """Attach what a loaded backbone says about itself: ``feature_dim`` and ``geolab_meta``.
+
+    Plain attributes (in the module's ``__dict__``, beside its submodules), read back with :func:`backbone_meta`.
+
+    Args:
+        backbone: the backbone just built.
+        dim: its feature dimension (``None``: leave it).
+        meta: ``kind``, ``source``, ``checkpoint``, ``arch``, ``method``, ``epoch``, ``image_size``, ...
+            (``None``: leave it).
+
+    Returns:
+        ``backbone``.
+    """
+    if dim is not None:
+        vars(backbone)["feature_dim"] = dim
+    if meta is not None:
+        vars(backbone)["geolab_meta"] = meta
+    return backbone
+
+
+def feature_dim(backbone: nn.Module) -> int:
+    """The width of a backbone's features (its ``feature_dim``, set by :func:`describe_backbone` or by hand)."""
+    return int(vars(backbone)["feature_dim"])
+
+
+def backbone_meta(backbone: nn.Module) -> dict[str, Any]:
+    """The ``geolab_meta`` of a backbone from :func:`load_weights` (``{}`` for one that has none)."""
+    meta = vars(backbone).get("geolab_meta")
+    return meta if isinstance(meta, dict) else {}
+
+
 def sidecar_path(weights: str | os.PathLike) -> Path:
     """The JSON beside an exported backbone: ``backbone.pth`` -> ``backbone.json``."""
     return Path(weights).with_suffix(".json")
@@ -273,7 +306,7 @@ def load_weights(path: str | os.PathLike, arch: str | None = None) -> nn.Module:
         FileNotFoundError: no such file.
         geolab.checkpoints.CheckpointError: unreadable file; a geolab checkpoint that does not fit or is
             newer than this geolab (:class:`WeightsError`, a subclass, for bare state dicts).
-        geolab.sources.official.OfficialCheckpointError: an official file that does not fit.
+        geolab.official_weights.OfficialCheckpointError: an official file that does not fit.
     """
     path = Path(path)
     obj = read_checkpoint_file(path)
@@ -283,13 +316,15 @@ def load_weights(path: str | os.PathLike, arch: str | None = None) -> nn.Module:
         if arch is None and not official.get("arch"):  # backbone_from_official would assume resnet50
             arch = infer_arch(clean_state_dict(official_query_state(official, str(path))[0], str(path))[0], str(path))
         backbone = backbone_from_official(official, arch, str(path))
-        backbone.geolab_meta["kind"] = kind
+        backbone_meta(backbone)["kind"] = kind
         return backbone
     if kind == "geolab-checkpoint":
         return _from_geolab_checkpoint(obj, path)
     side = _read_sidecar(path)
-    backbone, report = backbone_from_state_dict(_nested_state(obj), arch or (side or {}).get("arch"), str(path))
-    backbone.geolab_meta = {
+    state = _nested_state(obj)
+    assert state is not None, "weights_kind said 'state-dict': the file holds one"
+    backbone, report = backbone_from_state_dict(state, arch or (side or {}).get("arch"), str(path))
+    return describe_backbone(backbone, meta={
         "kind": kind,
         "source": "geolab-export" if side else "state-dict",
         "checkpoint": str(path),
@@ -298,8 +333,7 @@ def load_weights(path: str | os.PathLike, arch: str | None = None) -> nn.Module:
         "image_size": (side or {}).get("image_size"),
         "classes": None,
         **report,
-    }
-    return backbone
+    })
 
 
 def check_arch(backbone: nn.Module, arch: str | None) -> nn.Module:
@@ -317,7 +351,7 @@ def check_arch(backbone: nn.Module, arch: str | None) -> nn.Module:
     Raises:
         WeightsError: naming the file, both architectures and what to pass.
     """
-    meta = backbone.geolab_meta
+    meta = backbone_meta(backbone)
     if arch is not None and meta.get("arch") != arch:
         raise WeightsError(
             f"{meta.get('checkpoint')}: --arch {arch} disagrees with the file, a {meta.get('kind')} of "
@@ -334,9 +368,8 @@ def _from_geolab_checkpoint(ckpt: dict[str, Any], path: Path) -> nn.Module:
         raise CheckpointError(f"{path}: the checkpoint has no 'backbone.*' weights.")
     backbone, dim = make_backbone(ckpt["arch"])
     load_state_dict_checked(backbone, state, f"{path} (backbone as {ckpt['arch']})")
-    backbone.feature_dim = dim
     config = ckpt.get("config", {})
-    backbone.geolab_meta = {
+    return describe_backbone(backbone, dim, {
         "kind": "geolab-checkpoint",
         "source": "geolab",
         "checkpoint": str(path),
@@ -346,8 +379,7 @@ def _from_geolab_checkpoint(ckpt: dict[str, Any], path: Path) -> nn.Module:
         "image_size": config.get("image_size"),
         "classes": ckpt.get("classes"),
         "config": config,
-    }
-    return backbone.eval()
+    }).eval()
 
 
 # ----------------------------------------------------------------------------- export
@@ -433,7 +465,7 @@ def export_backbone(
     src = Path(checkpoint)
     out, side = check_export_out(src, out, force=force)
     backbone = check_arch(load_weights(src, arch), arch)
-    meta = backbone.geolab_meta
+    meta = backbone_meta(backbone)
     state = {k: v.detach().cpu().clone().contiguous() for k, v in backbone.state_dict().items()}
     atomic_torch_save(state, out)
     factory = ARCHS[meta["arch"]][0]
@@ -446,7 +478,7 @@ def export_backbone(
         "weights": out.name,
         "sha256": _sha256(out),
         "arch": meta["arch"],
-        "feature_dim": int(backbone.feature_dim),
+        "feature_dim": feature_dim(backbone),
         "torchvision_model": (
             f"torchvision.models.{factory.__name__}"
             if getattr(factory, "__module__", "").startswith("torchvision") else None

@@ -380,9 +380,9 @@ def test_invariance_verdict_reads_each_measure_against_what_temporal_positives_s
 
 def test_ablation_table_and_plot_carry_the_95_percent_interval_of_each_setting():
     """Records with per-location hits give each setting its bootstrap interval (test locations
-    and seeds resampled), equal to geolab.course.stats.bootstrap_interval on that setting's
+    and seeds resampled), equal to geolab.stats.bootstrap_interval on that setting's
     records; the ablation plot draws it as the error bar."""
-    from geolab.course.stats import bootstrap_interval
+    from geolab.stats import bootstrap_interval
 
     rng = np.random.default_rng(0)
 

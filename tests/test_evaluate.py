@@ -13,9 +13,10 @@ import torchvision
 from test_train import patterned_manifest, quick_config
 
 from geolab.config import ProbeConfig
-from geolab.evaluate import evaluate_checkpoint, extract_features, fine_tune, knn, linear_probe, load_backbone
+from geolab.evaluate import evaluate_checkpoint, extract_features, knn, linear_probe, load_backbone
+from geolab.finetune import fine_tune
 from geolab.manifest import load_manifest, select_split
-from geolab.sources.official import OfficialCheckpointError, load_official_backbone
+from geolab.official_weights import OfficialCheckpointError, load_official_backbone
 from geolab.checkpoints import CheckpointError
 from geolab.train import pretrain
 

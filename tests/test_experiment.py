@@ -71,7 +71,7 @@ def _rec(method, seed, top1):
 
 
 def test_compare_claims_an_effect_only_beyond_the_seed_spread():
-    from geolab.course.stats import compare
+    from geolab.stats import compare
 
     clear = [_rec("a", s, 0.80 + 0.01 * s) for s in range(3)] + [_rec("b", s, 0.60 + 0.01 * s) for s in range(3)]
     assert "larger than the seed spread" in compare(clear, "a", "b")
@@ -81,7 +81,7 @@ def test_compare_claims_an_effect_only_beyond_the_seed_spread():
 
 
 def test_method_table_reports_percent_mean_and_std():
-    from geolab.course.stats import method_table
+    from geolab.stats import method_table
 
     t = method_table([_rec("a", 0, 0.5), _rec("a", 1, 0.7), _rec("b", 0, 0.4)])
     assert t.loc["a", "probe_top1 mean"] == 60.0 and t.loc["a", "seeds"] == 2
@@ -217,7 +217,7 @@ def test_method_bars_show_the_mean_and_its_bootstrap_interval(tmp_path):
     import numpy as np
 
     matplotlib.use("Agg")
-    from geolab.course.stats import bootstrap_interval
+    from geolab.stats import bootstrap_interval
     from geolab.viz import method_bars
 
     manifest = make_manifest(tmp_path / "data", n_locations=12)

@@ -15,7 +15,7 @@ import torch
 
 from geolab.config import PretrainConfig
 from geolab.course.health import health_verdict, run_health, world_summary, world_table_markdown
-from geolab.course.stats import compare, difference_interval, paired_difference_interval, stuck_records
+from geolab.stats import compare, difference_interval, paired_difference_interval, stuck_records
 from geolab.models import MoCoModel, build_contrastive_loss, compute_loss, embedding_std
 from geolab.train import lr_at
 

@@ -13,8 +13,9 @@ from geolab.course.experiment import run_experiment
 from geolab.course.labels import label_experiments, label_findings, label_subset
 from geolab.course.records import validate_record
 from geolab.course.report import report_markdown
-from geolab.course.stats import frozen_finetuned_table, label_efficiency_table
-from geolab.evaluate import fine_tune, load_backbone
+from geolab.stats import frozen_finetuned_table, label_efficiency_table
+from geolab.evaluate import load_backbone
+from geolab.finetune import fine_tune
 from geolab.manifest import load_manifest, select_split
 from tests.helpers import make_manifest
 

@@ -464,7 +464,7 @@ def _hit_records(method: str, p: float | np.ndarray, locations: int = 40, per_lo
 def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_locations():
     """The 95% interval brackets the measured accuracy, and with ten times more test locations
     it is clearly narrower (about 1/sqrt(10)); the metric chooses probe or kNN hits."""
-    from geolab.course.stats import bootstrap_interval
+    from geolab.stats import bootstrap_interval
 
     few, many = _hit_records("a", 0.6, locations=40), _hit_records("a", 0.6, locations=400)
     lo, hi = bootstrap_interval(few, "a")
@@ -480,7 +480,7 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_locations():
 def test_bootstrap_interval_resamples_seeds():
     """Seeds that disagree widen the interval beyond the test set's sampling error of one seed;
     the interval is reproducible (seeded)."""
-    from geolab.course.stats import bootstrap_interval
+    from geolab.stats import bootstrap_interval
 
     one = _hit_records("a", 0.6, seeds=(0,))
     spread = one + _hit_records("a", 0.3, seeds=(1,), rng_seed=1) + _hit_records("a", 0.9, seeds=(2,), rng_seed=2)
@@ -492,7 +492,7 @@ def test_bootstrap_interval_resamples_seeds():
 
 def test_bootstrap_needs_per_location_hits():
     """Records without hits (an older geolab) or with different test sets give no interval."""
-    from geolab.course.stats import bootstrap_interval, difference_interval
+    from geolab.stats import bootstrap_interval, difference_interval
 
     plain = [{"method": "a", "seed": 0, "probe_top1": 0.5}]
     assert bootstrap_interval(plain, "a") is None
@@ -505,7 +505,7 @@ def test_difference_interval_and_compare_on_clear_and_null_effects():
     """Paired bootstrap: a method better on every test location gets an interval above 0 and
     ``compare`` says it is ahead (either order); identical methods, or two independent draws of
     the same accuracy, get intervals containing 0 and "no difference can be claimed"."""
-    from geolab.course.stats import compare, difference_interval
+    from geolab.stats import compare, difference_interval
 
     rng = np.random.default_rng(5)
     p = rng.uniform(0.2, 0.7, 40)  # locations differ in difficulty
@@ -530,7 +530,7 @@ def test_difference_interval_and_compare_on_clear_and_null_effects():
 def test_compare_reports_seeds_and_falls_back_without_hits():
     """With several paired seeds the sentence says on how many ``a`` was ahead and the seed
     spread; records without hits fall back to the plain seed-spread rule (and one seed to "no claim")."""
-    from geolab.course.stats import compare
+    from geolab.stats import compare
 
     a = _hit_records("a", 0.8, seeds=(0, 1, 2))
     b = _hit_records("b", 0.4, seeds=(0, 1, 2), rng_seed=9)
@@ -550,7 +550,7 @@ def test_compare_reports_seeds_and_falls_back_without_hits():
 def test_method_table_shows_intervals_and_training_loss():
     """The table gives each method's 95% interval (``lo-hi`` in percent, around the mean) and
     its mean final training loss; a method without hits or loss gets empty cells."""
-    from geolab.course.stats import method_table
+    from geolab.stats import method_table
 
     a = [{**r, "train_loss": 2.0 + r["seed"]} for r in _hit_records("a", 0.8, seeds=(0, 1))]
     plain = [{"method": "random-init", "seed": 0, "probe_top1": 0.3, "probe_f1": 0.3, "knn_top1": 0.3}]
@@ -572,7 +572,7 @@ def test_run_experiment_random_init_records_and_is_reused(data: Path, tmp_path: 
     second call (even with other training settings, which do not change untrained weights)
     reuses it, another arch does not. A trained method's record carries its training loss and
     steps, and the two can be compared with an interval."""
-    from geolab.course.stats import compare, method_table
+    from geolab.stats import compare, method_table
 
     results = tmp_path / "run" / "records" / "02_demo.jsonl"
     first = run_experiment(RANDOM_INIT, data, seed=0, results_path=results, **TINY)

@@ -7,10 +7,12 @@ Modules, one job each:
 * :mod:`geolab.course.state`: the run folder's bookkeeping and results.json.
 * :mod:`geolab.course.runner`: the papermill batch runner (``geolab course run``).
 * :mod:`geolab.course.report`: the markdown/HTML report and its plots.
-* :mod:`geolab.course.stats`: means over seeds, bootstrap intervals, method tables.
 * :mod:`geolab.course.experiment`: one pre-training run + its evaluation = one record.
 * :mod:`geolab.course.ablation`, :mod:`geolab.course.invariance`, :mod:`geolab.course.transfer`:
   the analyses of notebooks 05, 06 and 07.
+
+Their statistics (means over seeds, bootstrap intervals, method tables) are :mod:`geolab.stats`, below
+both the course and the plots of :mod:`geolab.viz`.
 
 This package re-exports the runner's public names (``from geolab import course;
 course.record_result(...)``); the experiment and analysis modules are imported by name

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from geolab.course.experiment import run_experiments
-from geolab.course.stats import bootstrap_interval, paired_difference_interval, seed_mean_std
+from geolab.stats import bootstrap_interval, paired_difference_interval, seed_mean_std
 
 #: The settings an ablation can change: PretrainConfig field -> short label used in the
 #: ``variant`` of a record ("K=8") and in tables. Paper defaults: K=100 geo clusters,
@@ -164,7 +164,7 @@ def ablation_table(
     Returns:
         DataFrame indexed by (knob title, setting) in sweep order with ``seeds``,
         ``<metric> (%)``, ``<metric> std`` (NaN with one seed), ``<metric> ci low`` / ``ci high``
-        (the 95% interval over test locations and seeds, :func:`geolab.course.stats.bootstrap_interval`;
+        (the 95% interval over test locations and seeds, :func:`geolab.stats.bootstrap_interval`;
         NaN without per-location hits), ``Δ <metric> (points)`` against the knob's baseline
         row, and ``baseline`` (bool).
 
@@ -216,7 +216,7 @@ def setting_verdicts(
 
     A setting counts as different from its baseline only when the paired 95% interval of the
     difference (the same seeds of both, test locations resampled;
-    :func:`~geolab.course.stats.paired_difference_interval`)
+    :func:`~geolab.stats.paired_difference_interval`)
     excludes 0 **and** the difference exceeds twice the baseline's standard deviation over its seeds:
     with fewer seeds than the baseline, the interval alone cannot see how far a run moves with its
     seed. Every setting, the baseline included, is also read against random init at the same seeds.

@@ -96,7 +96,7 @@ def run_experiment(
     Returns:
         The stored record: method, data, arch, image_size, epochs, seed, probe_top1,
         probe_f1, knn_top1 (fractions), the hits per test location behind them (for
-        :func:`~geolab.course.stats.bootstrap_interval`), the training loss of the last epoch, wall_time_s,
+        :func:`~geolab.stats.bootstrap_interval`), the training loss of the last epoch, wall_time_s,
         checkpoint, key, reused.
     """
     cfg, key, folder = _plan(method, manifest, seed, progress, config, results_path)

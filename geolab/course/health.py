@@ -39,7 +39,7 @@ import pandas as pd
 
 from geolab import paths
 from geolab.config import METHOD_PARTS, METHODS, RANDOM_INIT, Method
-from geolab.course.stats import STUCK_MARGIN, paired_difference_interval, seed_mean_std
+from geolab.stats import STUCK_MARGIN, paired_difference_interval, seed_mean_std
 
 #: A contrastive loss within this much of ln(queue + 1) at the end of training has not left chance.
 NEAR_CHANCE = 0.25

@@ -22,9 +22,9 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from geolab.evaluate import select_probe_C
+from geolab.evaluate import probe_C
 from geolab.manifest import scoring_split
-from geolab.viz import nearest_neighbours
+from geolab.viz.pictures import nearest_neighbours
 
 #: geoworld's nuisance columns: what changes between revisits of one location.
 NUISANCE_COLUMNS: tuple[str, ...] = ("season", "cloud_cover", "snow", "sun_elevation", "haze")
@@ -66,7 +66,7 @@ def probe_correct(
     """Whether the linear probe gets each ``test_split`` row right, with C chosen as the records choose it.
 
     The course's records score the probe with the inverse L2 strength C that is best on the val split
-    (:func:`geolab.evaluate.select_probe_C`; 1.0 when val is the scored split or absent), so on the same
+    (:func:`geolab.evaluate.probe_C`, the one rule: 1.0 when val is the scored split or absent), so on the same
     features the mean of this mask is the record's probe top-1.
 
     Args:
@@ -80,10 +80,8 @@ def probe_correct(
         ``(correct, C)``: a bool array over the ``test_split`` rows in order, and the C used.
     """
     split = df["split"].to_numpy()
-    tr, te, va = split == "train", split == test_split, split == "val"
-    C = 1.0
-    if test_split != "val" and va.any() and set(np.unique(y[va])) <= set(np.unique(y[tr])):
-        C, _ = select_probe_C(x[tr], y[tr], x[va], y[va], seed=seed)
+    tr, te = split == "train", split == test_split
+    C, _ = probe_C(x[tr], y[tr], split, y, test_split, lambda val: (x[val], y[val]), seed=seed)
     return probe_predictions(x[tr], y[tr], x[te], C=C, seed=seed) == y[te], C
 
 

@@ -6,9 +6,9 @@ Notebook 08 (and the report) put every run of the main comparison through two mo
   100 % of the training labels (:data:`LABEL_FRACTIONS`), one record per run and fraction
   (``experiment="label-efficiency"``, ``label_fraction``). The probe's C is still chosen on the
   whole val split; the test split is scored whole, so the interval over test locations is the
-  same bootstrap as everywhere (:mod:`geolab.course.stats`).
+  same bootstrap as everywhere (:mod:`geolab.stats`).
 * fine-tuning -- end-to-end fine-tuning of a run's backbone with a new linear layer on
-  all the training labels (:func:`geolab.evaluate.fine_tune`), short and seeded
+  all the training labels (:func:`geolab.finetune.fine_tune`), short and seeded
   (``experiment="fine-tune"``, ``finetune_top1`` with its hits per test location). Random init
   fine-tuned is the from-scratch row.
 
@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,13 @@ from threadpoolctl import threadpool_limits
 
 from geolab.checkpoints import load_checkpoint
 from geolab.course.experiment import _worker_init, default_workers
-from geolab.course.records import FINETUNE_EXPERIMENT, LABEL_EXPERIMENT, record_result
-from geolab.course.stats import compare, frozen_finetuned_table, label_efficiency_table
+from geolab.course.records import record_result
 from geolab.datasets import label_names
-from geolab.evaluate import extract_features, fine_tune, knn, linear_probe, load_backbone, select_probe_C
+from geolab.evaluate import extract_features, knn, linear_probe, load_backbone, select_probe_C
+from geolab.finetune import fine_tune
 from geolab.manifest import load_manifest, scoring_split, select_split
 from geolab.processes import process_pool
+from geolab.stats import FINETUNE_EXPERIMENT, LABEL_EXPERIMENT, compare, frozen_finetuned_table, label_efficiency_table
 
 #: The fractions of the training labels behind the label-efficiency curves (the paper's and UvA's 1, 10, 100 %).
 LABEL_FRACTIONS: tuple[float, ...] = (0.01, 0.1, 1.0)
@@ -151,7 +152,7 @@ def label_experiments(
       (the same protocol on the same rows, not computed twice); below 1 the probe and the kNN bank
       see :func:`label_subset` of the training split (seeded with the run's seed), the probe's C is
       chosen on the val split (:func:`geolab.evaluate.select_probe_C`), the whole test split is scored.
-    * Fine-tuning, one record per run of ``finetune_seeds``: :func:`geolab.evaluate.fine_tune` from the
+    * Fine-tuning, one record per run of ``finetune_seeds``: :func:`geolab.finetune.fine_tune` from the
       run's backbone (random init's: training from scratch) on all the training labels, seeded with the
       run's seed, the images decoded once and augmented in batches.
 
@@ -184,9 +185,10 @@ def label_experiments(
     for f in fractions:
         if not 0 < f <= 1:
             raise ValueError(f"a fraction of the labels must be in (0, 1], got {f}.")
-    tune = dict(epochs=finetune_epochs, max_steps=finetune_max_steps, lr=finetune_lr,
-                batch_size=finetune_batch_size, device=device)
+    tune: dict[str, Any] = dict(epochs=finetune_epochs, max_steps=finetune_max_steps, lr=finetune_lr,
+                                batch_size=finetune_batch_size, device=device)
     runs = [{**run, "manifest": run_manifest(run)} for run in runs]
+    jobs: list[tuple[Callable[..., list[dict[str, Any]]], Mapping[str, Any], dict[str, Any]]]
     jobs = [(_fine_tune_one, run, tune) for run in runs if run["seed"] in finetune_seeds]  # the longest first
     jobs += [(_label_efficiency_one, run, dict(fractions=tuple(fractions), device=device)) for run in runs]
     done = _run_jobs(jobs, device, workers)
@@ -231,8 +233,8 @@ def _label_efficiency_one(run: dict[str, Any], fractions: tuple[float, ...], dev
     below = [f for f in fractions if f < 1 or run.get("probe_hits") is None]
     needed = label_subset(train, max(below), seed) if below else train.iloc[:0]
     backbone = load_backbone(run["checkpoint"])
-    common = dict(classes=classes, batch_size=batch_size, device=device, progress=False)
-    feats = {name: extract_features(backbone, part, run["image_size"], **common)
+    feats = {name: extract_features(backbone, part, run["image_size"], classes=classes, batch_size=batch_size,
+                                    device=device, progress=False)
              for name, part in (("train", needed), ("val", val), ("test", test)) if len(part)} if below else {}
     loc_index, sizes = _location_hits(test)
     out = []
@@ -292,7 +294,7 @@ def label_findings(records: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[s
     """The label-efficiency and fine-tuning results in sentences, every number computed from ``records``.
 
     For each method, its probe with the fewest labels beside its probe with all of them (the share it
-    keeps); then each pair ``(a, b)`` of ``pairs`` compared with :func:`geolab.course.stats.compare`
+    keeps); then each pair ``(a, b)`` of ``pairs`` compared with :func:`geolab.stats.compare`
     (95% interval over test locations and seeds) at the fewest labels and fine-tuned.
 
     Args:
@@ -320,7 +322,8 @@ def label_findings(records: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[s
                   for a, b in pairs if {a, b} <= present]
     tuned = [dict(r) for r in records if r.get("experiment") == FINETUNE_EXPERIMENT]
     if tuned:
-        steps = sorted({r.get("finetune_steps") for r in tuned})
+        found: set[Any] = {r.get("finetune_steps") for r in tuned}
+        steps = sorted(found)
         lines.append(f"fine-tuned end to end for {', '.join(map(str, steps))} SGD step(s) on all the labels:")
         ft = frozen_finetuned_table(records)
         lines += [f"  {m}: frozen {row['frozen probe']}, fine-tuned {row['fine-tuned']}" for m, row in ft.iterrows()]

@@ -25,12 +25,6 @@ from geolab.tiers import TIERS as DATA_TIERS
 RESULTS_SCHEMA_VERSION = 1
 #: Record keys that hold accuracies (fractions in [0, 1]).
 METRIC_KEYS: tuple[str, ...] = ("probe_top1", "probe_f1", "knn_top1", "finetune_top1")
-#: The ``experiment`` of the records of :mod:`geolab.course.labels`: the probe with a fraction of the training
-#: labels (``label_fraction`` in (0, 1], ``labelled_images``, ``labelled_locations``, ``probe_C``; ``variant``
-#: ``"1% labels"``), and end-to-end fine-tuning on all of them (``finetune_top1``, ``finetune_f1``,
-#: ``finetune_hits`` per test location, ``finetune_epochs``, ``finetune_steps``, ``label_fraction`` 1).
-LABEL_EXPERIMENT = "label-efficiency"
-FINETUNE_EXPERIMENT = "fine-tune"
 #: Dense transfer metrics (notebook 07's records), fractions in [0, 1]; reported in their own table.
 DENSE_KEYS: tuple[str, ...] = ("miou", "pixel_acc")
 

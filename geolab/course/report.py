@@ -18,22 +18,22 @@ from typing import Any
 from geolab.course import health
 from geolab.course.records import (
     DENSE_KEYS,
-    FINETUNE_EXPERIMENT,
-    LABEL_EXPERIMENT,
     METRIC_KEYS,
     CourseError,
     validate_results,
 )
 from geolab.course.state import fmt_time
-from geolab.course.stats import (
+from geolab.io import atomic_write, atomic_write_text, read_json
+from geolab.paper import PAPER_FMOW_TOP1, PAPER_METHOD_NAMES
+from geolab.stats import (
+    FINETUNE_EXPERIMENT,
+    LABEL_EXPERIMENT,
     bootstrap_interval,
     frozen_finetuned_table,
     label_efficiency_table,
     seed_mean_std,
     stuck_records,
 )
-from geolab.io import atomic_write, atomic_write_text, read_json
-from geolab.paper import PAPER_FMOW_TOP1, PAPER_METHOD_NAMES
 from geolab.tiers import is_simulated
 
 SIMULATION_BANNER = (
@@ -57,7 +57,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     Returns:
         One dict per group, in first-seen order: the group keys, ``seeds`` (sorted list),
         for each metric ``<m>_mean``, ``<m>_std`` (``None`` with one seed), ``<m>_values``,
-        and ``probe_top1_ci``, ``finetune_top1_ci`` (:func:`geolab.course.stats.bootstrap_interval`, or ``None``).
+        and ``probe_top1_ci``, ``finetune_top1_ci`` (:func:`geolab.stats.bootstrap_interval`, or ``None``).
     """
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in records:

@@ -18,10 +18,10 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from geolab.course.stats import CONFIDENCE, N_BOOTSTRAP
 from geolab.dense import GEOWORLD_MASK_CLASSES, SegmentationDataset, predict_masks
 from geolab.dense.metrics import scores_from_confusion
 from geolab.paper import paper_transfer_table
+from geolab.stats import CONFIDENCE, N_BOOTSTRAP
 from geolab.transforms import IMAGENET_NORMALIZE
 
 

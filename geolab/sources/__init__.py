@@ -12,9 +12,9 @@
   its errors and retries); :mod:`geolab.sources.download` -- parallel, resumable, checked
   downloads of what was listed.
 * :mod:`geolab.sources.prepare` -- the prepared cache: images decoded once, resized, re-encoded.
-* :mod:`geolab.sources.official` -- the official GASSL ResNet-50 checkpoints (``.pth.tar``)
-  loaded into geolab's backbone (never downloaded by geolab).
 
 Each builder returns a :class:`geolab.sources.build.BuildReport` that lists every file it left
 out and why; nothing is dropped silently. The user guide is ``docs/REAL_DATA.md``.
+The official GASSL checkpoints (weights, not data) are read by :mod:`geolab.official_weights`, beside
+the other weight readers; nothing here imports the model.
 """

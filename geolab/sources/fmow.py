@@ -39,6 +39,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from geolab.errors import UserError
 from geolab.sources.build import BuildReport, Skipped, drop_label_conflicts, save_build
 
 #: fMoW's split folders, in the order geolab lists them.
@@ -64,7 +65,7 @@ FMOW_CATEGORIES: tuple[str, ...] = (
 IMAGE_KINDS: tuple[str, ...] = ("rgb", "msrgb")
 
 
-class FmowMetadataError(ValueError):
+class FmowMetadataError(UserError, ValueError):
     """One image's metadata JSON is missing a field or holds a value geolab cannot read."""
 
 
@@ -300,12 +301,31 @@ def scan_fmow_tree(
         raise ValueError(f"image_kind must be one of {IMAGE_KINDS}, not {image_kind!r}")
     root = Path(root).expanduser().resolve()
     keep = set(categories) if categories else None
+    todo, skipped = _find_images(root, splits, image_kind, keep)
+    rows: list[dict[str, Any]] = []
+    for split, path, parts in tqdm(todo, desc="fMoW metadata", unit="img", disable=not progress):
+        row = _image_row(split, path, parts, image_kind, keep)
+        if isinstance(row, Skipped):
+            skipped.append(row)
+        elif row is not None:
+            rows.append(row)
+    df = _frame(rows)
+    df, more = drop_label_conflicts(df)
+    return BuildReport(manifest=df, skipped=skipped + more, source=str(root))
+
+
+def _find_images(root: Path, splits: Iterable[str] | None, image_kind: str, keep: set[str] | None
+                 ) -> tuple[list[tuple[str, Path, list[str]]], list[Skipped]]:
+    """The images of ``image_kind`` in the split folders, and the files left out on the way.
+
+    Returns:
+        ``([(split, image path, its parts under the split folder)], skipped)``: a JSON without its image and an
+        image file whose name is not fMoW's are left out with their reason; other kinds' files are passed over.
+    """
     suffix = f"_{image_kind}.jpg"
     json_suffix = f"_{image_kind}.json"
     other_kinds = tuple(f"_{k}." for k in IMAGE_KINDS if k != image_kind)
-    rows: list[dict[str, Any]] = []
     skipped: list[Skipped] = []
-
     todo: list[tuple[str, Path, list[str]]] = []  # (split, image path, parts under split)
     for split, sdir in _split_dirs(root, splits):
         for dirpath, dirnames, filenames in os.walk(sdir):
@@ -327,58 +347,60 @@ def scan_fmow_tree(
                 ):
                     skipped.append(Skipped(str(path), f"not an fMoW image name: expected "
                                            f"<location>_<t>{suffix}"))
+    return todo, skipped
 
-    for split, path, parts in tqdm(todo, desc="fMoW metadata", unit="img", disable=not progress):
-        stem = path.name[: -len(suffix)]
-        if len(parts) == 3:
-            folder_category, location = parts[0], parts[1]
-        elif len(parts) == 2:
-            folder_category, location = None, parts[0]
-        else:
-            skipped.append(Skipped(str(path), "unexpected place in the layout: expected "
-                                   f"{split}/<category>/<category>_<n>/<category>_<n>_<t>{suffix}"))
-            continue
-        if not stem.startswith(location + "_"):
-            skipped.append(Skipped(str(path), f"unexpected place in the layout: {path.name} is "
-                                   f"not in its location folder ({location}/)"))
-            continue
-        json_path = path.with_name(stem + json_suffix)
-        if not json_path.exists():
-            skipped.append(Skipped(str(path), f"no metadata: {json_path.name} missing"))
-            continue
-        try:
-            meta = read_fmow_metadata(json_path)
-        except FmowMetadataError as exc:
-            skipped.append(Skipped(str(path), f"unparsable metadata: {json_path.name}: {exc}"))
-            continue
-        label = folder_category or meta["category"]
-        if not label:
-            skipped.append(Skipped(str(path), "no category: neither a category folder nor "
-                                   f"bounding_boxes[0].category in {json_path.name}"))
-            continue
-        if folder_category and meta["category"] and meta["category"] != folder_category:
-            skipped.append(Skipped(str(path), f"label disagreement: folder says {folder_category!r}, "
-                                   f"{json_path.name} says {meta['category']!r}"))
-            continue
-        if keep is not None and label not in keep:
-            continue
-        rows.append({
-            "image_id": f"{split}/{stem}",
-            "location_id": f"{split}/{location}",
-            "path": str(path),
-            "timestamp": meta["timestamp"],
-            "lat": meta["lat"],
-            "lon": meta["lon"],
-            "label": label,
-            "split": split,
-            "gsd": meta["gsd"],
-            "cloud_cover": meta["cloud_cover"],
-            "img_width": meta["img_width"],
-            "img_height": meta["img_height"],
-        })
-    df = _frame(rows)
-    df, more = drop_label_conflicts(df)
-    return BuildReport(manifest=df, skipped=skipped + more, source=str(root))
+
+def _image_row(split: str, path: Path, parts: list[str], image_kind: str, keep: set[str] | None
+               ) -> dict[str, Any] | Skipped | None:
+    """One image's manifest row from its place in the layout and its JSON metadata.
+
+    Returns:
+        The row; a :class:`Skipped` with the reason (the layout, missing or unparsable metadata, no category or
+        one that disagrees with the folder); ``None`` for a category not in ``keep``.
+    """
+    suffix = f"_{image_kind}.jpg"
+    json_suffix = f"_{image_kind}.json"
+    stem = path.name[: -len(suffix)]
+    if len(parts) == 3:
+        folder_category, location = parts[0], parts[1]
+    elif len(parts) == 2:
+        folder_category, location = None, parts[0]
+    else:
+        return Skipped(str(path), "unexpected place in the layout: expected "
+                       f"{split}/<category>/<category>_<n>/<category>_<n>_<t>{suffix}")
+    if not stem.startswith(location + "_"):
+        return Skipped(str(path), f"unexpected place in the layout: {path.name} is "
+                       f"not in its location folder ({location}/)")
+    json_path = path.with_name(stem + json_suffix)
+    if not json_path.exists():
+        return Skipped(str(path), f"no metadata: {json_path.name} missing")
+    try:
+        meta = read_fmow_metadata(json_path)
+    except FmowMetadataError as exc:
+        return Skipped(str(path), f"unparsable metadata: {json_path.name}: {exc}")
+    label = folder_category or meta["category"]
+    if not label:
+        return Skipped(str(path), "no category: neither a category folder nor "
+                       f"bounding_boxes[0].category in {json_path.name}")
+    if folder_category and meta["category"] and meta["category"] != folder_category:
+        return Skipped(str(path), f"label disagreement: folder says {folder_category!r}, "
+                       f"{json_path.name} says {meta['category']!r}")
+    if keep is not None and label not in keep:
+        return None
+    return {
+        "image_id": f"{split}/{stem}",
+        "location_id": f"{split}/{location}",
+        "path": str(path),
+        "timestamp": meta["timestamp"],
+        "lat": meta["lat"],
+        "lon": meta["lon"],
+        "label": label,
+        "split": split,
+        "gsd": meta["gsd"],
+        "cloud_cover": meta["cloud_cover"],
+        "img_width": meta["img_width"],
+        "img_height": meta["img_height"],
+    }
 
 
 _COLUMNS = ["image_id", "location_id", "path", "timestamp", "lat", "lon", "label", "split",

@@ -69,7 +69,7 @@ def _read_metadata(path: Path, skipped: list[Skipped]) -> dict[str, dict[str, An
                 skipped.append(Skipped(where, f"unparsable metadata: {len(row)} fields, expected "
                                        f"{', '.join(METADATA_FIELDS)}"))
                 continue
-            rec = dict(zip(METADATA_FIELDS, (v.strip() for v in row)))
+            rec: dict[str, Any] = dict(zip(METADATA_FIELDS, (v.strip() for v in row)))
             try:
                 lat, lon = float(rec["lat"]), float(rec["lon"])
             except ValueError:

@@ -176,7 +176,7 @@ def read_official_csv(
                                    "--rebase OLD=NEW"))
             continue
         label, problem = _label(rec[label_col], path)
-        if problem:
+        if problem or label is None:  # a label comes without a problem, and a problem without a label
             skipped.append(Skipped(str(path), f"{problem} ({where})"))
             continue
         row_split = cell(rec, "split") or split or _split_from_path(path)

@@ -35,6 +35,7 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
+from geolab.errors import UserError
 from geolab.images import to_rgb
 from geolab.io import atomic_write, atomic_write_json, atomic_write_text, check_output_folder, ensure_free_space
 from geolab.manifest import load_manifest, save_manifest
@@ -51,7 +52,7 @@ CACHE_MARKER = "prepare.json"
 CACHE_FILES = frozenset({CACHE_MARKER, "manifest.parquet", "images", "prepare_failed.csv"})
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """The cache cannot be made as asked (folder made with other parameters, nothing readable)."""
 
 

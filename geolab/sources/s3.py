@@ -31,8 +31,11 @@ import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import requests
+
+from geolab.errors import UserError
 
 #: fMoW's public bucket and the folder that holds fMoW-rgb.
 FMOW_ENDPOINT = "https://s3.amazonaws.com"
@@ -44,7 +47,11 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_LIST_PAGES = 10_000
 
 
-class S3Error(RuntimeError):
+#: What one attempt of :func:`_retrying` returns.
+T = TypeVar("T")
+
+
+class S3Error(UserError, RuntimeError):
     """The object store answered with an error that retrying will not fix."""
 
 
@@ -52,11 +59,11 @@ class ListingError(S3Error):
     """A listing answer was not what ListObjectsV2 returns (the bucket or layout changed?)."""
 
 
-class UnsafeKeyError(ValueError):
+class UnsafeKeyError(UserError, ValueError):
     """A remote key would be written outside the output folder."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """Some files could not be fetched; completed files are kept and a rerun resumes."""
 
     def __init__(self, message: str, failed: dict[str, str]):
@@ -194,8 +201,8 @@ def _s3_error_text(resp: requests.Response) -> str:
     return text[:200].strip() or resp.reason or ""
 
 
-def _retrying(policy: RetryPolicy, what: str, attempt_fn: Callable[[], object],
-              stop: threading.Event | None = None) -> object:
+def _retrying(policy: RetryPolicy, what: str, attempt_fn: Callable[[], T],
+              stop: threading.Event | None = None) -> T:
     """Run ``attempt_fn`` until it succeeds, retrying :class:`_Retryable` failures.
 
     A set ``stop`` event ends the waits between attempts at once (:class:`DownloadInterrupted`).

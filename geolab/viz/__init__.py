@@ -23,6 +23,8 @@ and torch only when a picture helper is (``image_grid``, ``nearest_neighbours``,
 
 from __future__ import annotations
 
+from typing import Any
+
 from geolab.viz.assets import AssetError, LeafletAssets, fetch_assets, leaflet_assets
 from geolab.viz.curves import label_efficiency_curves, method_bars, training_curves, training_history
 from geolab.viz.folium_map import OfflineMapError, check_offline_html
@@ -47,8 +49,11 @@ _EXPLAIN_NAMES = (
 _PICTURE_NAMES = ("image_grid", "nearest_neighbours", "season")
 
 
-def __getattr__(name: str) -> object:
-    """The widget and picture names, imported on first use (see :data:`_WIDGET_NAMES`, :data:`_PICTURE_NAMES`)."""
+def __getattr__(name: str) -> Any:
+    """The widget and picture names, imported on first use (see :data:`_WIDGET_NAMES`, :data:`_PICTURE_NAMES`).
+
+    Typed ``Any``: a type checker cannot see which lazily imported name comes back.
+    """
     if name in _WIDGET_NAMES:
         from geolab.viz import widgets  # noqa: PLC0415 - ipywidgets is a lab extra
 

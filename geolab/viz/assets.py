@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geolab import paths
+from geolab.errors import UserError
 from geolab.io import atomic_write_json
 
 #: The Leaflet release geolab's maps are written against (folium 0.20 uses it too).
@@ -40,7 +41,7 @@ XSTATIC_REQUIREMENT = "xstatic-leaflet==1.9.3.0"
 _REQUIRED = ("leaflet.js", "leaflet.css")
 
 
-class AssetError(RuntimeError):
+class AssetError(UserError, RuntimeError):
     """Leaflet's files could not be found or fetched; the message says what to do."""
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from geolab.config import RANDOM_INIT
-from geolab.course.stats import bootstrap_interval, label_efficiency_table
+from geolab.stats import bootstrap_interval, label_efficiency_table
 
 
 def run_folder(record: Mapping[str, Any]) -> Path | None:
@@ -145,7 +145,7 @@ def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1"
 
     One bar per method, or per variant where records have one (in the order they first
     appear): the mean of ``metric`` over its seeds, with the 95% interval of
-    :func:`geolab.course.stats.bootstrap_interval` (test locations and seeds resampled) as the
+    :func:`geolab.stats.bootstrap_interval` (test locations and seeds resampled) as the
     error bar; none where records carry no per-location hits.
 
     Args:
@@ -160,10 +160,11 @@ def method_bars(records: Sequence[Mapping[str, Any]], metric: str = "probe_top1"
         The matplotlib axes.
     """
     groups = list(dict.fromkeys((r["method"], r.get("variant")) for r in records))
-    means, err = [], [[], []]
+    means: list[float] = []
+    err: list[list[float]] = [[], []]
     for m, variant in groups:
         mean = 100 * float(np.mean([r[metric] for r in records if (r["method"], r.get("variant")) == (m, variant)]))
-        ci = bootstrap_interval(list(records), m, metric, variant=variant)
+        ci = bootstrap_interval(records, m, metric, variant=variant)
         low, high = (mean, mean) if ci is None else (100 * ci[0], 100 * ci[1])
         means.append(mean)
         err[0].append(mean - low)
@@ -186,7 +187,7 @@ def label_efficiency_curves(records: Sequence[Mapping[str, Any]], metric: str = 
 
     The paper's and UvA's label-efficiency curves, from the ``label-efficiency`` records
     (:func:`geolab.course.labels.label_efficiency`): the mean over seeds at each fraction, the band
-    the 95% interval over test locations and seeds (:func:`geolab.course.stats.label_efficiency_table`).
+    the 95% interval over test locations and seeds (:func:`geolab.stats.label_efficiency_table`).
     Random init is a grey line (the floor every method must clear); supervised is dashed, because
     its encoder was trained on every label and only its probe sees the fraction.
 

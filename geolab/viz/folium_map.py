@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, cast
 
+from geolab.errors import UserError
 from geolab.io import atomic_write_text
 from geolab.viz.assets import leaflet_assets
 
 
-class OfflineMapError(RuntimeError):
+class OfflineMapError(UserError, RuntimeError):
     """A map page would load something from the network although it was asked not to."""
 
 
@@ -85,16 +87,26 @@ def delta_rings(rings: list[list[list[float]]]) -> list[list[int]]:
 def folium_classes() -> FoliumClasses:
     """OfflineMap, Legend, LocationMarkers and LandOutline, built on folium (imported lazily: a lab extra)."""
     global _CLASSES
-    if _CLASSES is not None:
-        return _CLASSES
-    import folium  # noqa: PLC0415 - folium is a lab extra
-    from branca.element import Element, MacroElement  # noqa: PLC0415 - branca comes with folium
-    from folium.elements import ElementAddToElement  # noqa: PLC0415 - folium is a lab extra
+    if _CLASSES is None:
+        _CLASSES = FoliumClasses(_offline_map_class(), _legend_class(), _location_markers_class(),
+                                 _land_outline_class())
+    return _CLASSES
 
+
+def _folium_template(source: str) -> Any:
+    """A template of a folium element's script (folium's own class from 0.16 on, plain jinja2 before)."""
     try:
         from folium.template import Template  # noqa: PLC0415 - folium >= 0.16
     except ImportError:  # older folium renders plain jinja2 templates (our macros need only tojson)
         from jinja2 import Template  # noqa: PLC0415 - jinja2 comes with folium
+    return Template(source)
+
+
+def _offline_map_class() -> type:
+    """The ``folium.Map`` subclass whose page loads nothing from the network."""
+    import folium  # noqa: PLC0415 - folium is a lab extra
+    from branca.element import Element, Figure  # noqa: PLC0415 - branca comes with folium
+    from folium.elements import ElementAddToElement  # noqa: PLC0415 - folium is a lab extra
 
     class OfflineMap(folium.Map):
         """A folium map whose page loads nothing from the network.
@@ -115,7 +127,7 @@ def folium_classes() -> FoliumClasses:
                 self.default_css = []
                 assets = leaflet_assets()
                 js = assets.js().replace("</script", "<\\/script")
-                self.get_root().header.add_child(
+                cast("Figure", self.get_root()).header.add_child(
                     Element(f"<style>{assets.css()}</style>\n<script>{js}</script>"), name="leaflet_inline"
                 )
 
@@ -130,7 +142,7 @@ def folium_classes() -> FoliumClasses:
             layer to the map twice.
             """
             counter = itertools.count()
-            root = self.get_root()
+            root = cast("Figure", self.get_root())
             root.script._children.clear()
 
             def renumber(element: Any) -> None:
@@ -146,9 +158,16 @@ def folium_classes() -> FoliumClasses:
                 check_offline_html(page)
             return page
 
-        def save(self, outfile: str | Path, close_file: bool = True, **kwargs: Any) -> None:  # noqa: ARG002
-            """Write the page atomically (``geolab.io``)."""
-            atomic_write_text(outfile, self.offline_html())
+        def save(self, outfile: str | bytes | Path | BinaryIO, close_file: bool = True,
+                 **kwargs: Any) -> None:  # noqa: ARG002
+            """Write the page to a path atomically (``geolab.io``), or into an open binary file (as folium does)."""
+            page = self.offline_html()
+            if isinstance(outfile, (str, bytes, os.PathLike)):
+                atomic_write_text(os.fsdecode(outfile), page)
+                return
+            outfile.write(page.encode("utf-8"))
+            if close_file:
+                outfile.close()
 
         def _repr_html_(self, **kwargs: Any) -> str:  # noqa: ARG002
             # Same iframe as folium's, but with our offline page in srcdoc.
@@ -160,10 +179,17 @@ def folium_classes() -> FoliumClasses:
                 "webkitallowfullscreen mozallowfullscreen></iframe></div></div>"
             )
 
+    return OfflineMap
+
+
+def _legend_class() -> type:
+    """A map-corner control holding ready-made HTML."""
+    from branca.element import MacroElement  # noqa: PLC0415 - branca comes with folium
+
     class Legend(MacroElement):
         """A Leaflet control in a map corner holding ready-made HTML."""
 
-        _template = Template(
+        _template = _folium_template(
             """
             {% macro script(this, kwargs) %}
             var {{ this.get_name() }} = L.control({position: {{ this.position|tojson }}});
@@ -184,6 +210,13 @@ def folium_classes() -> FoliumClasses:
             self.html = html_text
             self.position = position
 
+    return Legend
+
+
+def _location_markers_class() -> type:
+    """The location markers with their popups: one compact data table and a loop (no jQuery)."""
+    from branca.element import MacroElement  # noqa: PLC0415 - branca comes with folium
+
     class LocationMarkers(MacroElement):
         """One circle per location, with a tooltip and a popup of its revisits, from one data table.
 
@@ -195,7 +228,7 @@ def folium_classes() -> FoliumClasses:
         with Leaflet's own ``bindPopup`` (folium's ``Popup`` needs jQuery, absent offline).
         """
 
-        _template = Template(
+        _template = _folium_template(
             """
             {% macro script(this, kwargs) %}
             (function (d, group) {
@@ -230,10 +263,17 @@ def folium_classes() -> FoliumClasses:
             self.data = js_data({**table, "style": style, "size": int(thumb_size), "mime": f"data:{mime};base64,",
                                  "maxWidth": int(max_width)})
 
+    return LocationMarkers
+
+
+def _land_outline_class() -> type:
+    """The land outline layer (delta-encoded rings expanded in the browser)."""
+    import folium  # noqa: PLC0415 - folium is a lab extra
+
     class LandOutline(folium.map.Layer):
         """A GeoJSON FeatureCollection of polygons written as :func:`delta_rings` and drawn with ``L.geoJson``."""
 
-        _template = Template(
+        _template = _folium_template(
             """
             {% macro script(this, kwargs) %}
             var {{ this.get_name() }} = L.geoJson({type: "FeatureCollection", features: {{ this.data }}.map(
@@ -259,8 +299,7 @@ def folium_classes() -> FoliumClasses:
             self.data = js_data([delta_rings(f["geometry"]["coordinates"]) for f in outline["features"]])
             self.options = {"style": style, "pane": pane, "className": class_name, "interactive": False}
 
-    _CLASSES = FoliumClasses(OfflineMap, Legend, LocationMarkers, LandOutline)
-    return _CLASSES
+    return LandOutline
 
 
 _CLASSES: FoliumClasses | None = None

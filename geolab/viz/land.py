@@ -15,7 +15,7 @@ import importlib.util
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import contourpy
 import numpy as np
@@ -98,7 +98,9 @@ def trace_land(resolution: float = 0.5) -> dict[str, Any]:
     lon = np.clip(lon, -180.0, 180.0)
     lat = np.clip(lat, -90.0, 90.0)
     gen = contourpy.contour_generator(x=lon, y=lat, z=padded, fill_type="OuterOffset")
-    polys, offsets = gen.filled(0.5, 2.0)
+    # fill_type OuterOffset: (points per polygon, ring offsets per polygon); contourpy's stub gives the union of
+    # every fill type's return
+    polys, offsets = cast("tuple[list[np.ndarray], list[np.ndarray]]", gen.filled(0.5, 2.0))
     features = []
     for points, offs in zip(polys, offsets):
         rings = []

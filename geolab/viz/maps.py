@@ -28,7 +28,7 @@ import base64
 import html
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,8 @@ def category_colours(values: Sequence[Any], kind: str = "label") -> dict[Any, st
     uniq = sorted(set(values), key=lambda v: (str(type(v)), v))
     out: dict[Any, str] = {}
     if kind == "split":
-        spare = [to_hex(c) for c in colormaps["tab10"].colors[3:]]
+        tab10 = colormaps["tab10"]
+        spare = [to_hex(tab10(i)) for i in range(3, tab10.N)]
         for v in uniq:
             out[v] = SPLIT_COLOURS.get(str(v)) or spare[len(out) % len(spare)]
         return out
@@ -116,8 +117,8 @@ def thumbnail(path: str | Path, size: int = 48) -> bytes:
     Raises:
         OSError: the file is missing or not an image (PIL's message names the file).
     """
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    with Image.open(path) as src:
+        im = src.convert("RGB")
         im.thumbnail((size, size))
         buf = io.BytesIO()
         im.save(buf, format=THUMB_FORMAT, quality=THUMB_QUALITY, method=6)
@@ -208,23 +209,84 @@ def location_map(
     """
     import folium  # noqa: PLC0415 - folium is a lab extra
 
-    OfflineMap, Legend, LocationMarkers, LandOutline = folium_classes()
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by={color_by!r}: use one of {', '.join(COLOR_BY)}.")
     if color_by == "geo_cluster" or accuracy is not None:
         require_columns(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
     accuracy = accuracy_table(df, accuracy)
     all_locs = location_table(df)  # regions and accuracy use every location, markers a sample
-    locs = all_locs
-    n_all = len(locs)
-    if max_locations is not None and n_all > max_locations:
-        locs = locs.sample(n=max_locations, random_state=seed).sort_values("location_id").reset_index(drop=True)
+    n_all = len(all_locs)
+    locs = _location_sample(all_locs, max_locations, seed)
     if clusters is None:
         clusters = "geo_cluster" in df.columns
     if note is None and is_simulated(df):
         note = SIMULATION_NOTE
 
-    m = OfflineMap(
+    m = _base_map(locs, tiles, offline, height)
+    if tiles is None and land:
+        _add_land_outline(m, land_resolution)
+    if clusters:
+        require_columns(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
+        _add_cluster_regions(m, all_locs)
+    if accuracy is not None:
+        _add_accuracy_regions(m, all_locs, accuracy)
+
+    # colours from every location, so a sample keeps them (and clusters match their regions)
+    colours = category_colours(all_locs[color_by].tolist(), color_by) if len(all_locs) else {}
+    per_popup = max(1, min(thumbs, max_thumbnails // max(1, len(locs)))) if thumbs > 0 and max_thumbnails > 0 else 0
+    with_thumbs = _thumbnail_sample(len(locs), max_thumbnails if per_popup else 0, seed)
+    unreadable = _add_location_markers(m, df, locs, colours, color_by, popups, per_popup, with_thumbs, thumb_size)
+    if unreadable:
+        warnings.warn(f"{unreadable} thumbnail(s) could not be read; their popups say 'unreadable'.", stacklevel=2)
+
+    folium.LayerControl(collapsed=False).add_to(m)
+    shown = _shown_locations(len(locs), n_all, per_popup if popups else 0, thumbs, with_thumbs)
+    legend = _legend_html(title or f"Locations by {_COLOR_WORDS[color_by]}", colours, shown, note, accuracy is not None,
+                          "geo clusters: convex hull of each cluster's locations" if clusters else None)
+    folium_classes().Legend(legend).add_to(m)
+    _fit_bounds(m, locs)
+    return m
+
+
+def _fit_bounds(m: Any, locs: pd.DataFrame) -> None:
+    """Zoom the map to the shown locations, with a 2-degree margin."""
+    if len(locs):
+        lon = locs["lon"].to_numpy()
+        m.fit_bounds(
+            [[float(locs["lat"].min()) - 2, float(lon.min()) - 2], [float(locs["lat"].max()) + 2, float(lon.max()) + 2]]
+        )
+
+
+def _shown_locations(shown: int, n_all: int, per_popup: int, thumbs: int, with_thumbs: np.ndarray) -> str:
+    """The legend's line on what the map shows: the locations (a sample?) and the popups' thumbnails.
+
+    Args:
+        shown: locations with a marker.
+        n_all: locations in the manifest.
+        per_popup: thumbnails per popup (0: none, or no popups).
+        thumbs: thumbnails per popup asked for.
+        with_thumbs: per marker, whether its popup has thumbnails.
+    """
+    text = f"{shown} of {n_all} locations (seeded sample)" if shown < n_all else f"{n_all} locations"
+    if 0 < per_popup < thumbs:
+        text += f"; popups show {per_popup} revisit(s) each"
+    if per_popup and not with_thumbs.all():
+        text += f" ({int(with_thumbs.sum())} of {shown} popups, a seeded sample; the others list dates only)"
+    return text
+
+
+def _location_sample(locs: pd.DataFrame, max_locations: int | None, seed: int) -> pd.DataFrame:
+    """At most ``max_locations`` of ``locs`` (a seeded sample in ``location_id`` order); all when ``None``."""
+    if max_locations is not None and len(locs) > max_locations:
+        return locs.sample(n=max_locations, random_state=seed).sort_values("location_id").reset_index(drop=True)
+    return locs
+
+
+def _base_map(locs: pd.DataFrame, tiles: str | None, offline: bool, height: int | str) -> Any:
+    """The :class:`OfflineMap` itself: centred on the locations' mean latitude, the sea colour and the legend's CSS."""
+    import folium  # noqa: PLC0415 - folium is a lab extra
+
+    m = folium_classes().OfflineMap(
         location=[float(locs["lat"].mean()) if len(locs) else 0.0, 0.0],
         zoom_start=1,
         tiles=tiles,
@@ -238,74 +300,103 @@ def location_map(
             folium.Element(f"<style>.leaflet-container{{background:{SEA_COLOUR};}}</style>"), name="geolab_sea"
         )
     m.get_root().header.add_child(folium.Element(_LEGEND_CSS), name="geolab_legend_css")
+    return m
 
-    if tiles is None and land:
-        folium.map.CustomPane("geolab-land", z_index=300, pointer_events=False).add_to(m)
-        LandOutline(
-            land_outline_cached(land_resolution),
-            name="land outline (global-land-mask)",
-            style={"color": LAND_EDGE, "weight": 0.6, "fillColor": LAND_FILL, "fillOpacity": 1.0},
-            pane="geolab-land",
-            class_name=CLASS_LAND,
-        ).add_to(m)
 
-    if clusters:
-        require_columns(df, ("geo_cluster",), hint="add it with geolab.geo.add_geo_clusters(df, k, seed)")
-        folium.map.CustomPane("geolab-regions", z_index=380).add_to(m)
-        regions = cluster_regions(all_locs)
-        colours = category_colours([f["properties"]["geo_cluster"] for f in regions["features"]], "geo_cluster")
-        for f in regions["features"]:
-            f["properties"]["colour"] = colours[f["properties"]["geo_cluster"]]
-        folium.GeoJson(
-            regions,
-            name="geo clusters (convex hull of locations)",
-            style_function=lambda f: {
-                "color": f["properties"]["colour"],
-                "weight": 1.5,
-                "fillColor": f["properties"]["colour"],
-                "fillOpacity": 0.12,
-            },
-            tooltip=folium.GeoJsonTooltip(["geo_cluster", "n_locations"], aliases=["geo cluster", "locations"]),
-            pane="geolab-regions",
-            className=CLASS_REGION,
-        ).add_to(m)
+def _add_land_outline(m: Any, land_resolution: float) -> None:
+    """The offline land outline (global-land-mask) in its own pane, below everything else."""
+    import folium  # noqa: PLC0415 - folium is a lab extra
 
-    if accuracy is not None:
-        acc = accuracy.set_index("geo_cluster")
-        regions = cluster_regions(all_locs)
-        kept = []
-        for f in regions["features"]:
-            k = f["properties"]["geo_cluster"]
-            if k in acc.index:
-                f["properties"].update(
-                    accuracy=round(float(acc.loc[k, "accuracy"]), 3),
-                    n_evaluated=int(acc.loc[k, "n"]),
-                    colour=accuracy_colour(float(acc.loc[k, "accuracy"])),
-                )
-                kept.append(f)
-        regions["features"] = kept
-        folium.map.CustomPane("geolab-accuracy", z_index=390).add_to(m)
-        folium.GeoJson(
-            regions,
-            name="accuracy per geo cluster",
-            style_function=lambda f: {
-                "color": "#333333",
-                "weight": 1,
-                "fillColor": f["properties"]["colour"],
-                "fillOpacity": 0.55,
-            },
-            tooltip=folium.GeoJsonTooltip(
-                ["geo_cluster", "accuracy", "n_evaluated"], aliases=["geo cluster", "accuracy", "images evaluated"]
-            ),
-            pane="geolab-accuracy",
-            className=CLASS_ACCURACY,
-        ).add_to(m)
+    folium.map.CustomPane("geolab-land", z_index=300, pointer_events=False).add_to(m)
+    folium_classes().LandOutline(
+        land_outline_cached(land_resolution),
+        name="land outline (global-land-mask)",
+        style={"color": LAND_EDGE, "weight": 0.6, "fillColor": LAND_FILL, "fillOpacity": 1.0},
+        pane="geolab-land",
+        class_name=CLASS_LAND,
+    ).add_to(m)
 
-    # colours from every location, so a sample keeps them (and clusters match their regions)
-    colours = category_colours(all_locs[color_by].tolist(), color_by) if len(all_locs) else {}
+
+def _add_cluster_regions(m: Any, all_locs: pd.DataFrame) -> None:
+    """Each geo cluster's region (convex hull of its locations) in its colour."""
+    import folium  # noqa: PLC0415 - folium is a lab extra
+
+    folium.map.CustomPane("geolab-regions", z_index=380).add_to(m)
+    regions = cluster_regions(all_locs)
+    colours = category_colours([f["properties"]["geo_cluster"] for f in regions["features"]], "geo_cluster")
+    for f in regions["features"]:
+        f["properties"]["colour"] = colours[f["properties"]["geo_cluster"]]
+    folium.GeoJson(
+        regions,
+        name="geo clusters (convex hull of locations)",
+        style_function=lambda f: {
+            "color": f["properties"]["colour"],
+            "weight": 1.5,
+            "fillColor": f["properties"]["colour"],
+            "fillOpacity": 0.12,
+        },
+        tooltip=folium.GeoJsonTooltip(["geo_cluster", "n_locations"], aliases=["geo cluster", "locations"]),
+        pane="geolab-regions",
+        className=CLASS_REGION,
+    ).add_to(m)
+
+
+def _add_accuracy_regions(m: Any, all_locs: pd.DataFrame, accuracy: pd.DataFrame) -> None:
+    """The geo cluster regions coloured by a model's accuracy (clusters without evaluated images left out)."""
+    import folium  # noqa: PLC0415 - folium is a lab extra
+
+    acc = accuracy.set_index("geo_cluster")
+    regions = cluster_regions(all_locs)
+    kept = []
+    for f in regions["features"]:
+        k = f["properties"]["geo_cluster"]
+        if k in acc.index:
+            f["properties"].update(
+                accuracy=round(float(acc.loc[k, "accuracy"]), 3),
+                n_evaluated=int(acc.loc[k, "n"]),
+                colour=accuracy_colour(float(acc.loc[k, "accuracy"])),
+            )
+            kept.append(f)
+    regions["features"] = kept
+    folium.map.CustomPane("geolab-accuracy", z_index=390).add_to(m)
+    folium.GeoJson(
+        regions,
+        name="accuracy per geo cluster",
+        style_function=lambda f: {
+            "color": "#333333",
+            "weight": 1,
+            "fillColor": f["properties"]["colour"],
+            "fillOpacity": 0.55,
+        },
+        tooltip=folium.GeoJsonTooltip(
+            ["geo_cluster", "accuracy", "n_evaluated"], aliases=["geo cluster", "accuracy", "images evaluated"]
+        ),
+        pane="geolab-accuracy",
+        className=CLASS_ACCURACY,
+    ).add_to(m)
+
+
+def _add_location_markers(m: Any, df: pd.DataFrame, locs: pd.DataFrame, colours: dict[Any, str], color_by: str,
+                          popups: bool, per_popup: int, with_thumbs: np.ndarray, thumb_size: int) -> int:
+    """One marker per location of ``locs`` (one data table, see ``LocationMarkers``), in a layer of their own.
+
+    Args:
+        m: the map.
+        df: the manifest (the revisits' images for the popups).
+        locs: the locations shown (:func:`location_table` rows).
+        colours: marker colour per value of ``color_by``.
+        color_by: the column the colours follow.
+        popups: whether markers have popups (their revisits).
+        per_popup: thumbnails per popup.
+        with_thumbs: per location, whether its popup has thumbnails (else dates only).
+        thumb_size: thumbnail side in pixels.
+
+    Returns:
+        How many thumbnails could not be read.
+    """
+    import folium  # noqa: PLC0415 - folium is a lab extra
+
     points = folium.FeatureGroup(name=f"locations by {_COLOR_WORDS[color_by]}").add_to(m)
-    per_popup = max(1, min(thumbs, max_thumbnails // max(1, len(locs)))) if thumbs > 0 and max_thumbnails > 0 else 0
-    with_thumbs = _thumbnail_sample(len(locs), max_thumbnails if per_popup else 0, seed)
     esc = html.escape
     labels = sorted({str(v) for v in locs["label"]})
     splits = sorted({str(v) for v in locs["split"]})
@@ -314,7 +405,7 @@ def location_map(
     index = {"colour": {v: i for i, v in enumerate(colours)}, "label": {v: i for i, v in enumerate(labels)},
              "split": {v: i for i, v in enumerate(splits)}}
     unreadable = 0
-    rows = locs.itertuples(index=False)
+    rows: Iterable[Any] = locs.itertuples(index=False)
     if popups and per_popup * len(locs) > 2000:  # a bar only for long work (a few s is not)
         rows = tqdm(rows, total=len(locs), desc="map thumbnails", unit="location")
     for i, loc in enumerate(rows):
@@ -328,38 +419,14 @@ def location_map(
             int(loc.geo_cluster) if "geo_cluster" in locs.columns else None,
             int(loc.n_images), f"{loc.first:%Y-%m-%d}", f"{loc.last:%Y-%m-%d}", cells,
         ])
-    LocationMarkers(
+    folium_classes().LocationMarkers(
         table,
         {"className": CLASS_LOCATION, "radius": 5, "color": "#222222", "weight": 0.8, "fillOpacity": 0.9},
         thumb_size=thumb_size,
         mime=THUMB_MIME,
         max_width=max(220, (thumb_size + 8) * max(per_popup, 1) + 20),
     ).add_to(points)
-    if unreadable:
-        warnings.warn(f"{unreadable} thumbnail(s) could not be read; their popups say 'unreadable'.", stacklevel=2)
-
-    folium.LayerControl(collapsed=False).add_to(m)
-    shown = f"{len(locs)} of {n_all} locations (seeded sample)" if len(locs) < n_all else f"{n_all} locations"
-    if popups and 0 < per_popup < thumbs:
-        shown += f"; popups show {per_popup} revisit(s) each"
-    if popups and per_popup and not with_thumbs.all():
-        shown += f" ({int(with_thumbs.sum())} of {len(locs)} popups, a seeded sample; the others list dates only)"
-    Legend(
-        _legend_html(
-            title or f"Locations by {_COLOR_WORDS[color_by]}",
-            colours,
-            shown,
-            note,
-            accuracy is not None,
-            "geo clusters: convex hull of each cluster's locations" if clusters else None,
-        )
-    ).add_to(m)
-    if len(locs):
-        lon = locs["lon"].to_numpy()
-        m.fit_bounds(
-            [[float(locs["lat"].min()) - 2, float(lon.min()) - 2], [float(locs["lat"].max()) + 2, float(lon.max()) + 2]]
-        )
-    return m
+    return unreadable
 
 
 _COLOR_WORDS = {"label": "category", "split": "split", "geo_cluster": "geo cluster"}

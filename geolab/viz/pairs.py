@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from geolab.positives import LocationIndex
+from geolab.positives import LocationIndex, Strategy
 from geolab.transforms import moco_v2_view
 from geolab.viz.pictures import view_to_image
 
@@ -22,7 +22,7 @@ from geolab.viz.pictures import view_to_image
 def pair_figure(
     df: pd.DataFrame,
     rows: Sequence[int],
-    strategy: str = "any-other",
+    strategy: Strategy = "any-other",
     input_size: int = 64,
     seed: int = 0,
     note: str | None = None,

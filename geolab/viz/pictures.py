@@ -52,8 +52,8 @@ def load_image(path: str | Path, size: int | None = None, enlarge: bool = True) 
         OSError: missing or unreadable file (the message names it).
     """
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as src:
+            im = src.convert("RGB")
     except OSError as exc:
         raise OSError(f"Cannot read image {path}: {exc}") from exc
     if size is not None and (enlarge or max(im.size) > size):

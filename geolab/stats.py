@@ -18,9 +18,15 @@ import numpy as np
 import pandas as pd
 
 from geolab.config import RANDOM_INIT
-from geolab.course.records import FINETUNE_EXPERIMENT, LABEL_EXPERIMENT
 from geolab.paper import PAPER_FMOW_TOP1
 
+#: The ``experiment`` of the records of :mod:`geolab.course.labels` (declared here, below the course, because
+#: :func:`label_efficiency_table` and :func:`frozen_finetuned_table` read them): the probe with a fraction of the
+#: training labels (``label_fraction`` in (0, 1], ``labelled_images``, ``labelled_locations``, ``probe_C``; ``variant``
+#: ``"1% labels"``), and end-to-end fine-tuning on all of them (``finetune_top1``, ``finetune_f1``,
+#: ``finetune_hits`` per test location, ``finetune_epochs``, ``finetune_steps``, ``label_fraction`` 1).
+LABEL_EXPERIMENT = "label-efficiency"
+FINETUNE_EXPERIMENT = "fine-tune"
 #: Level of the intervals shown beside every comparison.
 CONFIDENCE = 0.95
 #: Bootstrap resamples behind each interval.
@@ -61,11 +67,11 @@ def seed_mean_std(values: Iterable[float | None]) -> tuple[float | None, float |
     return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def _group(records: list[dict[str, Any]], method: str, variant: str | None = None) -> list[dict[str, Any]]:
+def _group(records: Sequence[Mapping[str, Any]], method: str, variant: str | None = None) -> list[Mapping[str, Any]]:
     return [r for r in records if r["method"] == method and (variant is None or r.get("variant", "") == variant)]
 
 
-def _hits(group: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _hits(group: Sequence[Mapping[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Correct counts per seed and test location, and the images per location.
 
     (seeds x test locations) correct counts and the images per location, or None when a
@@ -92,7 +98,8 @@ def _bootstrap(hits: np.ndarray, sizes: np.ndarray, counts: np.ndarray, rng: np.
 
 
 def bootstrap_interval(
-    records: list[dict[str, Any]], method: str, metric: str = "probe_top1", variant: str | None = None, seed: int = 0
+    records: Sequence[Mapping[str, Any]], method: str, metric: str = "probe_top1", variant: str | None = None,
+    seed: int = 0
 ) -> tuple[float, float] | None:
     """A 95% interval for a method's mean accuracy that includes the test set's sampling error.
 
@@ -123,7 +130,7 @@ def bootstrap_interval(
 
 
 def difference_interval(
-    records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
+    records: Sequence[Mapping[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
 ) -> tuple[float, float] | None:
     """A 95% interval for the difference of two methods' mean accuracies.
 
@@ -142,8 +149,13 @@ def difference_interval(
     return float(np.quantile(diff, tail)), float(np.quantile(diff, 1 - tail))
 
 
+def _seed(record: Mapping[str, Any]) -> Any:
+    """A record's seed (what pairs the runs of two methods)."""
+    return record.get("seed")
+
+
 def paired_difference_interval(
-    records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
+    records: Sequence[Mapping[str, Any]], a: str, b: str, metric: str = "probe_top1", seed: int = 0
 ) -> tuple[float, float] | None:
     """A 95% interval for ``mean(a) - mean(b)`` with seeds *and* test locations paired.
 
@@ -153,11 +165,11 @@ def paired_difference_interval(
     :func:`difference_interval`. None without per-location hits.
     """
     ga, gb = _group(records, a), _group(records, b)
-    sa, sb = [r.get("seed") for r in ga], [r.get("seed") for r in gb]
+    sa, sb = [_seed(r) for r in ga], [_seed(r) for r in gb]
     if sorted(sa) != sorted(sb) or len(set(sa)) != len(sa):
         return difference_interval(records, a, b, metric, seed)
-    ga = sorted(ga, key=lambda r: r.get("seed"))
-    gb = sorted(gb, key=lambda r: r.get("seed"))
+    ga = sorted(ga, key=_seed)
+    gb = sorted(gb, key=_seed)
     ha, hb = _hits(ga, metric), _hits(gb, metric)
     if ha is None or hb is None or len(ha[1]) != len(hb[1]) or not np.array_equal(ha[1], hb[1]):
         return None
@@ -264,7 +276,7 @@ def compare(records: list[dict[str, Any]], a: str, b: str, metric: str = "probe_
     )
 
 
-def _mean_ci(records: list[Mapping[str, Any]], method: str, metric: str, variant: str | None = None
+def _mean_ci(records: Sequence[Mapping[str, Any]], method: str, metric: str, variant: str | None = None
              ) -> tuple[float | None, tuple[float, float] | None]:
     group = [r for r in records if r["method"] == method and (variant is None or r.get("variant") == variant)]
     mean, _ = seed_mean_std(r.get(metric) for r in group)
@@ -276,7 +288,7 @@ def label_efficiency_table(records: Sequence[Mapping[str, Any]], metric: str = "
 
     One row per (method, fraction) of the ``label-efficiency`` records: ``method``, ``label_fraction``,
     ``seeds``, ``labelled images`` (mean over seeds), ``mean``, ``ci low``, ``ci high`` (bootstrap over
-    test locations and seeds, :func:`geolab.course.stats.bootstrap_interval`), in percent.
+    test locations and seeds, :func:`geolab.stats.bootstrap_interval`), in percent.
     """
     recs = [dict(r) for r in records if r.get("experiment") == LABEL_EXPERIMENT]
     rows = []

@@ -21,13 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from geolab.checkpoints import CheckpointError, load_state_dict_checked
+from geolab.errors import UserError
 from geolab.models import ARCHS, make_backbone
 
 #: Prefix of the query encoder in the official checkpoints.
 QUERY_PREFIX = "module.encoder_q."
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(UserError, ValueError):
     """The file is not an official GASSL/MoCo checkpoint that fits the asked backbone."""
 
 
@@ -90,8 +91,8 @@ def backbone_from_official(ckpt: dict[str, Any], arch: str | None = None, source
         load_state_dict_checked(backbone, backbone_state, f"{source} (query encoder as {arch})")
     except CheckpointError as exc:
         raise OfficialCheckpointError(str(exc)) from exc
-    backbone.feature_dim = dim
-    backbone.geolab_meta = {
+    # plain attributes, as geolab.weights.describe_backbone sets them (read with geolab.weights.backbone_meta)
+    vars(backbone).update(feature_dim=dim, geolab_meta={
         "source": "official-gassl",
         "checkpoint": source,
         "arch": arch,
@@ -99,7 +100,7 @@ def backbone_from_official(ckpt: dict[str, Any], arch: str | None = None, source
         "method": "official",
         "image_size": 224,
         "has_projection": bool(projection),
-    }
+    })
     return backbone.eval()
 
 
