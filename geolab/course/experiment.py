@@ -25,18 +25,20 @@ from threadpoolctl import threadpool_limits
 
 from geolab import __version__, paths
 from geolab.checkpoints import save_random_init
-from geolab.config import RANDOM_INIT, PretrainConfig, ProbeConfig
+from geolab.config import PRETRAIN_ROLES, RANDOM_INIT, PretrainConfig, ProbeConfig
 from geolab.course.records import read_records, record_result
 from geolab.evaluate import evaluate_checkpoint
 from geolab.io import atomic_write_json
+from geolab.paths import RunFolder, manifest_fingerprint
 from geolab.processes import process_pool
 from geolab.train import pretrain
 
-#: PretrainConfig fields that do not change what is learned (left out of the key): where it runs and how
-#: tensors are laid out in memory change the floating-point rounding, not the maths; the kNN monitor
-#: (how often, on how many images, k) only reads the model (tests/test_train.py checks it).
-_NOT_IN_KEY = {"out", "resume", "progress", "tensorboard", "num_workers", "log_every", "knn_every", "knn_k",
-               "knn_max_images", "device", "channels_last"}
+#: What the key holds of each PretrainConfig field, derived from the roles the fields declare
+#: (:class:`geolab.argtypes.Role`): a field that changes the learned weights, its value; one that does not
+#: but was always in the key (``keyed``), its default; any other (where it runs, how tensors are laid out,
+#: the kNN monitor, logging) nothing.
+_KEY_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PretrainConfig)
+                 if not PRETRAIN_ROLES[f.name].learns and PRETRAIN_ROLES[f.name].keyed}
 
 
 def experiments_dir(results_path: str | os.PathLike | None = "") -> Path:
@@ -46,20 +48,16 @@ def experiments_dir(results_path: str | os.PathLike | None = "") -> Path:
     else ``<runs>/interactive/experiments``.
     """
     if results_path:
-        return Path(results_path).resolve().parent.parent / "experiments"
-    return paths.runs_dir() / "interactive" / "experiments"
-
-
-def _manifest_fingerprint(manifest: str | os.PathLike) -> str:
-    st = Path(manifest).stat()
-    return f"{Path(manifest).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        return RunFolder.of_records(results_path).experiments
+    return RunFolder(paths.runs_dir() / "interactive").experiments
 
 
 def experiment_key(cfg: PretrainConfig) -> str:
-    """A short hash of everything that decides what ``cfg`` learns."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_KEY}
+    """A short hash of everything that decides what ``cfg`` learns (see :data:`_KEY_DEFAULTS`)."""
+    d = {k: v for k, v in cfg.to_dict().items() if PRETRAIN_ROLES[k].learns}
+    d.update(_KEY_DEFAULTS)
     d["strategy"] = cfg.pair_strategy  # None and the method's default strategy are the same run
-    d["manifest"] = _manifest_fingerprint(cfg.manifest)
+    d["manifest"] = manifest_fingerprint(cfg.manifest)
     d["geolab"] = __version__
     return _short_hash(d)
 
@@ -100,7 +98,7 @@ def run_experiment(
         checkpoint, key, reused.
     """
     cfg, key, folder = _plan(method, manifest, seed, progress, config, results_path)
-    done = folder / "result.json"
+    done = RunFolder(folder).result
     reused = done.exists() and not _trained_now
     if not done.exists():
         _train_and_store(method, manifest, seed, results_path, progress, config)
@@ -151,7 +149,7 @@ def _plan(method: str, manifest: str | os.PathLike, seed: int, progress: bool, c
                          progress=progress, **config)
     if untrained:  # only what decides the untrained weights and their evaluation
         key = _short_hash({"arch": cfg.arch, "seed": seed, "image_size": cfg.image_size, "init": True,
-                           "manifest": _manifest_fingerprint(manifest), "geolab": __version__})
+                           "manifest": manifest_fingerprint(manifest), "geolab": __version__})
     else:
         key = experiment_key(cfg)
     return cfg, key, experiments_dir(results_path) / f"{method}-seed{seed}-{key}"
@@ -180,8 +178,8 @@ def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, result
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "trained_by": Path(results_path).stem if results_path else "",
     }
-    atomic_write_json(folder / "result.json", stored)
-    return stored["wall_time_s"]
+    atomic_write_json(RunFolder(folder).result, stored)
+    return float(stored["wall_time_s"])
 
 
 def _train_logged(folder: Path, **job: Any) -> float:
@@ -193,7 +191,7 @@ def _train_logged(folder: Path, **job: Any) -> float:
     ``metrics.jsonl``.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)  # beside the run folder, which must hold only the run
-    with open(folder.parent / f"{folder.name}.log", "a") as log, contextlib.redirect_stderr(log):
+    with open(RunFolder(folder).log, "a") as log, contextlib.redirect_stderr(log):
         return _train_and_store(**job)
 
 
@@ -244,7 +242,7 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
         seed, results_path = spec.get("seed", 0), spec.get("results_path", "")
         cfg, _, folder = _plan(spec["method"], spec["manifest"], seed, False, config, results_path)
         folders.append(folder)
-        if not (folder / "result.json").exists():
+        if not RunFolder(folder).result.exists():
             pending.setdefault(folder, (cfg.device, dict(method=spec["method"], manifest=spec["manifest"], seed=seed,
                                                          results_path=results_path, progress=False, config=config)))
     if pending:
@@ -293,7 +291,7 @@ def _short_hash(d: dict[str, Any]) -> str:
 
 def _training_summary(folder: Path) -> dict[str, Any]:
     """The last epoch's losses and the number of optimizer steps, from ``metrics.jsonl``."""
-    path = folder / "metrics.jsonl"
+    path = RunFolder(folder).metrics
     epochs = []
     if path.exists():
         for line in path.read_text().splitlines():
@@ -324,11 +322,11 @@ def collect_records(results_path: str | os.PathLike | None = "", unique: bool = 
             notebook is recorded again there, and must not count as another seed.
     """
     if results_path:
-        folder = Path(results_path).resolve().parent
+        folder = RunFolder.of_records(results_path).records
         records = [r for f in sorted(folder.glob("*.jsonl")) for r in read_records(f)]
     else:
         records = []
-        for f in sorted(experiments_dir("").glob("*/result.json")):
+        for f in sorted(experiments_dir("").glob(f"*/{RunFolder('.').result.name}")):
             stored = json.loads(f.read_text())
             if "record" in stored:
                 records.append(stored["record"])
