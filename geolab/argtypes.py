@@ -19,7 +19,13 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from geolab.errors import UserError
+
 T = TypeVar("T")
+
+
+class ConfigError(UserError, ValueError):
+    """A setting's value that geolab refuses, with the setting named and what it takes."""
 
 
 def positive_int(text: str) -> int:
@@ -301,7 +307,7 @@ def check_finite(config: Any) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
-            raise ValueError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}.")
+            raise ConfigError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}.")
 
 
 def check_fields(config: Any) -> None:
@@ -329,9 +335,9 @@ def check_fields(config: Any) -> None:
             try:
                 rule(str(value))
             except argparse.ArgumentTypeError as exc:
-                raise ValueError(f"{name}.{f.name}: {exc}.") from None
+                raise ConfigError(f"{name}.{f.name}: {exc}.") from None
         choices = spec.get("choices")
         if choices is not None and value not in choices:
-            raise ValueError(f"{name}.{f.name}: invalid choice {value!r}; choose one of "
+            raise ConfigError(f"{name}.{f.name}: invalid choice {value!r}; choose one of "
                              f"{', '.join(str(c) for c in choices)}.")
 

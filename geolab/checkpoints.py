@@ -21,7 +21,7 @@ from geolab import __version__
 from geolab.config import PRETRAIN_ROLES, RANDOM_INIT, PretrainConfig, pair_strategy
 from geolab.distributed import seed_everything
 from geolab.errors import UserError
-from geolab.io import atomic_torch_save, ensure_free_space
+from geolab.io import MissingFileError, atomic_torch_save, ensure_free_space
 from geolab.models import make_backbone, memory_bank_state
 from geolab.paths import RunFolder, manifest_fingerprint
 
@@ -167,7 +167,7 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -14,6 +14,7 @@ from geolab.argtypes import (
     BAD_IMAGE_CHOICES,
     DEVICE_CHOICES,
     STRATEGY_CHOICES,
+    ConfigError,
     add_dataclass_arguments,
     check_fields,
     dataclass_from_args,
@@ -206,18 +207,21 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
+            raise ConfigError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
         check_fields(self)  # the options' rules (types, choices) and finite numbers
         if not 0 < self.crop_min_scale <= 1:
-            raise ValueError(f"PretrainConfig.crop_min_scale must be in (0, 1], got {self.crop_min_scale}.")
+            raise ConfigError(f"PretrainConfig.crop_min_scale must be in (0, 1], got {self.crop_min_scale}.")
         if self.jitter_strength < 0:
-            raise ValueError(f"PretrainConfig.jitter_strength must be >= 0, got {self.jitter_strength}.")
+            raise ConfigError(f"PretrainConfig.jitter_strength must be >= 0, got {self.jitter_strength}.")
         if self.warmup_epochs > self.epochs:  # >= 0: its option's rule
-            raise ValueError(
+            raise ConfigError(
                 f"PretrainConfig.warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}."
             )
+        if self.parts.contrastive and self.bn_splits and self.batch_size % self.bn_splits:  # as pretrain refuses it
+            raise ConfigError(f"PretrainConfig.batch_size={self.batch_size} is not divisible by "
+                             f"bn_splits={self.bn_splits} (BatchNorm splits of equal size).")
         if self.uses_geo and self.geo_k < 2:
-            raise ValueError(f"Method {self.method!r} needs geo_k >= 2 geo clusters, got {self.geo_k}.")
+            raise ConfigError(f"Method {self.method!r} needs geo_k >= 2 geo clusters, got {self.geo_k}.")
 
     @property
     def parts(self) -> MethodParts:
@@ -390,14 +394,14 @@ class DenseConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.decoder not in DENSE_DECODERS:
-            raise ValueError(f"Unknown decoder {self.decoder!r}; choose one of {', '.join(DENSE_DECODERS)}.")
+            raise ConfigError(f"Unknown decoder {self.decoder!r}; choose one of {', '.join(DENSE_DECODERS)}.")
         if self.encoder_depth not in ("layer3", "layer4"):
-            raise ValueError(f"encoder_depth must be 'layer3' or 'layer4', got {self.encoder_depth!r}.")
+            raise ConfigError(f"encoder_depth must be 'layer3' or 'layer4', got {self.encoder_depth!r}.")
         for name in ("epochs", "batch_size", "image_size", "decoder_channels"):
             if getattr(self, name) < 1:
-                raise ValueError(f"DenseConfig.{name} must be >= 1, got {getattr(self, name)}.")
+                raise ConfigError(f"DenseConfig.{name} must be >= 1, got {getattr(self, name)}.")
         if self.num_classes is not None and self.num_classes < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"DenseConfig.num_classes must be >= 2 (or None to read it from the masks), got {self.num_classes}."
             )
         if self.class_names is not None:
@@ -570,19 +574,19 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         if self.seed < 0:
-            raise ValueError(f"WorldConfig.seed: the world seed must be >= 0, got {self.seed}.")
+            raise ConfigError(f"WorldConfig.seed: the world seed must be >= 0, got {self.seed}.")
         if self.size < 16:
-            raise ValueError(f"WorldConfig.size must be >= 16 pixels, got {self.size}.")
+            raise ConfigError(f"WorldConfig.size must be >= 16 pixels, got {self.size}.")
         if self.locations < 10:
-            raise ValueError(f"WorldConfig.locations must be >= 10 (one per category), got {self.locations}.")
+            raise ConfigError(f"WorldConfig.locations must be >= 10 (one per category), got {self.locations}.")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6 or min(self.split_fractions) < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"WorldConfig.split_fractions must be three shares summing to 1, got {self.split_fractions}."
             )
         if not self.revisit_weights or min(self.revisit_weights) < 0 or sum(self.revisit_weights) <= 0:
-            raise ValueError("WorldConfig.revisit_weights must be non-negative with a positive sum.")
+            raise ConfigError("WorldConfig.revisit_weights must be non-negative with a positive sum.")
         if self.years[0] > self.years[1]:
-            raise ValueError(f"WorldConfig.years must be (first, last), got {self.years}.")
+            raise ConfigError(f"WorldConfig.years must be (first, last), got {self.years}.")
         self.years = tuple(int(y) for y in self.years)
         self.revisit_weights = tuple(float(w) for w in self.revisit_weights)
         self.split_fractions = tuple(float(f) for f in self.split_fractions)

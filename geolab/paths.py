@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from geolab.io import check_output_folder
+from geolab.io import NotAFolderError, check_output_folder
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -180,7 +180,7 @@ def cache_dir(check: bool = True) -> Path:
     env = os.environ.get("GEOLAB_CACHE")
     path = Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "geolab"
     if check and path.exists() and not path.is_dir():
-        raise NotADirectoryError(
+        raise NotAFolderError(
             f"geolab's cache {path}{' (GEOLAB_CACHE)' if env else ''} is a file, not a folder; "
             "point GEOLAB_CACHE at a folder (it is created when missing)."
         )

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from geolab import __version__
+from geolab.argtypes import ConfigError
 from geolab.checkpoints import (
     CheckpointError,
     check_checkpoint_space,
@@ -140,7 +141,7 @@ def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
     if cfg.parts.geo:
         train_locs = df.loc[df["split"] == cfg.train_split, "location_id"].nunique()
         if train_locs < cfg.geo_k:
-            raise ValueError(
+            raise ConfigError(
                 f"{cfg.manifest}: geo_k={cfg.geo_k} geo clusters asked for, but the '{cfg.train_split}' split "
                 f"has only {train_locs} locations. Use --geo-k {max(2, train_locs // 2)} or fewer."
             )
@@ -360,7 +361,7 @@ def _batch_layout(cfg: PretrainConfig, ctx: DistContext) -> tuple[int, int]:
         ValueError: a batch that the ranks or the splits do not divide.
     """
     if cfg.batch_size % ctx.world_size:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {ctx.world_size} DDP ranks.")
+        raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the {ctx.world_size} DDP ranks.")
     per_rank = cfg.batch_size // ctx.world_size
     contrastive = cfg.parts.contrastive
     bn_splits = (cfg.bn_splits or auto_bn_splits(per_rank, ctx.world_size)) if contrastive else 1
@@ -368,7 +369,7 @@ def _batch_layout(cfg: PretrainConfig, ctx: DistContext) -> tuple[int, int]:
         warnings.warn(f"batch {per_rank} is too small to split BatchNorm: MoCo's BN leak is not prevented; "
                       "use a batch of 8 or more.", stacklevel=3)
     if per_rank % bn_splits:
-        raise ValueError(f"per-rank batch {per_rank} is not divisible by bn_splits={bn_splits}.")
+        raise ConfigError(f"per-rank batch {per_rank} is not divisible by bn_splits={bn_splits}.")
     return per_rank, bn_splits
 
 
@@ -436,13 +437,11 @@ def _loader(cfg: PretrainConfig, ctx: DistContext, dataset: Any, per_rank: int) 
         dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.num_workers,
         pin_memory=ctx.device.type == "cuda", drop_last=True, generator=loader_gen,
         collate_fn=getattr(dataset, "collate_fn", None),  # lists of JPEG bytes when decoded on the GPU
-        # not persistent: each epoch's workers are seeded from (seed, epoch, rank), which is
-        # what makes a resumed run identical to an uninterrupted one
-        persistent_workers=False,
+        persistent_workers=False,  # each epoch's workers seeded from (seed, epoch, rank): a resumed run is exact
     )
     steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise ConfigError(
             f"{cfg.manifest}: the '{cfg.train_split}' split has {len(dataset)} images, fewer than one batch of "
             f"{cfg.batch_size}. Use a smaller --batch-size."
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import re
 import subprocess
 import sys
@@ -192,11 +191,23 @@ def test_a_field_without_a_command_line_type_is_refused() -> None:
     assert dataclass_from_args(DenseConfig, p.parse_args(["--decoder", "fcn"])) == DenseConfig(decoder="fcn")
 
 
-def test_every_user_error_type_the_cli_names_exists() -> None:
-    """main() shows these without a traceback; a name left behind by a move would show a traceback."""
-    for module, name in cli._USER_ERRORS:
-        found = getattr(importlib.import_module(module), name, None)
-        assert isinstance(found, type) and issubclass(found, BaseException), f"{module}.{name}"
+def test_the_cli_shows_user_errors_and_lets_bugs_keep_their_traceback(monkeypatch, capsys) -> None:
+    """main() prints a UserError as one line with exit 2; any other exception (a ValueError too) is a bug in
+    geolab and goes up with its traceback (issue 27)."""
+    from geolab.errors import UserError
+
+    def user_error(args):
+        raise UserError("the manifest x.csv has no split column\nadd one")
+
+    def bug(args):
+        raise ValueError("an internal check failed")
+
+    monkeypatch.setattr(cli, "_doctor", user_error)
+    assert cli.main(["doctor"]) == 2
+    assert capsys.readouterr().err == "geolab: error: the manifest x.csv has no split column; add one\n"
+    monkeypatch.setattr(cli, "_doctor", bug)
+    with pytest.raises(ValueError, match="an internal check failed"):
+        cli.main(["doctor"])
 
 
 def test_geolab_help_imports_neither_torch_nor_pandas() -> None:

@@ -24,6 +24,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from geolab import __version__, paths
+from geolab.argtypes import ConfigError
 from geolab.checkpoints import save_random_init
 from geolab.config import PRETRAIN_ROLES, RANDOM_INIT, PretrainConfig, ProbeConfig
 from geolab.course.records import read_records, record_result
@@ -217,7 +218,7 @@ def default_workers(device: str = "cpu", pending: int = 1) -> tuple[int, int]:
     env = os.environ.get("GEOLAB_PARALLEL_RUNS", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"GEOLAB_PARALLEL_RUNS={env!r}: expected a whole number >= 1 (runs trained at once).")
+            raise ConfigError(f"GEOLAB_PARALLEL_RUNS={env!r}: expected a whole number >= 1 (runs trained at once).")
         workers = int(env)
     else:
         workers = 1 if not str(device).startswith("cpu") else min(cores, 4)

@@ -22,7 +22,7 @@ from typing import Any
 
 from geolab import paths
 from geolab.argtypes import positive_int
-from geolab.config import PROFILES, RANDOM_INIT, DenseConfig, PretrainConfig, WorldConfig
+from geolab.config import PRETRAIN_ROLES, PROFILES, RANDOM_INIT, DenseConfig, PretrainConfig, WorldConfig
 from geolab.course.records import CourseError
 from geolab.tiers import check_tier
 
@@ -268,12 +268,15 @@ NOTEBOOK_RULES: dict[str, Rule] = {
 #: The method whose rules every notebook's training parameters must pass (it has every part:
 #: contrastive, temporal, geo), unless the notebook declares its own ``method``.
 _FULL_METHOD = "moco-tp-geo"
-#: PretrainConfig fields that the course's notebooks do not hand to PretrainConfig as they are.
-_NOT_TRAINING = ("method", "manifest", "out")
+#: PretrainConfig fields that the course's notebooks do not hand to PretrainConfig as they are: the run's own
+#: (their declared part, ``run``: method, manifest, seed ..., given per run; :func:`geolab.config.training_settings`).
+_NOT_TRAINING = tuple(name for name, role in PRETRAIN_ROLES.items() if role.part == "run")
 
 
-def _config_error(config: type, values: Mapping[str, Any], method: str = _FULL_METHOD) -> str | None:
+def _config_error(config: type | None, values: Mapping[str, Any], method: str = _FULL_METHOD) -> str | None:
     """What ``config(**values)`` refuses (``None``: nothing), with the placeholders its required fields need."""
+    if config is None:
+        return None
     base = {"method": method, "manifest": "", "out": ""} if config is PretrainConfig else {}
     try:
         config(**{**base, **values})
@@ -319,8 +322,8 @@ def _value_errors(values: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         elif not isinstance(value, (list, tuple)):
             problems.append((key, "must be a list"))
         elif len(value) < rule.min_items:
-            problems.append((key, f"is empty; list at least {rule.min_items} (each a valid "
-                                  f"{rule.config.__name__}.{rule.field})"))
+            what = f"{rule.config.__name__}.{rule.field}" if rule.config is not None else "value"
+            problems.append((key, f"is empty; list at least {rule.min_items} (each a valid {what})"))
         else:
             for item in value:
                 if (err := _rule_error(rule, item)):
