@@ -78,7 +78,9 @@ def pair_strategy(method: str, strategy: str | None = None) -> Strategy:
 
 #: The untrained baseline of every comparison: the backbone with its random initialisation
 #: (seeded), probed like the pre-trained ones. Not a training method; a result record's method.
-RANDOM_INIT = "random-init"
+RANDOM_INIT: Literal["random-init"] = "random-init"
+#: A result record's method: a training method or :data:`RANDOM_INIT`.
+RecordMethod = Literal[Method, "random-init"]
 
 #: Temperature of the official GASSL training commands (``--moco-t 0.02``).
 GASSL_OFFICIAL_TEMPERATURE = 0.02
@@ -587,9 +589,10 @@ class WorldConfig:
             raise ConfigError("WorldConfig.revisit_weights must be non-negative with a positive sum.")
         if self.years[0] > self.years[1]:
             raise ConfigError(f"WorldConfig.years must be (first, last), got {self.years}.")
-        self.years = tuple(int(y) for y in self.years)
+        self.years = (int(self.years[0]), int(self.years[1]))
         self.revisit_weights = tuple(float(w) for w in self.revisit_weights)
-        self.split_fractions = tuple(float(f) for f in self.split_fractions)
+        share = self.split_fractions  # three, checked above
+        self.split_fractions = (float(share[0]), float(share[1]), float(share[2]))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for ``world.json`` and the cache key."""

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -293,7 +293,7 @@ class MoCoModel(nn.Module):
         update_momentum(self.projection_head, self.projection_head_momentum, m)
 
 
-def sgd(params: list[Tensor], lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+def sgd(params: Sequence[Tensor], lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
     """MoCo's SGD; on CUDA with ``fused=True`` (one kernel for all parameters), else torch's default."""
     fused = bool(params) and all(p.is_cuda for p in params)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused or None)
@@ -352,6 +352,8 @@ class _HostPointerMemoryBank(MemoryBankModule):
     queued so far). On the host the read is free and nothing else changes (the bank, the keys
     and the arithmetic are the same; on the CPU nothing moves at all).
     """
+
+    bank_ptr: Tensor
 
     def _apply(self, fn, recurse=True):
         ptr = self.bank_ptr

@@ -34,15 +34,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -80,6 +82,7 @@ from geolab.jpeg_pipeline import EncodedPairDataset, JpegPairViews, collate_enco
 from geolab.manifest import load_manifest, select_split
 from geolab.models import (
     LossSettings,
+    MoCoModel,
     ModelSettings,
     auto_bn_splits,
     build_contrastive_loss,
@@ -150,7 +153,7 @@ def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
     classes = label_names(df)
     # preload: decode once, augment whole batches in the loop (ds.batch_transform); else PIL per image in the loader
     images = decode_images(train, cfg.image_size, cfg.on_bad_image, progress=cfg.progress) if cfg.preload else None
-    ds: ImageDataset | TemporalPairDataset
+    ds: Any  # the loop's batch transform (on the GPU: views, collate) travels as the dataset's attribute
     if cfg.parts.contrastive:
         ds = TemporalPairDataset(
             train, strategy=cfg.pair_strategy,
@@ -166,7 +169,7 @@ def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
             on_bad_image=cfg.on_bad_image, classes=classes, images=images,
         )
         ds.batch_transform = BatchSupervisedView(cfg.image_size) if cfg.preload else None
-    if _decode_on_device(cfg, device):  # the same pairs, read as JPEG bytes, decoded and augmented on the GPU
+    if device is not None and _decode_on_device(cfg, device):  # the same pairs as JPEG bytes, decoded on the GPU
         ds = EncodedPairDataset(train, strategy=cfg.pair_strategy, seed=cfg.seed, classes=classes)
         ds.batch_views = JpegPairViews(cfg.image_size, device, cfg.crop_min_scale, cfg.jitter_strength,
                                        channels_last=cfg.channels_last)
@@ -400,7 +403,7 @@ def _build(cfg: PretrainConfig, ctx: DistContext, num_classes: int,
     seed_everything(cfg.seed)
     model = build_model(ModelSettings.of(cfg), num_classes, bn_splits).to(ctx.device)
     if _channels_last(cfg, ctx.device):
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
+        model = model.to(memory_format=torch.channels_last)
     criterion = None
     if cfg.parts.contrastive:
         criterion = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim, distributed=ctx.distributed)
@@ -416,10 +419,8 @@ def _compiled_and_wrapped(cfg: PretrainConfig, ctx: DistContext, model: nn.Modul
         for name in ("backbone", "backbone_momentum"):
             if hasattr(model, name):
                 getattr(model, name).compile()
-    if not ctx.distributed:
-        return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
-                                               else None)
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids) if ctx.distributed else model
 
 
 def _loader(cfg: PretrainConfig, ctx: DistContext, dataset: Any, per_rank: int) -> tuple[
@@ -472,12 +473,11 @@ def _sync_each_step(device: torch.device) -> bool:
     return device.type != "cuda"
 
 
-def _check_finite(parts: dict[str, float], epoch: int, i: int, every: int = 1) -> None:
+def _check_finite(parts: Mapping[str, float | Tensor], epoch: int, i: int, every: int = 1) -> None:
     if not math.isfinite(parts["loss"]):
         when = f"step {i + 1}" if every <= 1 else f"step {i + 1} (checked every {every} steps on a GPU)"
-        raise FloatingPointError(
-            f"loss became {parts['loss']} at epoch {epoch + 1} {when}; lower --lr or raise --temperature."
-        )
+        raise FloatingPointError(f"loss became {parts['loss']} at epoch {epoch + 1} {when}; "
+                                 "lower --lr or raise --temperature.")
 
 
 def train_step(cfg: PretrainConfig, model: nn.Module, criterion: nn.Module | None, optimizer: torch.optim.Optimizer,
@@ -485,7 +485,7 @@ def train_step(cfg: PretrainConfig, model: nn.Module, criterion: nn.Module | Non
                sync: bool = True, at: tuple[int, int] | None = None) -> dict[str, Any]:
     """The loop's step (notebook 02's is checked against it): momentum update, loss and enqueue, backward, SGD."""
     if cfg.parts.contrastive:  # the key encoder moves first (raw_model: the model inside DDP)
-        (raw_model if raw_model is not None else model).momentum_update(cfg.ema_momentum)
+        cast(MoCoModel, raw_model if raw_model is not None else model).momentum_update(cfg.ema_momentum)
     loss, parts = compute_loss(LossSettings.of(cfg), model, criterion, batch, distributed=distributed, sync=sync)
     if at is not None:  # the loop's (epoch, step): a non-finite loss stops the run before it reaches the weights
         _check_finite(parts, *at)
@@ -508,7 +508,7 @@ class _Run:
     loader: torch.utils.data.DataLoader
     loader_gen: torch.Generator  #: the loader's generator, reseeded every epoch
     sampler: torch.utils.data.DistributedSampler
-    dataset: ImageDataset | TemporalPairDataset
+    dataset: Any  #: ImageDataset | TemporalPairDataset | EncodedPairDataset, with prepare_data's attributes
     steps_per_epoch: int
     total_steps: int
     metrics: _Metrics
@@ -538,8 +538,8 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
     sync = _sync_each_step(ctx.device)
     for i in range(steps_per_epoch):
         with ddp_guard(ctx, f"epoch {epoch + 1} step {i + 1}"):
-            if getattr(dataset, "batch_views", None) is not None:  # JPEG bytes: decode and augment on the GPU
-                batch = dataset.batch_views(next(it))
+            if (views := getattr(dataset, "batch_views", None)) is not None:  # JPEG bytes: decoded on the GPU
+                batch = views(next(it))
             else:
                 batch = _to_device(next(it), ctx.device, channels_last, getattr(dataset, "batch_transform", None))
             step = global_step + i
@@ -596,10 +596,10 @@ def knn_monitor(model: nn.Module, df, cfg: PretrainConfig, classes: list[str], d
         return part
 
     # extract_features puts the backbone back in its mode; fork_rng restores the CPU generator (DataLoaders draw there)
+    extract = functools.partial(extract_features, classes=classes, device=device, progress=False)
     with torch.random.fork_rng(devices=[]):
-        common = dict(classes=classes, device=device, progress=False)
-        fb, lb = extract_features(model.backbone, subset(cfg.train_split), cfg.image_size, **common)
-        fq, lq = extract_features(model.backbone, subset(cfg.val_split), cfg.image_size, **common)
+        fb, lb = extract(model.get_submodule("backbone"), subset(cfg.train_split), cfg.image_size)
+        fq, lq = extract(model.get_submodule("backbone"), subset(cfg.val_split), cfg.image_size)
     return float(knn(fb, lb, fq, lq, k=cfg.knn_k)["top1"])
 
 

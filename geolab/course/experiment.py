@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from geolab import __version__, paths
 from geolab.argtypes import ConfigError
 from geolab.checkpoints import save_random_init
-from geolab.config import PRETRAIN_ROLES, RANDOM_INIT, PretrainConfig, ProbeConfig
+from geolab.config import PRETRAIN_ROLES, RANDOM_INIT, Method, PretrainConfig, ProbeConfig, RecordMethod
 from geolab.course.records import read_records, record_result
 from geolab.evaluate import evaluate_checkpoint
 from geolab.io import atomic_write_json
@@ -64,7 +65,7 @@ def experiment_key(cfg: PretrainConfig) -> str:
 
 
 def run_experiment(
-    method: str,
+    method: RecordMethod,
     manifest: str | os.PathLike,
     *,
     data: str = "geoworld",
@@ -142,13 +143,12 @@ def run_experiment(
     return stored_record
 
 
-def _plan(method: str, manifest: str | os.PathLike, seed: int, progress: bool, config: dict[str, Any],
+def _plan(method: RecordMethod, manifest: str | os.PathLike, seed: int, progress: bool, config: dict[str, Any],
           results_path: str | os.PathLike | None) -> tuple[PretrainConfig, str, Path]:
     """The run's configuration, its key and its folder under :func:`experiments_dir`."""
-    untrained = method == RANDOM_INIT
-    cfg = PretrainConfig(method="supervised" if untrained else method, manifest=str(manifest), seed=seed,
-                         progress=progress, **config)
-    if untrained:  # only what decides the untrained weights and their evaluation
+    trained: Method = "supervised" if method == RANDOM_INIT else method  # random init: a supervised run's backbone
+    cfg = PretrainConfig(method=trained, manifest=str(manifest), seed=seed, progress=progress, **config)
+    if method == RANDOM_INIT:  # only what decides the untrained weights and their evaluation
         key = _short_hash({"arch": cfg.arch, "seed": seed, "image_size": cfg.image_size, "init": True,
                            "manifest": manifest_fingerprint(manifest), "geolab": __version__})
     else:
@@ -156,8 +156,8 @@ def _plan(method: str, manifest: str | os.PathLike, seed: int, progress: bool, c
     return cfg, key, experiments_dir(results_path) / f"{method}-seed{seed}-{key}"
 
 
-def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, results_path: str | os.PathLike | None,
-                     progress: bool, config: dict[str, Any]) -> float:
+def _train_and_store(method: RecordMethod, manifest: str | os.PathLike, seed: int,
+                     results_path: str | os.PathLike | None, progress: bool, config: dict[str, Any]) -> float:
     """Train (or resume) one run, evaluate it and write its ``result.json``; the seconds it took.
 
     Runs in the notebook's process, or in a worker of :func:`run_experiments`.
@@ -171,7 +171,7 @@ def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, result
                     num_workers=cfg.num_workers, device=cfg.device, seed=seed),
         progress=progress,
     )
-    stored = {
+    stored: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "evaluation": evaluation,
         "training": {} if method == RANDOM_INIT else _training_summary(folder),
@@ -196,6 +196,10 @@ def _train_logged(folder: Path, **job: Any) -> float:
         return _train_and_store(**job)
 
 
+#: A worker's threadpoolctl limits (:func:`_worker_init`), kept for the worker process's lifetime.
+_WORKER_LIMITS: list[Any] = []
+
+
 def _worker_init(threads: int) -> None:
     """Limit a worker's torch and BLAS/OpenMP threads to its share of the cores.
 
@@ -203,7 +207,7 @@ def _worker_init(threads: int) -> None:
     scikit-learn's probe uses (threadpoolctl), so two workers never oversubscribe them.
     """
     torch.set_num_threads(threads)
-    _worker_init.limits = threadpool_limits(threads)  # kept alive for the worker's lifetime
+    _WORKER_LIMITS.append(threadpool_limits(threads))  # kept alive for the worker's lifetime
 
 
 def default_workers(device: str = "cpu", pending: int = 1) -> tuple[int, int]:
@@ -237,7 +241,8 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
     :func:`default_workers`), each printing one line when it ends. A run that fails stops
     the rest and raises its error.
     """
-    folders, pending = [], {}
+    folders: list[Path] = []
+    pending: dict[Path, tuple[str, dict[str, Any]]] = {}
     for spec in specs:
         config = {k: v for k, v in spec.items() if k not in _RUN_ARGS}
         seed, results_path = spec.get("seed", 0), spec.get("results_path", "")
@@ -280,7 +285,7 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
 _RUN_ARGS = {"method", "manifest", "seed", "results_path", "progress", "data", "experiment", "variant"}
 
 
-def run_methods(methods: tuple[str, ...] | list[str], seeds: list[int] | tuple[int, ...], manifest: str | os.PathLike,
+def run_methods(methods: Sequence[RecordMethod], seeds: Sequence[int], manifest: str | os.PathLike,
                 *, workers: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
     """Every method with every seed (method-major order), via :func:`run_experiments`."""
     specs = [dict(method=m, manifest=manifest, seed=s, **kwargs) for m in methods for s in seeds]

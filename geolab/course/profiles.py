@@ -190,9 +190,9 @@ def check_overrides(
         if any(d is None for d in defaults) or (value is None and key in nullable):
             continue
         if not any(_fits(value, d) for d in defaults):
-            nb, default = declared[key][0]
+            where, default = declared[key][0]
             problems.append(f"--set {key}={json.dumps(value)}: {key} takes {_kind(default)} "
-                            f"(declared `{key} = {default!r}` in {nb}), e.g. --set {key}={json.dumps(default)}")
+                            f"(declared `{key} = {default!r}` in {where}), e.g. --set {key}={json.dumps(default)}")
     if problems:
         raise CourseError("; ".join(problems))
 
@@ -369,14 +369,14 @@ def check_values(
         values.update(injected)
         for key in values:
             declaring.setdefault(key, []).append(name)
-        for key, err in _value_errors(values):
-            origin = _origin(profile, name, key, values, overrides)
-            found.setdefault((key, f"{origin}: {err}"), []).append(name)
+        for param, err in _value_errors(values):
+            origin = _origin(profile, name, param, values, overrides)
+            found.setdefault((param, f"{origin}: {err}"), []).append(name)
     if not found:
         return
     lines = []
-    for (key, text), names in found.items():
-        everywhere = key is not None and len(declaring.get(key, [])) > 1 and names == declaring[key]
+    for (param, text), names in found.items():
+        everywhere = param is not None and len(declaring.get(param, [])) > 1 and names == declaring[param]
         lines.append(text.rstrip(".") + ("" if everywhere else f" (in {', '.join(names)})"))
     raise CourseError("; ".join(lines) + ".")
 
