@@ -13,7 +13,7 @@ RUN ?= runs/course
 export OMP_WAIT_POLICY ?= PASSIVE
 NBVAL_FLAGS := --nbval-lax --nbval-kernel-name $(KERNEL) --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-.PHONY: setup course test test-fast lab clean bench gpu-check
+.PHONY: setup course book test test-fast lab clean bench gpu-check
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ $(STAMP): pyproject.toml
 # The whole course on the embedded geoworld simulation, on the CPU.
 course: $(STAMP)
 	$(VENV)/bin/geolab course run --profile $(PROFILE) --out $(RUN)
+
+# The executed course as an offline static site in $(RUN)/book/ (geolab.course.book: Sphinx + myst-nb), made
+# from $(RUN)'s notebooks, report and the world card; runs the course first when $(RUN)/notebooks is missing.
+# Its last line is the path of the site's index.html. Another run: make book RUN=runs/course-gpu
+book: $(STAMP)
+	@test -d $(RUN)/notebooks || $(MAKE) --no-print-directory course RUN=$(RUN)
+	$(PY) -m geolab.course.book --run $(RUN) --out $(RUN)/book
 
 # ruff first (fails fast with its findings; configuration in pyproject.toml), then unit and
 # integration tests, then nbval over every notebook in its quick default parameters.

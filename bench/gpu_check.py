@@ -1037,7 +1037,7 @@ def stage_pipeline(ctx: Ctx, rep: Reporter) -> None:
     torch.manual_seed(0)
     dev_views = views(first)
     cpu_images = decode_jpegs(first["query"] + first["key"], "cpu")
-    cpu_views = views.view.to("cpu").apply(cpu_images, views.last_params)
+    cpu_views = views.view.to("cpu").apply_params(cpu_images, views.last_params)
     views.view.to(device)
     diff = (torch.cat([dev_views["query"], dev_views["key"]]).float().cpu() - cpu_views).abs()
     rep.set(views_device_vs_cpu_max_abs=float(diff.max()), views_device_vs_cpu_mean_abs=float(diff.mean()))

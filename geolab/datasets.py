@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from geolab.errors import UserError
 from geolab.images import open_rgb
 from geolab.manifest import ManifestError
-from geolab.positives import LocationIndex, check_strategy, need_columns
+from geolab.positives import LocationIndex, Strategy, check_strategy, need_columns
 from geolab.transforms import eval_transform, moco_v2_view
 
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("skip", "fail")
@@ -45,7 +46,7 @@ def label_names(df: pd.DataFrame) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- images
-class BadImageError(ManifestError):
+class BadImageError(ManifestError, UserError):
     """An image that cannot be read (missing, zero bytes, truncated, not an image).
 
     Raised with ``on_bad_image="fail"``; names the image path and its manifest row. When it
@@ -61,10 +62,15 @@ class BadImageError(ManifestError):
             original = problem.rsplit("BadImageError: ", 1)[1].strip()
             row = re.search(r"row (\d+)", original)
             ValueError.__init__(self, f"{original} [{m.group(1)}]")
-            self.file, self.column, self.line, self.problem = None, "path", None, original
+            # the worker's text names the file: the attribute keeps ManifestError's "no file" value
+            self.file, self.column, self.line, self.problem = "<table>", "path", None, original
             self.row = int(row.group(1)) if row else None
             return
         super().__init__(problem, **kwargs)
+
+
+class DataSetError(UserError, ValueError):
+    """A data set that cannot be made as asked (images too large to preload, labels outside the classes given)."""
 
 
 class BadImageWarning(UserWarning):
@@ -150,6 +156,22 @@ class _ImageReader:
         )
 
 
+class _ImageSource(Protocol):
+    """Where a data set's items come from.
+
+    :class:`_ImageReader`, :class:`_TensorImages`, :class:`geolab.jpeg_pipeline._EncodedImages`.
+    """
+
+    policy: str  #: the bad-image policy
+    bad: torch.Tensor  #: bool per row: found unreadable
+
+    def __len__(self) -> int: ...
+
+    def load(self, row: int) -> Any: ...
+
+    def readable(self, row: int) -> tuple[int, Any]: ...
+
+
 class _TensorImages:
     """Images already decoded into one uint8 tensor ``(N, 3, H, W)`` (see :func:`decode_images`).
 
@@ -199,12 +221,12 @@ def decode_images(
         uint8 tensor, row ``i`` the image of ``df.iloc[i]``.
 
     Raises:
-        ValueError: the images would need more than ``max_bytes`` of memory.
+        DataSetError: the images would need more than ``max_bytes`` of memory (a ValueError).
         BadImageError: an unreadable image under ``"fail"``.
     """
     need = len(df) * 3 * size * size
     if need > max_bytes:
-        raise ValueError(
+        raise DataSetError(
             f"preloading {len(df)} images at {size} px needs {need / 2**30:.1f} GiB of memory (limit "
             f"{max_bytes / 2**30:.1f} GiB); train without preload (preload=False, no --preload), "
             "which reads images as it goes."
@@ -214,7 +236,7 @@ def decode_images(
     for i in tqdm(range(len(df)), desc="decoding images", unit="img", disable=not progress, leave=False):
         _row, img = reader.readable(i)
         if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
         out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
     return out
 
@@ -237,7 +259,7 @@ class _ManifestDataset(Dataset):
         lookup = {name: k for k, name in enumerate(self.classes)}
         unknown = sorted(set(df["label"].astype(str)) - set(lookup))
         if unknown:
-            raise ValueError(f"labels {unknown[:5]} are not in classes; pass classes=label_names(full_manifest)")
+            raise DataSetError(f"labels {unknown[:5]} are not in classes; pass classes=label_names(full_manifest)")
         self.labels = np.array([lookup[v] for v in df["label"].astype(str)], dtype=np.int64)
         if "geo_cluster" in df.columns:
             self.geo_clusters = df["geo_cluster"].to_numpy(dtype=np.int64)
@@ -245,7 +267,7 @@ class _ManifestDataset(Dataset):
             self.geo_clusters = np.full(len(df), -1, dtype=np.int64)
         self.seed = int(seed)
         if images is not None:  # decoded once (decode_images); items are uint8 tensors, augmented per batch
-            self._images: _ImageReader | _TensorImages = _TensorImages(images, len(df))
+            self._images: _ImageSource = _TensorImages(images, len(df))
             self.transform = transform if transform is not None else _identity
         else:
             self._images = _ImageReader(df, on_bad_image)
@@ -380,7 +402,7 @@ class TemporalPairDataset(_ManifestDataset):
     def __init__(
         self,
         df: pd.DataFrame,
-        strategy: str = "any-other",
+        strategy: Strategy | str = "any-other",  # checked here (check_strategy): configs hold a str
         transform: Callable | None = None,
         seed: int = 0,
         on_bad_image: str = "skip",

@@ -7,7 +7,7 @@ import os
 import platform
 import shutil
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from geolab import paths
 
@@ -38,7 +38,7 @@ def device_summary() -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
-def environment_report() -> dict[str, object]:
+def environment_report() -> dict[str, Any]:
     """Python, platform, device, versions, the cache folder and its free space."""
     cache = paths.cache_dir(check=False)  # a cache that is a file is one of the problems() below
     probe = cache if cache.exists() else cache.parent
@@ -55,11 +55,11 @@ def environment_report() -> dict[str, object]:
     }
 
 
-def problems(report: dict[str, object] | None = None) -> list[str]:
+def problems(report: dict[str, Any] | None = None) -> list[str]:
     """Things that would stop the course, each with what to do (empty when all is well)."""
     report = report or environment_report()
     found = []
-    missing = [k for k, v in report["versions"].items() if v == "missing"]  # type: ignore[union-attr]
+    missing = [k for k, v in report["versions"].items() if v == "missing"]
     if missing:
         found.append(f"missing packages {missing}: run `make setup`")
     if not report["in_venv"]:
@@ -68,7 +68,7 @@ def problems(report: dict[str, object] | None = None) -> list[str]:
         paths.cache_dir()
     except NotADirectoryError as exc:
         found.append(str(exc))
-    if float(report["cache_free_gib"]) < 1.0:  # type: ignore[arg-type]
+    if float(report["cache_free_gib"]) < 1.0:
         found.append(f"less than 1 GiB free in {report['cache_dir']}: set GEOLAB_CACHE to a larger disk")
     return found
 

@@ -24,10 +24,16 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
+from geolab.errors import UserError
+
 #: Mean Earth radius in km (IUGG).
 EARTH_RADIUS_KM = 6371.0088
 #: The paper's number of geo clusters.
 PAPER_K = 100
+
+
+class GeoClusterError(UserError, ValueError):
+    """Geo clusters that cannot be made from the data given (too few training locations for K, no training split)."""
 
 
 def _as_coords(lat: Any, lon: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -128,14 +134,15 @@ class GeoClusterer:
             self.
 
         Raises:
-            ValueError: fewer points (or distinct points) than ``k``, or bad coordinates.
+            GeoClusterError: fewer points (or distinct points) than ``k`` (a ValueError).
+            ValueError: bad coordinates.
         """
         x = latlon_to_unit(lat, lon)
         n = len(x)
         distinct = len(np.unique(np.round(x, 9), axis=0)) if n else 0
         if n < self.k or distinct < self.k:
             what = f"{n} points" if n < self.k else f"{distinct} distinct places among {n} points"
-            raise ValueError(
+            raise GeoClusterError(
                 f"cannot make {self.k} geo clusters from {what} (one point per training location); "
                 f"lower K to at most {min(n, distinct)} (e.g. geo_k={max(1, min(n, distinct) // 2)}) "
                 "or add training locations. The paper uses K=100 on ~80k fMoW locations."
@@ -233,13 +240,13 @@ def add_geo_clusters(
         records ``k``, ``seed`` and the centres' (lat, lon).
 
     Raises:
-        ValueError: no rows in ``fit_split``, or fewer training locations than ``k``
-            (the message says to lower K).
+        GeoClusterError: no rows in ``fit_split``, or fewer training locations than ``k``
+            (the message says to lower K); a ValueError.
     """
     train = df[df["split"] == fit_split]
     if len(train) == 0:
         have = ", ".join(sorted(df["split"].astype(str).unique()))
-        raise ValueError(
+        raise GeoClusterError(
             f"no rows with split == '{fit_split}' to fit geo clusters on (splits present: {have}); "
             "geo clusters are fitted on training locations only."
         )

@@ -21,13 +21,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from geolab.errors import UserError
+
 #: Largest image (width x height) a training or evaluation read decodes: 64 megapixels
 #: (8000 x 8000). ``GEOLAB_MAX_PIXELS`` overrides it.
 MAX_PIXELS = 64_000_000
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
-class UnsupportedImageError(ValueError):
+class UnsupportedImageError(UserError, ValueError):
     """An image geolab will not decode (too large, or pixel values with no agreed range)."""
 
 

@@ -38,8 +38,14 @@ import torchvision
 from torch import Tensor
 
 from geolab.datasets import TemporalPairDataset
+from geolab.errors import UserError
+from geolab.positives import Strategy
 from geolab.sources.prepare import CACHE_MARKER
 from geolab.transforms import BatchMoCoV2View
+
+
+class PreparedCacheError(UserError, FileNotFoundError):
+    """A prepared cache's JPEG that cannot be read (the cache is incomplete or moved)."""
 
 
 class _EncodedImages:
@@ -63,7 +69,7 @@ class _EncodedImages:
             with open(self.paths[row], "rb") as fh:
                 return torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8)
         except OSError as exc:
-            raise FileNotFoundError(
+            raise PreparedCacheError(
                 f"cannot read {self.paths[row]} (manifest row {row}: {exc}); run `geolab data prepare` again "
                 "or point the manifest at the prepared cache."
             ) from None
@@ -93,7 +99,7 @@ class EncodedPairDataset(TemporalPairDataset):
         strategy, seed, classes: as :class:`~geolab.datasets.TemporalPairDataset`.
     """
 
-    def __init__(self, df: pd.DataFrame, strategy: str = "any-other", seed: int = 0,
+    def __init__(self, df: pd.DataFrame, strategy: Strategy | str = "any-other", seed: int = 0,
                  classes: Sequence[str] | None = None) -> None:
         super().__init__(df, strategy=strategy, transform=_unchanged, seed=seed, on_bad_image="fail",
                          classes=classes, images=None)
@@ -144,8 +150,8 @@ class JpegPairViews:
         """Decode, draw each image's parameters (``generator``: the crop boxes'), apply; on ``device``."""
         n = len(batch["query"])
         images = decode_jpegs(list(batch["query"]) + list(batch["key"]), self.device)
-        params = self.view.draw([tuple(im.shape[-2:]) for im in images], generator)
-        views = self.view.apply(images, params)
+        params = self.view.draw([(int(im.shape[-2]), int(im.shape[-1])) for im in images], generator)
+        views = self.view.apply_params(images, params)
         if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         self.last_params = params

@@ -14,6 +14,9 @@ Sampling strategies (:data:`STRATEGIES`):
         meteorological season (hemisphere-aware); falls back to ``any-other`` when the
         location has none.
     ``same-image``: the query image itself (plain MoCo-v2: two augmentations of one image).
+Each strategy is one function (``_any_other``, ...) listed in ``_RULES``: :meth:`LocationIndex.draw`
+(given a uniform number, what the datasets use), :meth:`LocationIndex.positive` (drawing that
+number from a generator) and :meth:`LocationIndex.positives` (many rows) all end in it.
 A location with a single image always falls back to the same image; the share of such
 rows is :attr:`LocationIndex.singleton_share`. A location whose images all carry one timestamp
 has positives from other images, but none from another time
@@ -22,12 +25,14 @@ has positives from other images, but none from another time
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 
+from geolab.errors import UserError
 from geolab.manifest import ManifestError
 
 #: A temporal positive sampling strategy (described in the module docstring).
@@ -37,11 +42,20 @@ STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 SEASONS: tuple[str, ...] = ("winter", "spring", "summer", "autumn")
 
 
-def check_strategy(strategy: str) -> str:
-    """``strategy`` when it is one of :data:`STRATEGIES`, else a ValueError naming them."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown temporal sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    return strategy
+class StrategyError(UserError, ValueError):
+    """A temporal-positive strategy that is not one of :data:`STRATEGIES`."""
+
+
+def check_strategy(strategy: str) -> Strategy:
+    """``strategy`` when it is one of :data:`STRATEGIES`.
+
+    Raises:
+        StrategyError: (a ValueError) naming the strategies.
+    """
+    for known in STRATEGIES:
+        if strategy == known:
+            return known
+    raise StrategyError(f"unknown temporal sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 def season_of(month: Any, lat: Any) -> np.ndarray:
@@ -175,12 +189,21 @@ class LocationIndex:
     _ARRAYS = (
         "_count", "_rank", "_order", "_start", "_nearest", "_farthest", "_season_order", "_season_off", "_season_size",
     )  # fmt: skip
+    _count_v: memoryview
+    _rank_v: memoryview
+    _order_v: memoryview
+    _start_v: memoryview
+    _nearest_v: memoryview
+    _farthest_v: memoryview
+    _season_order_v: memoryview
+    _season_off_v: memoryview
+    _season_size_v: memoryview
 
     def _make_views(self) -> None:
         for name in self._ARRAYS:
             arr = np.ascontiguousarray(getattr(self, name), dtype=np.int64)
             setattr(self, name, arr)
-            setattr(self, name + "_v", memoryview(arr))
+            setattr(self, name + "_v", arr.data)
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not isinstance(v, memoryview)}
@@ -189,8 +212,10 @@ class LocationIndex:
         self.__dict__.update(state)
         self._make_views()
 
-    def positive(self, i: int, strategy: str = "any-other", rng: Any = None) -> int:
+    def positive(self, i: int, strategy: Strategy = "any-other", rng: Any = None) -> int:
         """The row of the temporal positive (key) for query row ``i``: O(1), no file access.
+
+        Draws the uniform number of :meth:`draw` from ``rng`` (only for the random strategies).
 
         Args:
             i: query row (positional).
@@ -201,20 +226,18 @@ class LocationIndex:
 
         Returns:
             The key's row; ``i`` itself for ``same-image`` and for single-image locations.
-        """
-        if strategy == "any-other":  # the paper's, inlined: this is the hot path
-            c = self._count_v[i]
-            if c == 1:
-                return int(i)
-            j = int((rng if rng is not None else np.random.default_rng()).random() * (c - 1))
-            if j >= self._rank_v[i]:
-                j += 1
-            return self._order_v[self._start_v[i] + j]
-        if strategy == "other-season":
-            return self.draw(i, strategy, (rng if rng is not None else np.random.default_rng()).random())
-        return self.draw(i, strategy, 0.0)
 
-    def draw(self, i: int, strategy: str, u: float) -> int:
+        Raises:
+            StrategyError: ``strategy`` is not one of :data:`STRATEGIES` (a ValueError).
+        """
+        rule = _RULES.get(strategy) or _rule(strategy)
+        single = self._count_v[i] == 1
+        u = 0.0
+        if rule.random and (rule.uniform_for_single_image or not single):
+            u = (rng if rng is not None else np.random.default_rng()).random()
+        return int(i) if single else rule.pick(self, i, u)
+
+    def draw(self, i: int, strategy: Strategy, u: float) -> int:
         """:meth:`positive` given the uniform random number ``u`` in [0, 1) (what datasets use).
 
         Args:
@@ -223,64 +246,113 @@ class LocationIndex:
             u: a uniform number in [0, 1); ignored by the deterministic strategies.
 
         Returns:
-            The key's row.
-        """
-        c = self._count_v[i]
-        if c == 1 or strategy == "same-image":
-            if strategy not in STRATEGIES:
-                check_strategy(strategy)
-            return int(i)
-        if strategy == "any-other":
-            j = int(u * (c - 1))
-            if j >= self._rank_v[i]:
-                j += 1
-            return self._order_v[self._start_v[i] + j]
-        if strategy == "other-season":
-            size = self._season_size_v[i]
-            m = c - size
-            if m == 0:
-                return self.draw(i, "any-other", u)
-            j = int(u * m)
-            if j >= self._season_off_v[i]:
-                j += size
-            return self._season_order_v[self._start_v[i] + j]
-        if strategy == "nearest":
-            return self._nearest_v[i]
-        if strategy == "farthest":
-            return self._farthest_v[i]
-        check_strategy(strategy)
-        raise AssertionError("unreachable")
+            The key's row; ``i`` itself for single-image locations.
 
-    def positives(self, rows: Any, strategy: str = "any-other", rng: np.random.Generator | None = None) -> np.ndarray:
-        """Vectorised :meth:`positive` for many query rows at once (same rules).
+        Raises:
+            StrategyError: ``strategy`` is not one of :data:`STRATEGIES` (a ValueError).
+        """
+        rule = _RULES.get(strategy) or _rule(strategy)
+        return int(i) if self._count_v[i] == 1 else rule.pick(self, i, u)
+
+    def positives(
+        self, rows: Any, strategy: Strategy = "any-other", rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """:meth:`draw` for many query rows at once, with one uniform per row drawn in one call.
 
         Args:
             rows: query rows, int array.
             strategy: one of :data:`STRATEGIES`.
-            rng: random generator.
+            rng: random generator (``len(rows)`` numbers are drawn for the random strategies).
 
         Returns:
             int64 array of key rows.
+
+        Raises:
+            StrategyError: ``strategy`` is not one of :data:`STRATEGIES` (a ValueError).
         """
-        check_strategy(strategy)
+        rule = _rule(strategy)
         rows = np.asarray(rows, dtype=np.int64)
-        rng = rng if rng is not None else np.random.default_rng()
-        c = self._count[rows]
-        if strategy == "same-image":
-            return rows.copy()
-        if strategy == "nearest":
-            return self._nearest[rows]
-        if strategy == "farthest":
-            return self._farthest[rows]
-        u = rng.random(len(rows))
-        j = (u * np.maximum(c - 1, 1)).astype(np.int64)
-        j += j >= self._rank[rows]
-        out = np.where(c > 1, self._order[np.minimum(self._start[rows] + j, len(self._order) - 1)], rows)
-        if strategy == "other-season":
-            size = self._season_size[rows]
-            m = c - size
-            js = (u * np.maximum(m, 1)).astype(np.int64)
-            js += np.where(js >= self._season_off[rows], size, 0)
-            other = self._season_order[np.minimum(self._start[rows] + js, len(self._order) - 1)]
-            out = np.where((m > 0) & (c > 1), other, out)
-        return out.astype(np.int64)
+        if rule.random:
+            u = (rng if rng is not None else np.random.default_rng()).random(len(rows)).tolist()
+        else:
+            u = [0.0] * len(rows)
+        count, pick = self._count_v, rule.pick
+        keys = (i if count[i] == 1 else pick(self, i, ui) for i, ui in zip(rows.tolist(), u))
+        return np.fromiter(keys, np.int64, len(rows))
+
+
+# ----------------------------------------------------------------------------- the strategies
+# One function per strategy: the key row for query row ``i`` of a location with two images or
+# more, given the uniform number ``u``. LocationIndex.positive, .draw and .positives all end here.
+# The arrays are read through memoryviews (plain Python ints, no numpy scalar per read).
+def _any_other(index: LocationIndex, i: int, u: float) -> int:
+    """The paper's: uniform over the other images of the location, the ``u``-th of them in time order."""
+    j = int(u * (index._count_v[i] - 1))
+    if j >= index._rank_v[i]:
+        j += 1
+    return index._order_v[index._start_v[i] + j]
+
+
+def _other_season(index: LocationIndex, i: int, u: float) -> int:
+    """Uniform over the location's images of another season; :func:`_any_other` when it has none."""
+    size = index._season_size_v[i]
+    m = index._count_v[i] - size
+    if m == 0:
+        return _any_other(index, i, u)
+    j = int(u * m)
+    if j >= index._season_off_v[i]:
+        j += size
+    return index._season_order_v[index._start_v[i] + j]
+
+
+def _nearest(index: LocationIndex, i: int, u: float) -> int:
+    """The other image closest in time (ties: the earlier one)."""
+    return index._nearest_v[i]
+
+
+def _farthest(index: LocationIndex, i: int, u: float) -> int:
+    """The other image farthest in time: the location's first or last."""
+    return index._farthest_v[i]
+
+
+def _same_image(index: LocationIndex, i: int, u: float) -> int:
+    """The query image itself (plain MoCo-v2)."""
+    return int(i)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How a strategy draws: its function and whether it takes a uniform number.
+
+    ``uniform_for_single_image``: :meth:`LocationIndex.positive` draws the uniform number even
+    for a single-image location (``other-season`` always did; kept so that seeded draws stay
+    the same).
+    """
+
+    pick: Callable[[LocationIndex, int, float], int]
+    random: bool
+    uniform_for_single_image: bool = False
+
+
+_RULES: dict[str, _Rule] = {
+    "any-other": _Rule(_any_other, random=True),
+    "nearest": _Rule(_nearest, random=False),
+    "farthest": _Rule(_farthest, random=False),
+    "other-season": _Rule(_other_season, random=True, uniform_for_single_image=True),
+    "same-image": _Rule(_same_image, random=False),
+}
+assert set(_RULES) == set(STRATEGIES), "every strategy has one rule"
+
+
+def uses_uniform(strategy: Strategy) -> bool:
+    """Whether ``strategy`` draws its positive with a uniform number (else it is a function of the row).
+
+    Raises:
+        StrategyError: ``strategy`` is not one of :data:`STRATEGIES` (a ValueError).
+    """
+    return _rule(strategy).random
+
+
+def _rule(strategy: str) -> _Rule:
+    """The rule of ``strategy`` (a :class:`StrategyError` naming the strategies when unknown)."""
+    return _RULES[check_strategy(strategy)]

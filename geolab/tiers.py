@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from geolab import paths, world
+from geolab.errors import UserError
 
 #: A data tier (DESIGN.md, "Data tiers").
 Tier = Literal["geoworld", "fmow-mini", "fmow", "geoimagenet"]
@@ -21,15 +22,24 @@ TIERS: tuple[Tier, ...] = get_args(Tier)
 SIMULATED = frozenset({"geoworld"})
 
 
-def check_tier(data: str) -> str:
+class TierError(UserError, ValueError):
+    """A data tier that is not one of :data:`TIERS`."""
+
+
+class TierDataMissing(UserError, FileNotFoundError):
+    """A tier's manifest that is not where it was asked for or expected, with how to make it."""
+
+
+def check_tier(data: str) -> Tier:
     """``data`` when it is one of :data:`TIERS`.
 
     Raises:
-        ValueError: ``Unknown data tier 'x'; choose one of geoworld, fmow-mini, fmow, geoimagenet.``
+        TierError: (a ValueError) ``Unknown data tier 'x'; choose one of geoworld, fmow-mini, fmow, geoimagenet.``
     """
-    if data not in TIERS:
-        raise ValueError(f"Unknown data tier {data!r}; choose one of {', '.join(TIERS)}.")
-    return data
+    for known in TIERS:
+        if data == known:
+            return known
+    raise TierError(f"Unknown data tier {data!r}; choose one of {', '.join(TIERS)}.")
 
 
 def fmow_mini_manifest() -> Path:
@@ -38,7 +48,7 @@ def fmow_mini_manifest() -> Path:
 
 
 def resolve_manifest(
-    data: str = "geoworld",
+    data: Tier = "geoworld",
     manifest: str | Path = "",
     *,
     world_locations: int | None = None,
@@ -58,33 +68,34 @@ def resolve_manifest(
         Path of the manifest file.
 
     Raises:
-        ValueError: unknown tier.
-        FileNotFoundError: a real tier's manifest is missing, with how to make it.
+        TierError: unknown tier (a ValueError).
+        TierDataMissing: a real tier's manifest is missing, with how to make it (a FileNotFoundError).
     """
     check_tier(data)
     if manifest:
         path = Path(manifest).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"Manifest {path} (data={data!r}) does not exist.")
+            raise TierDataMissing(f"Manifest {path} (data={data!r}) does not exist.")
         return path
     if data == "geoworld":
-        kwargs = {k: v for k, v in dict(locations=world_locations, size=world_size).items() if v is not None}
+        given = dict(locations=world_locations, size=world_size)
+        kwargs: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         return Path(world.load_world(seed=world_seed, **kwargs))
     if data == "fmow-mini":
         path = fmow_mini_manifest()
         if not path.exists():
-            raise FileNotFoundError(
+            raise TierDataMissing(
                 f"No fmow-mini manifest at {path}. Download the subset first: "
                 "`geolab data fmow-download --out <dir>` (see docs/REAL_DATA.md), "
                 "or pass manifest=<path>."
             )
         return path
     how = f"geolab data {'fmow' if data == 'fmow' else 'geoimagenet'}-manifest ROOT --out M"
-    raise FileNotFoundError(
+    raise TierDataMissing(
         f"data={data!r} needs a manifest of your copy of the data set: build one with `{how}` and pass manifest=M."
     )
 
 
-def is_simulated(data: str) -> bool:
+def is_simulated(data: Tier | str) -> bool:
     """True when results on ``data`` come from a simulation (and must say so)."""
     return data in SIMULATED

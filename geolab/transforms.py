@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 import torchvision.transforms as T
@@ -106,7 +106,7 @@ class BatchColorJitter(nn.Module):
     BENCHMARKS.md, "A cheaper view"); the YIQ rotation is one 3 x 3 matrix per image. Both turn
     hues around the colour wheel and keep grey pixels grey; the YIQ rotation keeps luma, the HSV
     shift keeps each pixel's max and min. Parameters come as kornia's dicts (``forward_parameters``,
-    ``params=``), so :meth:`BatchMoCoV2View.draw` and ``apply`` replay them on any device.
+    ``params=``), so :meth:`BatchMoCoV2View.draw` and ``apply_params`` replay them on any device.
     """
 
     def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0,
@@ -237,12 +237,16 @@ class BatchMoCoV2View(nn.Module):
         hw = torch.as_tensor(list(sizes), dtype=torch.float64).reshape(-1, 2)
         params: dict[str, Any] = {"crop": crop_boxes(hw[:, 0], hw[:, 1], self.crop_scale, self.crop_ratio, generator)}
         shape = torch.Size((len(hw), 3, self.input_size, self.input_size))
-        for name, mod in zip(_LATER, self.augment[1:]):
+        for name, mod in self._later_steps():
             params[name] = mod.forward_parameters(shape)
         return params
 
+    def _later_steps(self) -> list[tuple[str, _Replayable]]:
+        """The augmentations after the crop, by their names in the parameter dicts."""
+        return [(name, cast(_Replayable, mod)) for name, mod in zip(_LATER, self.augment[1:])]
+
     @torch.no_grad()
-    def apply(self, images: Sequence[Tensor] | Tensor, params: dict[str, Any]) -> Tensor:
+    def apply_params(self, images: Sequence[Tensor] | Tensor, params: dict[str, Any]) -> Tensor:
         """The views of ``images`` (uint8 ``(3, H, W)`` each, any sizes, one device) under ``params``.
 
         Returns:
@@ -268,17 +272,26 @@ class BatchMoCoV2View(nn.Module):
         corners = torch.stack([torch.stack([x0, y0], 1), torch.stack([x1, y0], 1), torch.stack([x1, y1], 1),
                                torch.stack([x0, y1], 1)], 1)
         x = crop_and_resize(padded, corners, (self.input_size, self.input_size), mode="bilinear", align_corners=True)
-        for name, mod in zip(_LATER, self.augment[1:]):
+        for name, mod in self._later_steps():
             x = mod(x, params={k: v.to(device) if isinstance(v, Tensor) else v for k, v in params[name].items()})
         return self.normalize(x)
 
     def views(self, images: Sequence[Tensor] | Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """:meth:`draw` then :meth:`apply`: one MoCo-v2 view of each image, with its own parameters."""
-        return self.apply(images, self.draw([tuple(im.shape[-2:]) for im in images], generator))
+        """:meth:`draw` then :meth:`apply_params`: one MoCo-v2 view of each image, with its own parameters."""
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        return self.apply_params(images, self.draw(sizes, generator))
 
 
 #: BatchMoCoV2View.augment's modules after the crop, as named in its parameter dicts.
 _LATER = ("jitter", "grayscale", "blur", "flip")
+
+
+class _Replayable(Protocol):
+    """An augmentation whose per-image parameters are drawn, then replayed (kornia's, :class:`BatchColorJitter`)."""
+
+    def forward_parameters(self, shape: torch.Size) -> dict[str, Any]: ...
+
+    def __call__(self, x: Tensor, params: dict[str, Any]) -> Tensor: ...
 
 
 def crop_boxes(heights: Tensor, widths: Tensor, scale: tuple[float, float] = (0.2, 1.0),
@@ -340,6 +353,9 @@ class BatchSupervisedView(nn.Module):
 
 class _Normalize(nn.Module):
     """ImageNet normalisation of ``(N, 3, H, W)`` floats in [0, 1]."""
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self) -> None:
         super().__init__()

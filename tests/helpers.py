@@ -12,7 +12,12 @@ path through ``rootdir``-relative imports) or ``from tests.helpers import ...``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +152,81 @@ def break_image(path: str | Path, how: str) -> None:
         path.unlink()
     else:
         raise ValueError(f"unknown damage {how!r}")
+
+
+# ----------------------------------------------------------------------------- headless Chromium
+# Shared by the browser tests (test_map_browser.py, test_book_browser.py): Debian's chromium and
+# chromium-driver (never a downloaded browser) through selenium, with the network cut off.
+
+CHROMIUM = os.environ.get("GEOLAB_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("GEOLAB_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+#: Flags: headless, no sandbox (CI runs as root), nothing in the background, and a proxy
+#: that refuses every connection plus a resolver that knows no host, so any request for
+#: the network fails instead of reaching it.
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--proxy-server=127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--window-size=1200,800",
+)
+
+
+def missing_browser() -> str | None:
+    """Why headless Chromium cannot run here (the skip reason), or None when it can."""
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            return f"{path} not found: install Debian's {package} (apt-get install -y chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (it is in geolab's test extra)"
+    return None
+
+
+@contextmanager
+def offline_chromium() -> Iterator[object]:
+    """Headless Chromium through chromedriver with every request sent to a dead proxy.
+
+    Selenium Manager never runs: the driver's path is given. The browser and performance logs
+    are on (``driver.get_log("browser")``, :func:`requested_urls`).
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="geolab-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def requested_urls(driver: object) -> list[str]:
+    """Every URL the browser asked for since the performance log was last read (and empties it)."""
+    urls = []
+    for entry in driver.get_log("performance"):  # type: ignore[attr-defined]
+        msg = json.loads(entry["message"])["message"]
+        if msg["method"] == "Network.requestWillBeSent":
+            urls.append(msg["params"]["request"]["url"])
+    return urls
+
+
+def left_the_machine(urls: Sequence[str]) -> list[str]:
+    """The URLs that are not ``file://``, ``data:`` or ``chrome://`` (the browser's own bundled resources)."""
+    return [u for u in urls if not u.startswith(("file://", "data:", "chrome://"))]

@@ -229,3 +229,26 @@ def test_the_committed_benchmark_applies_to_the_cpu_profile():
              "epochs": 0 if m == "random-init" else cpu["epochs"]} for m in ("random-init", "moco") for s in (0, 1, 2)]
     assert same_settings_as_benchmark(mine)
     assert set(beside_expected(mine).index) == {"random-init", "moco"}
+
+
+@pytest.mark.parametrize("records, expected", [("all", "report_expected.md"), ("none", "report_expected_empty.md")])
+def test_report_markdown_is_byte_identical(records: str, expected: str):
+    """The course report of a trimmed course run (tests/data/report_results.json: every section,
+    a failed notebook) is byte-identical to the text recorded before report_markdown was split
+    by section (issue 27); with no records it says so."""
+    from geolab.course.report import report_markdown
+
+    data = Path(__file__).parent / "data"
+    results = json.loads((data / "report_results.json").read_text())
+    if records == "none":
+        results = {**results, "records": []}
+    figures = {("03_temporal_positives", "main"): "figures/a.png", ("08_results", "label-efficiency"): "figures/l.png"}
+    text = report_markdown(results, figures if records == "all" else None)
+    assert text == (data / expected).read_text()
+
+
+def test_ssl_methods_are_the_contrastive_methods_in_the_papers_order():
+    """health.SSL_METHODS is derived from config.METHOD_PARTS; the tables keep the paper's order."""
+    from geolab.course.health import SSL_METHODS
+
+    assert SSL_METHODS == ("moco", "moco-tp", "moco-geo", "moco-tp-geo")

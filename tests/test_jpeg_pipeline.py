@@ -105,15 +105,15 @@ def test_same_parameters_give_the_same_views_in_any_batch() -> None:
     view = BatchMoCoV2View(48)
     images = _images([(80, 100), (70, 70), (90, 64), (64, 120), (64, 64)])
     p = view.draw([im.shape[-2:] for im in images])
-    a, b = view.apply(images, p), view.apply(images, p)
+    a, b = view.apply_params(images, p), view.apply_params(images, p)
     assert a.shape == (5, 3, 48, 48) and torch.equal(a, b)
-    alone = torch.cat([view.apply([im], _slice(p, i)) for i, im in enumerate(images)])
+    alone = torch.cat([view.apply_params([im], _slice(p, i)) for i, im in enumerate(images)])
     torch.testing.assert_close(alone, a, atol=1e-3, rtol=0)
     same = _images([(60, 60)] * 4, seed=1)
     q = view.draw([(60, 60)] * 4)
-    torch.testing.assert_close(view.apply(same, q), view.apply(torch.stack(same), q), atol=0, rtol=0)
+    torch.testing.assert_close(view.apply_params(same, q), view.apply_params(torch.stack(same), q), atol=0, rtol=0)
     other = view.draw([im.shape[-2:] for im in images])
-    assert not torch.allclose(view.apply(images, other), a)
+    assert not torch.allclose(view.apply_params(images, other), a)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (gpu_check.py's pipeline stage checks it)")
@@ -122,8 +122,8 @@ def test_cpu_and_gpu_views_agree_for_the_same_parameters() -> None:
     view = BatchMoCoV2View(64)
     images = _images([(80, 100), (70, 70), (90, 64)])
     p = view.draw([im.shape[-2:] for im in images])
-    cpu = view.apply(images, p)
-    gpu = view.to("cuda").apply([im.cuda() for im in images], p)
+    cpu = view.apply_params(images, p)
+    gpu = view.to("cuda").apply_params([im.cuda() for im in images], p)
     torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-3, rtol=0)
 
 
@@ -135,7 +135,7 @@ def test_the_crop_is_the_box_resized() -> None:
     for name in ("jitter", "grayscale", "blur", "flip"):
         p[name]["batch_prob"] = torch.zeros(2)
     p["crop"] = torch.tensor([[5, 3, 40, 30], [0, 0, 40, 40]])
-    got = view.apply(images, p)
+    got = view.apply_params(images, p)
     mean, std = view.normalize.mean, view.normalize.std
     for i, (x0, y0, w, h) in enumerate(p["crop"].tolist()):
         crop = images[i][:, y0:y0 + h, x0:x0 + w].float()[None] / 255

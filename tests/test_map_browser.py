@@ -12,10 +12,7 @@ a small geoworld (make_manifest's images are noise, geoworld's look like places)
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,62 +22,19 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("GEOLAB_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("GEOLAB_CHROMEDRIVER", "/usr/bin/chromedriver")
 REPO = Path(__file__).resolve().parents[1]
-
-#: Flags: headless, no sandbox (CI runs as root), nothing in the background, and a proxy
-#: that refuses every connection plus a resolver that knows no host, so any request for
-#: the network fails instead of reaching it.
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--proxy-server=127.0.0.1:9",
-    "--proxy-bypass-list=<-loopback>",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    "--window-size=1200,800",
-)
-
-
-def _missing_browser() -> str | None:
-    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            return f"{path} not found: install Debian's {package} (apt-get install -y chromium chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (it is in geolab's test extra)"
-    return None
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Headless Chromium through chromedriver (Selenium Manager never runs: the driver path is given)."""
-    reason = _missing_browser()
+    """Headless Chromium with the network cut off (``helpers.offline_chromium``)."""
+    from helpers import missing_browser, offline_chromium
+
+    reason = missing_browser()
     if reason:
         pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="geolab-chromium-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    try:
+    with offline_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +69,8 @@ def _wait_for(driver: object, css: str, n: int, timeout: float = 15.0) -> int:
 
 def _check_page(driver: object, page: Path, n_locations: int, n_clusters: int, popup: int, shot: Path) -> None:
     """Open ``page`` offline and check what it shows; open marker ``popup``'s popup; screenshot."""
+    from helpers import left_the_machine, requested_urls
+
     from geolab.viz import maps
 
     driver.get_log("performance")  # type: ignore[attr-defined]  # drop the browser's start-up requests
@@ -145,15 +101,11 @@ def _check_page(driver: object, page: Path, n_locations: int, n_clusters: int, p
     errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]  # type: ignore[attr-defined]
     assert errors == [], errors
 
-    requests = []
-    for entry in driver.get_log("performance"):  # type: ignore[attr-defined]
-        msg = json.loads(entry["message"])["message"]
-        if msg["method"] == "Network.requestWillBeSent":
-            requests.append(msg["params"]["request"]["url"])
+    requests = requested_urls(driver)
     assert requests, "the performance log recorded no request at all (the page load itself is one)"
     # chrome:// is the browser's own bundled resources (Chromium sometimes loads an icon of its
     # UI there while the page is open); it never leaves the machine, unlike http(s)
-    outside = [u for u in requests if not u.startswith(("file://", "data:", "chrome://"))]
+    outside = left_the_machine(requests)
     assert outside == [], f"requests left the file: {outside[:5]}"
 
     shot.parent.mkdir(parents=True, exist_ok=True)
@@ -217,9 +169,7 @@ def test_a_page_that_needs_the_network_is_caught(browser: object, tmp_path: Path
     time.sleep(0.5)
     assert _count(driver, "path.geolab-location") == 0
     assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[attr-defined]
-    urls = [
-        json.loads(e["message"])["message"]["params"]["request"]["url"]
-        for e in driver.get_log("performance")  # type: ignore[attr-defined]
-        if json.loads(e["message"])["message"]["method"] == "Network.requestWillBeSent"
-    ]
+    from helpers import requested_urls
+
+    urls = requested_urls(driver)
     assert any(u.startswith("https://") for u in urls)

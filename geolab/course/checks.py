@@ -31,15 +31,16 @@ from lightly.models.utils import update_momentum
 from torch import Tensor, nn
 
 from geolab.config import PretrainConfig
+from geolab.errors import UserError
 from geolab.geo import GeoClusterer, location_coords
-from geolab.models import ModelSettings, build_contrastive_loss, build_model, load_memory_bank_state, sgd
-from geolab.positives import LocationIndex
+from geolab.models import MoCoModel, ModelSettings, build_contrastive_loss, build_model, load_memory_bank_state, sgd
+from geolab.positives import LocationIndex, Strategy, uses_uniform
 from geolab.train import train_step
 
 RTOL, ATOL = 1e-4, 1e-5  # float32, and geolab's key shuffle changes the order of a few sums
 
 
-class CheckFailed(AssertionError):
+class CheckFailed(UserError, AssertionError):
     """The learner's code disagrees with geolab's; the message says where and, if it can, why."""
 
 
@@ -123,6 +124,7 @@ def check_info_nce(info_nce: Callable[[Tensor, Tensor, Tensor, float], Tensor], 
             raise CheckFailed("Your loss has the right value but no gradient: return a tensor computed from q "
                               "(no .item(), float() or .detach()), so that backward() can train the query encoder.")
         out.backward()
+        assert q_ref.grad is not None, "geolab's loss has a gradient with respect to q"
         if q_mine.grad is None or not torch.allclose(q_mine.grad, q_ref.grad, rtol=RTOL, atol=ATOL):
             raise CheckFailed("Your loss has the right value but its gradient with respect to q differs from geolab's.")
     return f"✓ info_nce matches geolab's InfoNCE (lightly's NTXentLoss, memory bank) at T = 0.2 and 0.07: {mine:.4f}"
@@ -189,6 +191,8 @@ def _step_setup(geo: bool, T: float, m: float, alpha: float, beta: float, seed: 
                          alpha=alpha, beta=beta, geo_k=4, bn_splits=1, amp=False, channels_last=False)
     torch.manual_seed(seed)
     model = build_model(ModelSettings.of(cfg), num_classes=1, bn_splits=1)
+    if not isinstance(model, MoCoModel):
+        raise TypeError(f"{cfg.method} builds a {type(model).__name__}, not the MoCoModel this check steps")
     with torch.no_grad():  # as if training had moved the query encoder away from the key encoder
         for p in list(model.backbone.parameters()) + list(model.projection_head.parameters()):
             p.add_(0.05 * torch.randn_like(p))
@@ -212,19 +216,19 @@ def _reference_run(cfg, model, bank, batches, start: int) -> list[dict[str, Any]
     return out
 
 
-def _loss_slips(cfg, model: nn.Module, bank: Tensor, batch: dict[str, Tensor], geo: bool) -> dict[str, float]:
+def _loss_slips(cfg, model: MoCoModel, bank: Tensor, batch: dict[str, Tensor], geo: bool) -> dict[str, float]:
     """The first step's loss computed with the usual slips of a MoCo step."""
     model = copy.deepcopy(model)
     with torch.no_grad():
         return _loss_slips_of(cfg, model, bank, batch, geo)
 
 
-def _loss_slips_of(cfg, model: nn.Module, bank: Tensor, batch: dict[str, Tensor], geo: bool) -> dict[str, float]:
+def _loss_slips_of(cfg, model: MoCoModel, bank: Tensor, batch: dict[str, Tensor], geo: bool) -> dict[str, float]:
     k_before = model.projection_head_momentum(model.backbone_momentum(batch["key"])).detach()
     model.momentum_update(cfg.ema_momentum)
     q = model.projection_head(model.backbone(batch["query"])).detach()
     k = model.projection_head_momentum(model.backbone_momentum(batch["key"])).detach()
-    ce = float(F.cross_entropy(model.geo_head(q), batch["geo_cluster"])) if geo else 0.0
+    ce = float(F.cross_entropy(model.geo_head(q), batch["geo_cluster"])) if geo and model.geo_head is not None else 0.0
     T, a, b = cfg.temperature, cfg.alpha, cfg.beta
     bank_with_k = bank.clone()
     bank_with_k[16:24] = F.normalize(k, dim=1)
@@ -334,7 +338,7 @@ def _queue_problem(step: int, queue: dict[str, Any], want: dict[str, Any], size:
 
 
 # ----------------------------------------------------------------------------- temporal positives
-def check_temporal_positive(positive: Callable[..., int], df: pd.DataFrame, strategy: str = "any-other",
+def check_temporal_positive(positive: Callable[..., int], df: pd.DataFrame, strategy: Strategy = "any-other",
                             us: tuple[float, ...] = (0.0, 0.3, 0.7, 0.999)) -> str:
     """Check a temporal-positive draw against :meth:`geolab.positives.LocationIndex.draw` on every row.
 
@@ -346,7 +350,7 @@ def check_temporal_positive(positive: Callable[..., int], df: pd.DataFrame, stra
     """
     df = df.reset_index(drop=True)
     index = LocationIndex(df)
-    random = strategy in ("any-other", "other-season")
+    random = uses_uniform(strategy)
     loc = df["location_id"].to_numpy()
     for i in range(len(df)):
         for u in us if random else (0.0,):

@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from geolab import paths
-from geolab.config import RANDOM_INIT
+from geolab.config import METHOD_PARTS, METHODS, RANDOM_INIT, Method
 from geolab.course.stats import STUCK_MARGIN, paired_difference_interval, seed_mean_std
 
 #: A contrastive loss within this much of ln(queue + 1) at the end of training has not left chance.
@@ -47,8 +47,13 @@ NEAR_CHANCE = 0.25
 COLLAPSED_STD = 0.2
 #: A run with less than this share of its best sibling seed's probe gain is lagging.
 LAGGING_SHARE = 0.5
-#: The SSL methods of the main comparison.
-SSL_METHODS = ("moco", "moco-tp", "moco-geo", "moco-tp-geo")
+#: The SSL methods of the main comparison: every contrastive method of geolab.config.METHOD_PARTS, in
+#: the paper's table order (MoCo-v2, +TP, +Geo, +TP+Geo: without the geo loss first, then without
+#: temporal positives first).
+SSL_METHODS: tuple[Method, ...] = tuple(
+    sorted((m for m in METHODS if METHOD_PARTS[m].contrastive),
+           key=lambda m: (METHOD_PARTS[m].geo, METHOD_PARTS[m].temporal))
+)
 
 
 def _run_folder(record: Mapping[str, Any]) -> Path | None:
@@ -171,26 +176,29 @@ DIFFERENCES = (("+TP - MoCo-v2", "moco-tp", "moco"), ("+Geo - MoCo-v2", "moco-ge
 
 def world_summary(records: Sequence[Mapping[str, Any]], world: int) -> dict[str, Any]:
     """Means, paired differences with 95% intervals, and stuck runs of one world's comparison."""
-    records = list(records)
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    means = {m: 100 * seed_mean_std(r["probe_top1"] for r in records if r["method"] == m)[0] for m in methods}
-    ssl = [m for m in SSL_METHODS if m in means]
-    best = max(ssl, key=means.get) if ssl else None
+    recs = [dict(r) for r in records]  # the statistics take dicts
+    methods = list(dict.fromkeys(r["method"] for r in recs))
+    means: dict[str, float] = {}
+    for m in methods:
+        mean = seed_mean_std(r["probe_top1"] for r in recs if r["method"] == m)[0]
+        means[m] = math.nan if mean is None else 100 * mean
+    ssl: list[str] = [m for m in SSL_METHODS if m in means]
+    best = max(ssl, key=means.__getitem__) if ssl else None
     diffs = {}
-    for name, a, b in DIFFERENCES:
-        b = best if b == "best-ssl" else b
-        if a in means and b in means:
-            ci = paired_difference_interval(records, a, b)
+    for name, a, b_or_best in DIFFERENCES:
+        b = best if b_or_best == "best-ssl" else b_or_best
+        if b is not None and a in means and b in means:
+            ci = paired_difference_interval(recs, a, b)
             diffs[name] = {"diff": means[a] - means[b],
                            "ci": [100 * ci[0], 100 * ci[1]] if ci else None,
-                           "seeds_ahead": _seeds_ahead(records, a, b)}
+                           "seeds_ahead": _seeds_ahead(recs, a, b)}
     for m in ssl:
-        ci = paired_difference_interval(records, m, RANDOM_INIT) if RANDOM_INIT in means else None
+        ci = paired_difference_interval(recs, m, RANDOM_INIT) if RANDOM_INIT in means else None
         diffs[f"{m} - random init"] = {"diff": means[m] - means.get(RANDOM_INIT, math.nan),
                                        "ci": [100 * ci[0], 100 * ci[1]] if ci else None}
-    health = run_health(records)
-    return {"world": world, "means": means, "differences": diffs, "stuck": stuck_runs(records),
-            "lagging": stuck_runs(records, "LAGGING"), "runs": len(health), "health": health.to_dict("records")}
+    health = run_health(recs)
+    return {"world": world, "means": means, "differences": diffs, "stuck": stuck_runs(recs),
+            "lagging": stuck_runs(recs, "LAGGING"), "runs": len(health), "health": health.to_dict("records")}
 
 
 def _seeds_ahead(records: Sequence[Mapping[str, Any]], a: str, b: str) -> str:

@@ -74,9 +74,9 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             row[f"{m}_mean"], row[f"{m}_std"] = seed_mean_std(vals)
         # a 95% interval that includes the test set's sampling error (bootstrap over test
         # locations and seeds); None for records without per-location hits
-        ci = bootstrap_interval(list(recs), row["method"], "probe_top1")
+        ci = bootstrap_interval([dict(r) for r in recs], row["method"], "probe_top1")
         row["probe_top1_ci"] = list(ci) if ci is not None else None
-        ci = bootstrap_interval(list(recs), row["method"], "finetune_top1")
+        ci = bootstrap_interval([dict(r) for r in recs], row["method"], "finetune_top1")
         row["finetune_top1_ci"] = list(ci) if ci is not None else None
         rows.append(row)
     return rows
@@ -126,11 +126,12 @@ def _plot_group(rows: list[dict[str, Any]], title: str, path: Path, simulation: 
     for x, r in zip(xs, rows):
         vals = [100 * v for v in r["probe_top1_values"]]
         ax.scatter([x] * len(vals), vals, color="black", s=12, zorder=3, label="one seed" if x == 0 else None)
-    paper_x = [x for x, r in zip(xs, rows) if PAPER_FMOW_TOP1.get(r["method"], {}).get("linear_probe") is not None]
-    if paper_x:
+    paper = [(x, v) for x, r in zip(xs, rows)
+             if (v := PAPER_FMOW_TOP1.get(r["method"], {}).get("linear_probe")) is not None]
+    if paper:
         ax.scatter(
-            paper_x,
-            [PAPER_FMOW_TOP1[rows[x]["method"]]["linear_probe"] for x in paper_x],
+            [x for x, _ in paper],
+            [v for _, v in paper],
             marker="_",
             s=600,
             linewidths=2.5,
@@ -241,33 +242,40 @@ def _expected_section(results: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str], str] | None = None) -> str:
-    """The report as markdown (see :func:`write_report`)."""
-    figures = figures or {}
+def _header_section(results: Mapping[str, Any]) -> list[str]:
+    """The title, the simulation banner and what the numbers are."""
     lines: list[str] = [f"# geolab course run: profile `{results['profile']}`, data `{results['data']}`", ""]
     if results.get("simulation"):
         lines += [f"> {SIMULATION_BANNER}", ""]
-    lines += [
+    return [
+        *lines,
         f"geolab {results['geolab_version']}, kernel `{results.get('kernel', '?')}`, written {results['created']}. "
         "Accuracies in percent (mean ± sample std over seeds; no ± with one seed). The paper's "
         "numbers are fMoW-rgb top-1 with ResNet-50 at 224 px after 200 epochs (Ayush et al., "
         "ICCV 2021, [arXiv 2011.09980](https://arxiv.org/abs/2011.09980)).",
         "",
+    ]
+
+
+def _notebooks_section(notebooks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The notebooks' status, time and record count, then what each failed notebook raised."""
+    lines = [
         "## Notebooks",
         "",
         "| notebook | status | wall time | records | note |",
         "| --- | --- | --- | ---: | --- |",
     ]
     total = 0.0
-    for nb in results["notebooks"]:
+    for nb in notebooks:
         total += nb.get("wall_time_s") or 0.0
         lines.append(
             f"| {_md(nb['notebook'])} | {nb['status']} | {fmt_time(nb.get('wall_time_s'))} | "
             f"{nb.get('records', 0)} | {_md(nb.get('reason', ''))} |"
         )
     lines += ["", f"Total notebook time: {fmt_time(total)} (skipped notebooks count their earlier run).", ""]
-    failed = [nb for nb in results["notebooks"] if nb["status"] == "failed"]
-    for nb in failed:
+    for nb in notebooks:
+        if nb["status"] != "failed":
+            continue
         e = nb.get("error") or {}
         lines += [
             f"**{_md(nb['notebook'])} failed** in cell {e.get('cell_index')} (In [{e.get('exec_count')}]) "
@@ -275,57 +283,65 @@ def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str]
             f"The executed notebook `{nb.get('output')}` shows the traceback; its results are left out below.",
             "",
         ]
+    return lines
 
-    rows = summarize(results["records"])
-    if not rows:
-        lines += ["## Results", "", "No notebook reported results yet.", ""]
-    else:
-        lines += [
-            "## Linear probe and kNN",
-            "",
-            "Mean ± std over seeds; the interval is a 95% bootstrap over test locations and seeds (it "
-            "includes the test set's sampling error). `random-init` is the untrained backbone.",
-            "",
-            "| notebook | experiment | method | data | arch | image size | epochs | seeds | probe top-1 | 95% interval "
-            "| probe F1 | kNN top-1 | train loss | paper probe top-1 (fMoW) |",
-            "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for r in rows:
-            if (r["probe_top1_mean"] is None and r["miou_mean"] is not None) or r["experiment"] in _OWN_SECTION:
-                continue  # a dense transfer, label-efficiency or fine-tuning record: see its own table
-            method = r["method"] + (f" ({r['variant']})" if r["variant"] else "")
-            paper = _paper(r["method"], "linear_probe")
-            if r["method"] == "supervised":
-                paper = f"{_paper('supervised', 'fine_tuned')} (supervised)"
-            lines.append(
-                f"| {_md(r['notebook'])} | {_md(r['experiment'])} | {_md(method)} | {_md(r['data'])} "
-                f"| {_md(r['arch'])} | "
-                f"{r['image_size']} | {r['epochs']} | {', '.join(map(str, r['seeds']))} | "
-                f"{_pct(r['probe_top1_mean'], r['probe_top1_std'])} | {_ci(r.get('probe_top1_ci'))} | "
-                f"{_pct(r['probe_f1_mean'], r['probe_f1_std'])} | "
-                f"{_pct(r['knn_top1_mean'], r['knn_top1_std'])} | {_loss(r.get('train_loss_mean'))} | {paper} |"
-            )
-        lines.append("")
-        for (nb, exp), fig in figures.items():
-            lines += [f"![Linear-probe top-1 per method, {nb} / {exp}]({fig})", ""]
-        lines += _expected_section(results)
-        lines += _labels_section(results["records"], figures)
-        dense = [r for r in rows if r["miou_mean"] is not None]
-        if dense:
-            lines += [
-                "## Dense transfer (segmentation of geoworld masks)",
-                "",
-                "| notebook | initialisation | data | seeds | mIoU | pixel accuracy |",
-                "| --- | --- | --- | --- | ---: | ---: |",
-            ]
-            for r in dense:
-                lines.append(
-                    f"| {_md(r['notebook'])} | {_md(r['method'])} | {_md(r['data'])} "
-                    f"| {', '.join(map(str, r['seeds']))} | "
-                    f"{_pct(r['miou_mean'], r['miou_std'])} | {_pct(r['pixel_acc_mean'], r['pixel_acc_std'])} |"
-                )
-            lines.append("")
-    lines += [
+
+def _probe_section(rows: Sequence[Mapping[str, Any]], figures: Mapping[tuple[str, str], str]) -> list[str]:
+    """The main table (linear probe, kNN, loss, the paper's number) and its figures."""
+    lines = [
+        "## Linear probe and kNN",
+        "",
+        "Mean ± std over seeds; the interval is a 95% bootstrap over test locations and seeds (it "
+        "includes the test set's sampling error). `random-init` is the untrained backbone.",
+        "",
+        "| notebook | experiment | method | data | arch | image size | epochs | seeds | probe top-1 | 95% interval "
+        "| probe F1 | kNN top-1 | train loss | paper probe top-1 (fMoW) |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        if (r["probe_top1_mean"] is None and r["miou_mean"] is not None) or r["experiment"] in _OWN_SECTION:
+            continue  # a dense transfer, label-efficiency or fine-tuning record: see its own table
+        method = r["method"] + (f" ({r['variant']})" if r["variant"] else "")
+        paper = _paper(r["method"], "linear_probe")
+        if r["method"] == "supervised":
+            paper = f"{_paper('supervised', 'fine_tuned')} (supervised)"
+        lines.append(
+            f"| {_md(r['notebook'])} | {_md(r['experiment'])} | {_md(method)} | {_md(r['data'])} "
+            f"| {_md(r['arch'])} | "
+            f"{r['image_size']} | {r['epochs']} | {', '.join(map(str, r['seeds']))} | "
+            f"{_pct(r['probe_top1_mean'], r['probe_top1_std'])} | {_ci(r.get('probe_top1_ci'))} | "
+            f"{_pct(r['probe_f1_mean'], r['probe_f1_std'])} | "
+            f"{_pct(r['knn_top1_mean'], r['knn_top1_std'])} | {_loss(r.get('train_loss_mean'))} | {paper} |"
+        )
+    lines.append("")
+    for (nb, exp), fig in figures.items():
+        lines += [f"![Linear-probe top-1 per method, {nb} / {exp}]({fig})", ""]
+    return lines
+
+
+def _dense_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Dense transfer (segmentation) records: mIoU and pixel accuracy, when a notebook made them."""
+    dense = [r for r in rows if r["miou_mean"] is not None]
+    if not dense:
+        return []
+    lines = [
+        "## Dense transfer (segmentation of geoworld masks)",
+        "",
+        "| notebook | initialisation | data | seeds | mIoU | pixel accuracy |",
+        "| --- | --- | --- | --- | ---: | ---: |",
+    ]
+    for r in dense:
+        lines.append(
+            f"| {_md(r['notebook'])} | {_md(r['method'])} | {_md(r['data'])} "
+            f"| {', '.join(map(str, r['seeds']))} | "
+            f"{_pct(r['miou_mean'], r['miou_std'])} | {_pct(r['pixel_acc_mean'], r['pixel_acc_std'])} |"
+        )
+    return [*lines, ""]
+
+
+def _paper_section() -> list[str]:
+    """The paper's fMoW numbers, always last."""
+    lines = [
         "## The paper's numbers",
         "",
         "fMoW-rgb top-1 accuracy (%), ResNet-50, Ayush et al. 2021. These are the paper's claims; "
@@ -337,7 +353,30 @@ def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str]
     for m, v in PAPER_FMOW_TOP1.items():
         lp = f"{v['linear_probe']:.2f}" if v["linear_probe"] is not None else "-"
         lines.append(f"| {PAPER_METHOD_NAMES[m]} (`{m}`) | {lp} | {v['fine_tuned']:.2f} |")
-    lines.append("")
+    return [*lines, ""]
+
+
+def report_markdown(results: Mapping[str, Any], figures: Mapping[tuple[str, str], str] | None = None) -> str:
+    """The report as markdown (see :func:`write_report`), one section after another.
+
+    Args:
+        results: a run's results (``results.json``: profile, data, notebooks, records, ...).
+        figures: the plots written beside it, by (notebook, experiment).
+
+    Returns:
+        The markdown text.
+    """
+    figures = figures or {}
+    lines = _header_section(results) + _notebooks_section(results["notebooks"])
+    rows = summarize(results["records"])
+    if not rows:
+        lines += ["## Results", "", "No notebook reported results yet.", ""]
+    else:
+        lines += _probe_section(rows, figures)
+        lines += _expected_section(results)
+        lines += _labels_section(results["records"], figures)
+        lines += _dense_section(rows)
+    lines += _paper_section()
     return "\n".join(lines)
 
 

@@ -28,7 +28,8 @@ from geolab.datasets import decode_images, label_names
 from geolab.evaluate import extract_features, knn
 from geolab.geo import add_geo_clusters
 from geolab.manifest import select_split
-from geolab.positives import LocationIndex
+from geolab.models import MoCoModel
+from geolab.positives import LocationIndex, Strategy, check_strategy
 from geolab.transforms import BatchMoCoV2View
 
 
@@ -63,7 +64,7 @@ def enqueue(queue: dict[str, Any], k: Tensor) -> None:
     queue["ptr"] = ptr + b if ptr + b < n else 0
 
 
-def training_step(model: nn.Module, queue: dict[str, Any], optimizer: torch.optim.Optimizer,
+def training_step(model: MoCoModel, queue: dict[str, Any], optimizer: torch.optim.Optimizer,
                   batch: dict[str, Tensor], T: float, m: float) -> float:
     """One MoCo-v2 step on a :class:`geolab.models.MoCoModel`; returns the loss."""
     momentum_update(model.backbone, model.backbone_momentum, m)  # the key encoder moves first (MoCo)
@@ -85,7 +86,7 @@ def pair_batches(
     steps: int,
     batch_size: int,
     image_size: int,
-    positive: Callable[[int, float], int] | str = "same-image",
+    positive: Callable[[int, float], int] | Strategy = "same-image",
     geo_k: int = 0,
     seed: int = 0,
     crop_min_scale: float = 0.2,
@@ -123,7 +124,7 @@ def pair_batches(
     if len(rows) < batch_size:
         raise ValueError(f"the {split!r} split has {len(rows)} images, fewer than one batch of {batch_size}.")
     if isinstance(positive, str):
-        index, strategy = LocationIndex(df), positive
+        index, strategy = LocationIndex(df), check_strategy(positive)
         positive = lambda i, u: index.draw(i, strategy, u)  # noqa: E731 - one line
     rng = np.random.default_rng(seed)
     passes = -(-steps * batch_size // len(rows))  # enough seeded orders of the split for every batch

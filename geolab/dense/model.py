@@ -40,7 +40,7 @@ class ResNetEncoder(nn.Module):
                 f"the backbone ({type(backbone).__name__}) has no {', '.join(missing)}: the dense task needs a "
                 "torchvision-style ResNet (geolab.models.make_backbone or geolab.evaluate.load_backbone)."
             )
-        self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+        self.stem = nn.Sequential(*(backbone.get_submodule(n) for n in ("conv1", "bn1", "relu", "maxpool")))
         self.stages = nn.ModuleList(getattr(backbone, n) for n in _STAGES[: _STAGES.index(depth) + 1])
         self.strides = [4, 8, 16, 32][: len(self.stages)]
         self.channels = self._probe_channels()

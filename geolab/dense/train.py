@@ -11,7 +11,7 @@ import copy
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,8 @@ def fit_dense(
     Returns:
         The mean training loss of each epoch.
     """
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"fit_dense needs a data set with a length; got {type(dataset).__name__}")
     dev = resolve_device(device)
     model.to(dev)
     enc = [p for p in model.encoder.parameters() if p.requires_grad]
@@ -165,6 +167,57 @@ def _resolve_backbone(backbone: nn.Module | str | os.PathLike | None, cfg: Dense
     return net, str(desc)
 
 
+def _dense_splits(
+    manifest: str | os.PathLike | pd.DataFrame, cfg: DenseConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The training and the scored rows of the manifest, and the scored split's name.
+
+    Raises:
+        ManifestError: no ``split`` column, or neither ``cfg.test_split`` nor ``val`` rows.
+    """
+    df = manifest if isinstance(manifest, pd.DataFrame) else load_manifest(manifest)
+    if "split" not in df.columns:
+        raise ManifestError(
+            "no 'split' column; the dense task trains on one split and scores another.",
+            file=df.attrs.get("source"),
+            column="split",
+        )
+    splits = set(df["split"].astype(str))
+    eval_split = scoring_split(df, cfg.test_split)
+    if eval_split not in splits:
+        raise ManifestError(
+            f"neither {cfg.test_split!r} nor 'val' rows to score (splits: {', '.join(sorted(splits))}).",
+            file=df.attrs.get("source"),
+            column="split",
+        )
+    if eval_split != cfg.test_split:  # stacklevel 3: the caller of train_dense
+        warnings.warn(f"no {cfg.test_split!r} split in the manifest; scoring the 'val' split instead", stacklevel=3)
+    train_df = limit_rows(split_rows(df, cfg.train_split), cfg.max_train_images, cfg.seed)
+    test_df = limit_rows(split_rows(df, eval_split), cfg.max_test_images, cfg.seed)
+    for part in (train_df, test_df):
+        part.attrs = dict(df.attrs)
+    return train_df, test_df, eval_split
+
+
+def _dense_datasets(
+    train_df: pd.DataFrame, test_df: pd.DataFrame, cfg: DenseConfig
+) -> tuple[SegmentationDataset, SegmentationDataset, int]:
+    """The training (augmented) and test data sets, and the number of classes.
+
+    ``cfg.num_classes`` or, when None, one more than the largest class id in either split (at least 2).
+    """
+    train_ds, test_ds = (
+        SegmentationDataset(part, cfg.image_size, augment=augment, num_classes=cfg.num_classes,
+                            ignore_index=cfg.ignore_index, preload=cfg.preload, progress=cfg.progress)
+        for part, augment in ((train_df, True), (test_df, False))
+    )
+    num_classes = cfg.num_classes
+    if num_classes is None:
+        num_classes = max(2, max(train_ds.max_class_id(), test_ds.max_class_id()) + 1)
+        train_ds.num_classes = test_ds.num_classes = num_classes
+    return train_ds, test_ds, num_classes
+
+
 def train_dense(
     backbone: nn.Module | str | os.PathLike | None,
     manifest: str | os.PathLike | pd.DataFrame,
@@ -199,38 +252,8 @@ def train_dense(
     """
     cfg = cfg or DenseConfig()
     t0 = time.perf_counter()
-    if isinstance(manifest, pd.DataFrame):
-        df = manifest
-    else:
-        df = load_manifest(manifest)
-    if "split" not in df.columns:
-        raise ManifestError(
-            "no 'split' column; the dense task trains on one split and scores another.",
-            file=df.attrs.get("source"),
-            column="split",
-        )
-    splits = set(df["split"].astype(str))
-    eval_split = scoring_split(df, cfg.test_split)
-    if eval_split not in splits:
-        raise ManifestError(
-            f"neither {cfg.test_split!r} nor 'val' rows to score (splits: {', '.join(sorted(splits))}).",
-            file=df.attrs.get("source"),
-            column="split",
-        )
-    if eval_split != cfg.test_split:
-        warnings.warn(f"no {cfg.test_split!r} split in the manifest; scoring the 'val' split instead", stacklevel=2)
-    train_df = limit_rows(split_rows(df, cfg.train_split), cfg.max_train_images, cfg.seed)
-    test_df = limit_rows(split_rows(df, eval_split), cfg.max_test_images, cfg.seed)
-    for part in (train_df, test_df):
-        part.attrs = dict(df.attrs)
-
-    common = dict(ignore_index=cfg.ignore_index, preload=cfg.preload, progress=cfg.progress)
-    train_ds = SegmentationDataset(train_df, cfg.image_size, augment=True, num_classes=cfg.num_classes, **common)
-    test_ds = SegmentationDataset(test_df, cfg.image_size, augment=False, num_classes=cfg.num_classes, **common)
-    num_classes = cfg.num_classes
-    if num_classes is None:
-        num_classes = max(2, max(train_ds.max_class_id(), test_ds.max_class_id()) + 1)
-        train_ds.num_classes = test_ds.num_classes = num_classes
+    train_df, test_df, eval_split = _dense_splits(manifest, cfg)
+    train_ds, test_ds, num_classes = _dense_datasets(train_df, test_df, cfg)
     names = mask_class_names(num_classes, cfg.class_names)
 
     net, desc = _resolve_backbone(backbone, cfg)

@@ -7,12 +7,17 @@ Each function returns the widget (an ``ipywidgets.VBox`` subclass) whose control
 are attributes, so a test or a notebook can drive it without a browser: set
 ``viewer.slider.value = 2`` and ``viewer.current_row`` / ``viewer.image.value`` follow.
 Each widget also has ``snapshot()``, a matplotlib rendering of what it shows now (for reports,
-papermill runs without a front end, and the README's screenshots).
+papermill runs without a front end, and the README's screenshots). Its display data carries
+that rendering as ``text/html`` (a PNG and :data:`LIVE_NOTE`) beside the widget view, so a saved
+notebook, the course's static site (``make book``) and any viewer without a kernel show the
+widget's state where JupyterLab shows the live widget.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,9 +43,51 @@ from geolab.viz.pictures import (
     view_to_image,
 )
 
+#: Said under every static rendering of a widget (saved notebooks, the course's static site).
+LIVE_NOTE = "Interactive widget: a static picture of its state when the notebook ran; it is live in JupyterLab."
+
+
+def static_widget_html(png: bytes, note: str = LIVE_NOTE) -> str:
+    """HTML that stands in for a widget without a kernel: its picture (inlined PNG) and ``note``.
+
+    Args:
+        png: the widget's picture (PNG bytes, e.g. of ``snapshot()``).
+        note: the caption; by default that the widget is live in JupyterLab.
+
+    Returns:
+        A ``<figure>`` with the image as a ``data:`` URI (nothing to load) and the note as caption.
+    """
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        '<figure class="geolab-widget-static" style="margin:0">'
+        f'<img src="data:image/png;base64,{data}" alt="static picture of an interactive widget" '
+        'style="max-width:100%"/>'
+        f'<figcaption style="font-size:0.85em;color:#555"><i>{html.escape(note)}</i></figcaption></figure>'
+    )
+
+
+class _StaticFallback(w.VBox):
+    """A VBox whose display data also carries ``snapshot()`` as HTML, for viewers without a kernel."""
+
+    def snapshot(self) -> Any:  # pragma: no cover - every subclass draws its own
+        raise NotImplementedError
+
+    def static_html(self, dpi: int = 80) -> str:
+        """What a saved notebook shows in place of the live widget: ``snapshot()`` and :data:`LIVE_NOTE`."""
+        fig = self.snapshot()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        plt.close(fig)  # shown once, through the display data, not again by the inline backend
+        return static_widget_html(buf.getvalue())
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        bundle["text/html"] = self.static_html()
+        return bundle
+
 
 # ----------------------------------------------------------------------------- widgets
-class RevisitViewer(w.VBox):
+class RevisitViewer(_StaticFallback):
     """A place over time: a slider over one location's revisits, with date and season.
 
     Attributes:
@@ -139,7 +186,7 @@ class RevisitViewer(w.VBox):
                 spine.set_linewidth(3 if r == self.current_row else 0.8)
         return stamp(fig, self.df)
 
-class AugmentationExplorer(w.VBox):
+class AugmentationExplorer(_StaticFallback):
     """MoCo-v2 views of one image against a temporal positive of its location.
 
     MoCo-v2's positive pair is two augmented views of the *same* image; GASSL's temporal
@@ -246,7 +293,7 @@ class AugmentationExplorer(w.VBox):
             ax.axis("off")
         return stamp(fig, self.df)
 
-class RetrievalExplorer(w.VBox):
+class RetrievalExplorer(_StaticFallback):
     """Retrieval by example: pick a query image, see its nearest neighbours per method.
 
     Neighbours are ranked by cosine similarity of the given features (one matrix per

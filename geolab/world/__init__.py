@@ -29,9 +29,11 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from geolab import paths
 from geolab.config import WorldConfig
+from geolab.errors import UserError
 from geolab.io import ensure_free_space
 from geolab.manifest import save_manifest
 from geolab.world import generate as gen
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 
-class WorldError(RuntimeError):
+class WorldError(UserError, RuntimeError):
     """A world folder that cannot be used as asked (another world's folder, a lock held...)."""
 
 
@@ -117,7 +119,7 @@ def load_world(
         DiskSpaceError: not enough free disk space for the images.
     """
     cfg = config or WorldConfig()
-    over = {k: v for k, v in dict(seed=seed, size=size, locations=locations).items() if v is not None}
+    over: dict[str, Any] = {k: v for k, v in dict(seed=seed, size=size, locations=locations).items() if v is not None}
     cfg = dataclasses.replace(cfg, **over)  # WorldConfig checks seed, size...: before anything is written
     key = world_key(cfg)
     folder = world_folder(cfg, out)

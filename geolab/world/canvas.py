@@ -57,7 +57,7 @@ def fbm(rng: np.random.Generator, size: int, octaves: tuple[tuple[int, float], .
     for cells, amp in octaves:
         g = rng.standard_normal((cells + 1, cells + 1)).astype(np.float32)
         # Pillow's bicubic resize of a float image: a fast, deterministic upsampler.
-        out += amp * np.asarray(Image.fromarray(g, "F").resize((size, size), Image.BICUBIC))
+        out += amp * np.asarray(Image.fromarray(g, "F").resize((size, size), Image.Resampling.BICUBIC))
     out -= out.mean()
     return out / (out.std() + 1e-6)
 

