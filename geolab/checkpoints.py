@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from geolab import __version__
-from geolab.config import PRETRAIN_ROLES, RANDOM_INIT, PretrainConfig, pair_strategy
+from geolab.config import PRETRAIN_ROLES, RANDOM_INIT, PretrainConfig, RecordMethod, pair_strategy
 from geolab.distributed import seed_everything
 from geolab.errors import UserError
 from geolab.io import MissingFileError, atomic_torch_save, ensure_free_space
@@ -63,7 +63,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def checkpoint_header(arch: str, method: str) -> dict[str, Any]:
+def checkpoint_header(arch: str, method: RecordMethod) -> dict[str, Any]:
     """What every geolab checkpoint starts with (read back by :func:`check_checkpoint`)."""
     return {
         "format": "geolab-checkpoint",

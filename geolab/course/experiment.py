@@ -33,6 +33,7 @@ from geolab.evaluate import evaluate_checkpoint
 from geolab.io import atomic_write_json
 from geolab.paths import RunFolder, manifest_fingerprint
 from geolab.processes import process_pool
+from geolab.tiers import Tier
 from geolab.train import pretrain
 
 #: What the key holds of each PretrainConfig field, derived from the roles the fields declare
@@ -68,7 +69,7 @@ def run_experiment(
     method: RecordMethod,
     manifest: str | os.PathLike,
     *,
-    data: str = "geoworld",
+    data: Tier = "geoworld",
     seed: int = 0,
     results_path: str | os.PathLike | None = "",
     experiment: str = "main",

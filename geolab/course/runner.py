@@ -73,7 +73,7 @@ from geolab.envcheck import kernel_manager_config
 from geolab.io import atomic_write_json, check_output_folder
 from geolab.paths import RunFolder
 from geolab.processes import process_pool
-from geolab.tiers import check_tier, fmow_mini_manifest
+from geolab.tiers import Tier, check_tier, fmow_mini_manifest
 
 #: Tiers that need a manifest the user already has (``--manifest``).
 TIERS_NEEDING_MANIFEST: tuple[str, ...] = ("fmow", "geoimagenet")
@@ -128,7 +128,7 @@ class CoursePlan:
     """
 
     profile: dict[str, Any]
-    tier: str
+    tier: Tier
     out: Path
     kernel_name: str
     notebooks: list[Path]
@@ -225,11 +225,10 @@ def _cell_failure(name: str, err: Any, output: Path) -> CellFailure:
 # ============================================================================ plan
 def _data_tier(
     prof: Mapping[str, Any], data: str | None, manifest: str | os.PathLike | None, overrides: dict[str, Any]
-) -> str:
+) -> Tier:
     """The run's data tier, checked; sets ``data`` (and ``manifest``) in ``overrides``."""
-    tier = data or overrides.get("data") or prof["common"].get("data") or "geoworld"
     try:
-        check_tier(tier)
+        tier = check_tier(data or overrides.get("data") or prof["common"].get("data") or "geoworld")
     except ValueError as exc:
         raise CourseError(str(exc)) from None
     overrides["data"] = tier

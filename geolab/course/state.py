@@ -22,7 +22,7 @@ from geolab.course.profiles import DEFAULT_KERNEL, RUNNER_PARAMETERS
 from geolab.course.records import RESULTS_SCHEMA_VERSION, now, read_records, validate_results
 from geolab.io import atomic_write_json
 from geolab.paths import RunFolder
-from geolab.tiers import is_simulated
+from geolab.tiers import Tier, is_simulated
 
 
 @dataclasses.dataclass
@@ -182,7 +182,7 @@ def collect_results(
     outcomes: Sequence[NotebookOutcome],
     *,
     profile_name: str,
-    data: str,
+    data: Tier,
     kernel_name: str = DEFAULT_KERNEL,
 ) -> dict[str, Any]:
     """Gather the records of every notebook whose last run succeeded into the results.json object.
