@@ -215,3 +215,31 @@ def test_geolab_help_imports_neither_torch_nor_pandas() -> None:
             "print(sorted({'torch', 'pandas', 'papermill'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_each_pretrain_field_declares_its_role_and_the_checks_derive_from_it() -> None:
+    """Issue 27: one declaration per field (its part; whether it changes the learned weights). The resume
+    check and the notebooks' training settings are read off it (the experiment key: test_experiment_keys)."""
+    from geolab.checkpoints import RESUME_MUST_MATCH
+    from geolab.config import PRETRAIN_ROLES, training_settings
+
+    assert list(PRETRAIN_ROLES) == [f.name for f in dataclasses.fields(PretrainConfig)]
+    learns = {name for name, role in PRETRAIN_ROLES.items() if role.learns}
+    assert set(RESUME_MUST_MATCH) == learns - {"manifest", "strategy", "epochs"}  # those three: their own rules
+    assert "amp" in learns and not {"channels_last", "compile", "on_bad_image", "knn_k", "val_split"} & learns
+    params = {"arch": "resnet18", "seed": 3, "method": "moco", "manifest": "m.csv", "seeds": [0], "temperature": 0.1,
+              "In": [], "knn_every": 2}
+    assert training_settings(params) == {"arch": "resnet18", "temperature": 0.1, "knn_every": 2}
+
+
+def test_run_folder_spells_a_run_folders_layout_once(tmp_path) -> None:
+    from geolab.paths import RUN_FILES, RunFolder, manifest_fingerprint
+
+    run = RunFolder(tmp_path / "r")
+    assert run.checkpoint == tmp_path / "r" / "checkpoints" / "last.pt" and run.metrics.name == "metrics.jsonl"
+    assert RunFolder.of_checkpoint(run.checkpoint) == run and run.log == tmp_path / "r.log"
+    assert RunFolder.of_records(run.records_file("02_x")).experiments == (tmp_path / "r" / "experiments").resolve()
+    assert RUN_FILES == {"config.json", "metrics.jsonl", "checkpoints", "tensorboard", "result.json"}
+    (tmp_path / "m.csv").write_text("abc")
+    assert manifest_fingerprint(tmp_path / "m.csv").startswith(f"{(tmp_path / 'm.csv').resolve()}:3:")
+    assert manifest_fingerprint(tmp_path / "nope.csv").endswith(":missing")
