@@ -18,8 +18,8 @@ import torch
 from test_train import patterned_manifest, quick_config
 
 import geolab.train as train_mod
-from geolab.config import PretrainConfig
 from geolab.checkpoints import checkpoint_path
+from geolab.config import PretrainConfig
 from geolab.train import load_checkpoint, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
