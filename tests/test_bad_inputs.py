@@ -257,6 +257,9 @@ CASES = [
          r"--set epochs=-1: PretrainConfig\.epochs: -1 must be >= 1"),
     Case("course-set-batch-0", "course run --profile smoke --set batch_size=0 --out {tmp}/run",
          r"--set batch_size=0: PretrainConfig\.batch_size: 0 must be >= 1"),
+    # what pretrain refuses, plan refuses too (issue 27): BatchNorm splits that the notebook's batch does not divide
+    Case("course-set-bn-splits", "course plan --profile smoke --set bn_splits=3",
+         r"--set bn_splits=3: PretrainConfig\.batch_size=16 is not divisible by bn_splits=3"),
     Case("course-set-arch-unknown", "course plan --profile smoke --set arch=resnet999",
          r"PretrainConfig\.arch: invalid choice 'resnet999'; choose one of resnet18"),
     Case("course-set-geo-k-values", "course plan --profile smoke --set geo_k_values=[1]",

@@ -307,8 +307,11 @@ def _value_errors(values: Mapping[str, Any]) -> list[tuple[str | None, str]]:
     method = own if isinstance(own, str) and not problems else _FULL_METHOD
     fields = {f.name for f in dataclasses.fields(PretrainConfig)} - set(_NOT_TRAINING)
     training = {k: v for k, v in values.items() if k in fields}
-    for key, value in training.items():  # one at a time, so that each problem names its parameter
-        if value is not None and (err := _config_error(PretrainConfig, {key: value}, method)):
+    alone = {key: err for key, value in training.items()  # one at a time, so that each problem names its parameter
+             if value is not None and (err := _config_error(PretrainConfig, {key: value}, method))}
+    context = {k: v for k, v in training.items() if k not in alone}  # the notebook's other, valid values
+    for key, err in alone.items():  # a rule between fields (bn_splits divides batch_size) read with the notebook's own
+        if (err := _config_error(PretrainConfig, {**context, key: training[key]}, method)):
             problems.append((key, err))
     if not problems and (err := _config_error(PretrainConfig, training, method)):
         problems.append((None, err))  # a rule between fields, e.g. warmup_epochs <= epochs
