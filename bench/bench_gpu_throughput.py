@@ -28,7 +28,7 @@ import time
 import torch
 
 from geolab.config import PretrainConfig
-from geolab.models import MoCoModel, auto_bn_splits, build_contrastive_loss, compute_loss, sgd
+from geolab.models import LossSettings, MoCoModel, auto_bn_splits, build_contrastive_loss, compute_loss, sgd
 
 
 #: The three modes: (name, bf16 autocast, channels_last, torch.compile).
@@ -77,7 +77,7 @@ def build_step(args, device: torch.device, amp: bool, channels_last: bool, compi
 
     def step() -> None:
         model.momentum_update(cfg.ema_momentum)
-        loss, _ = compute_loss(cfg, model, crit, batch, sync=False)  # no wait for the GPU inside the step
+        loss, _ = compute_loss(LossSettings.of(cfg), model, crit, batch, sync=False)  # no wait for the GPU in the step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

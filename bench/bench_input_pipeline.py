@@ -37,7 +37,7 @@ import torch
 from geolab.config import PretrainConfig
 from geolab.models import build_contrastive_loss
 from geolab.distributed import resolve_device, seed_everything
-from geolab.models import auto_bn_splits, build_model, compute_loss
+from geolab.models import LossSettings, ModelSettings, auto_bn_splits, build_model, compute_loss
 from geolab.train import _to_device, prepare_data
 
 
@@ -75,7 +75,7 @@ def measure(s: Setting, manifest: Path, out: Path, steps: int, warmup: int, queu
     ds, *_rest, classes = prepare_data(cfg)
     prepare_s = time.perf_counter() - t0
     seed_everything(0)
-    model = build_model(cfg, len(classes), auto_bn_splits(s.batch_size, 1)).to(dev)
+    model = build_model(ModelSettings.of(cfg), len(classes), auto_bn_splits(s.batch_size, 1)).to(dev)
     criterion = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim).to(dev)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=0.9, weight_decay=1e-4)
     transform = getattr(ds, "batch_transform", None)
@@ -108,7 +108,7 @@ def measure(s: Setting, manifest: Path, out: Path, steps: int, warmup: int, queu
             torch.cuda.synchronize()
         t1 = time.perf_counter()
         model.momentum_update(cfg.ema_momentum)
-        loss, _parts = compute_loss(cfg, model, criterion, batch)
+        loss, _parts = compute_loss(LossSettings.of(cfg), model, criterion, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -32,7 +32,7 @@ def one(every: int, max_images: int, epochs: int, manifest: str) -> dict[str, fl
     from geolab.datasets import label_names
     from geolab.evaluate import extract_features
     from geolab.manifest import load_manifest
-    from geolab.models import build_model
+    from geolab.models import ModelSettings, build_model
     from geolab.train import knn_monitor
 
     cfg = PretrainConfig(method="moco-tp", manifest=manifest, out="unused", arch="resnet18-w16", image_size=32,
@@ -41,7 +41,7 @@ def one(every: int, max_images: int, epochs: int, manifest: str) -> dict[str, fl
     df = load_manifest(manifest)
     classes = label_names(df)
     torch.manual_seed(0)
-    model = build_model(cfg, len(classes), bn_splits=1)
+    model = build_model(ModelSettings.of(cfg), len(classes), bn_splits=1)
     points = [e for e in range(epochs) if (e + 1) % every == 0 or e + 1 == epochs]
     t0 = time.perf_counter()
     for _ in points:

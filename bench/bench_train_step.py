@@ -30,7 +30,7 @@ import torch
 
 from geolab.config import PretrainConfig
 from geolab.models import build_contrastive_loss
-from geolab.models import auto_bn_splits, build_model, compute_loss
+from geolab.models import LossSettings, ModelSettings, auto_bn_splits, build_model, compute_loss
 from geolab.train import prepare_data
 
 METHODS = ("moco", "moco-tp", "moco-geo", "moco-tp-geo")
@@ -63,7 +63,7 @@ def main() -> None:
         )
         ds, _train, _df, classes = prepare_data(cfg)
         torch.manual_seed(0)
-        model = build_model(cfg, len(classes), auto_bn_splits(args.batch_size, 1))
+        model = build_model(ModelSettings.of(cfg), len(classes), auto_bn_splits(args.batch_size, 1))
         crit = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim)
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9, weight_decay=1e-4)
         if batch is None:
@@ -79,7 +79,7 @@ def main() -> None:
         cfg, _ds, model, crit, opt = setups[m]
         t = time.perf_counter()
         model.momentum_update(cfg.ema_momentum)
-        loss, _ = compute_loss(cfg, model, crit, batch)
+        loss, _ = compute_loss(LossSettings.of(cfg), model, crit, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

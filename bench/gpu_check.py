@@ -376,6 +376,7 @@ def amp_compare(arch: str, size: int, batch_size: int, queue: int, geo_k: int, w
 
     from geolab.config import PretrainConfig
     from geolab.models import (
+        LossSettings,
         MoCoModel,
         auto_bn_splits,
         build_contrastive_loss,
@@ -402,7 +403,7 @@ def amp_compare(arch: str, size: int, batch_size: int, queue: int, geo_k: int, w
         for i in range(first, first + n):
             m.momentum_update(cfg.ema_momentum)
             torch.manual_seed(1000 + i)  # the same key shuffle in both precisions
-            loss, _ = compute_loss(cfg, m, crit, batches[i % len(batches)], sync=False)
+            loss, _ = compute_loss(LossSettings.of(cfg), m, crit, batches[i % len(batches)], sync=False)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -771,7 +772,7 @@ def ddp_worker(result: Path, dry: bool) -> int:
 
     from geolab.config import PretrainConfig
     from geolab.models import MoCoModel, build_contrastive_loss, load_memory_bank_state
-    from geolab.models import compute_loss
+    from geolab.models import LossSettings, compute_loss
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if dry:
@@ -810,7 +811,7 @@ def ddp_worker(result: Path, dry: bool) -> int:
         crit = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim, distributed=distributed).to(device)
         load_memory_bank_state(crit, bank)
         torch.manual_seed(123)
-        loss, _ = compute_loss(cfg, m, crit, batch, distributed=distributed)
+        loss, _ = compute_loss(LossSettings.of(cfg), m, crit, batch, distributed=distributed)
         loss.backward()
         losses.append(float(loss.detach()))
         inner = m.module if distributed else m
@@ -990,7 +991,7 @@ def stage_pipeline(ctx: Ctx, rep: Reporter) -> None:
     from geolab.config import PretrainConfig
     from geolab.jpeg_pipeline import EncodedPairDataset, JpegPairViews, collate_encoded, decode_jpegs
     from geolab.manifest import load_manifest
-    from geolab.models import MoCoModel, auto_bn_splits, build_contrastive_loss, compute_loss, sgd
+    from geolab.models import LossSettings, MoCoModel, auto_bn_splits, build_contrastive_loss, compute_loss, sgd
     from geolab.sources.prepare import prepare_cache
 
     device = ctx.device()
@@ -1064,7 +1065,7 @@ def stage_pipeline(ctx: Ctx, rep: Reporter) -> None:
             if train:  # geo clusters drawn at random: the cache's 16 locations cannot make K=100 clusters
                 batch["geo_cluster"] = torch.randint(0, geo_k, (batch_size,), device=device, generator=gen)
                 model.momentum_update(cfg.ema_momentum)
-                loss, _ = compute_loss(cfg, model, crit, batch, sync=False)
+                loss, _ = compute_loss(LossSettings.of(cfg), model, crit, batch, sync=False)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -17,9 +17,15 @@ import numbers
 import typing
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+from geolab.errors import UserError
 
 T = TypeVar("T")
+
+
+class ConfigError(UserError, ValueError):
+    """A setting's value that geolab refuses, with the setting named and what it takes."""
 
 
 def positive_int(text: str) -> int:
@@ -126,9 +132,35 @@ DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 # ----------------------------------------------------------------------------- options of config dataclasses
 #: Key of a dataclass field's metadata that holds its command-line option (see :func:`option`).
 OPTION_KEY = "geolab.option"
+#: Key of a dataclass field's metadata that holds its :class:`Role`.
+ROLE_KEY = "geolab.role"
+
+#: Which part of a training run a config field belongs to. ``run``: what names one run and is given
+#: by whoever starts it (the method, the manifest, the seed, the run folder), not a training setting.
+Part = Literal["run", "model", "loss", "optimiser", "data", "runtime"]
 
 
-def option(default: Any, help_text: str | None = None, **argparse_kwargs: Any) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """What a config field is for, declared once beside its default (see :func:`option`).
+
+    Attributes:
+        part: the part of the run it belongs to (:data:`Part`).
+        learns: it changes the learned weights. Derived from it: what a resumed run must share with its
+            checkpoint (:data:`geolab.checkpoints.RESUME_MUST_MATCH`) and what an experiment's key holds
+            (:func:`geolab.course.experiment.experiment_key`).
+        keyed: for a field that does not change the weights, but was part of every experiment key
+            before the roles were declared (issue 27): the key holds its *default*, so that every
+            key stays byte-identical and a run that differs only in it is the same run.
+    """
+
+    part: Part
+    learns: bool = True
+    keyed: bool = False
+
+
+def option(default: Any, help_text: str | None = None, *, part: Part | None = None, learns: bool = True,
+           keyed: bool = False, **argparse_kwargs: Any) -> Any:
     """A dataclass field with what :func:`add_dataclass_arguments` needs beyond its name, type and default.
 
     Args:
@@ -136,14 +168,35 @@ def option(default: Any, help_text: str | None = None, **argparse_kwargs: Any) -
         help_text: the option's help. A ``bool`` field that defaults to ``True`` is set off with
             ``--no-<name>``, which gets this help; a ``bool | None`` field gets ``--<name>`` (with
             this help) and ``--no-<name>``.
+        part: the field's :class:`Role` part (``None``: no role, for configs that need none).
+        learns: whether it changes the learned weights (:attr:`Role.learns`).
+        keyed: see :attr:`Role.keyed`.
         **argparse_kwargs: keywords of ``ArgumentParser.add_argument`` (``type``, ``choices``,
             ``metavar``, ``required``), and ``flag``: the option's name where it is not
             ``--<field-name>`` with dashes for underscores.
 
     Returns:
-        A ``dataclasses.field`` carrying the option in its metadata.
+        A ``dataclasses.field`` carrying the option (and the role) in its metadata.
     """
-    return dataclasses.field(default=default, metadata={OPTION_KEY: {"help": help_text, **argparse_kwargs}})
+    metadata: dict[str, Any] = {OPTION_KEY: {"help": help_text, **argparse_kwargs}}
+    if part is not None:
+        metadata[ROLE_KEY] = Role(part, learns, keyed)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def roles(cls: type) -> dict[str, Role]:
+    """Each field of the dataclass ``cls`` with its declared :class:`Role`, in field order.
+
+    Raises:
+        TypeError: a field declares no role (give it one with ``option(..., part=...)``).
+    """
+    out = {}
+    for f in dataclasses.fields(cls):
+        role = f.metadata.get(ROLE_KEY)
+        if not isinstance(role, Role):
+            raise TypeError(f"{cls.__name__}.{f.name} declares no role; give it option(..., part=...).")
+        out[f.name] = role
+    return out
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, exclude: Collection[str] = ()) -> None:
@@ -173,8 +226,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, exclude:
             flag = "--" + f.name.replace("_", "-")
         elif "choices" not in spec:
             spec.setdefault("metavar", flag.removeprefix("--").replace("-", "_").upper())  # as argparse names it
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-        members = [t for t in (typing.get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None)]
+        default = _default(f)
+        hint = hints[f.name]
+        members = [t for t in (() if typing.get_origin(hint) is Literal else typing.get_args(hint)) or (hint,)
+                   if t is not type(None)]
         if members == [bool]:
             _add_switch(parser, flag, f.name, default, spec.get("help"))
             continue
@@ -183,6 +238,18 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, exclude:
         if not spec.get("required"):
             spec["default"] = default
         parser.add_argument(flag, dest=f.name, **spec)
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    """A field's default value (from its ``default_factory`` where it has one)."""
+    if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """The default of every field of the dataclass ``cls`` (``dataclasses.MISSING`` for a required one)."""
+    return {f.name: _default(f) for f in dataclasses.fields(cls)}
 
 
 def _add_switch(
@@ -207,8 +274,9 @@ def _option_type(cls: type, name: str, members: list[Any]) -> Callable[[str], An
         return int
     if members == [float]:
         return finite_float  # float() would take "nan" and "inf"
-    if members == [str]:
-        return None  # argparse's default: the text itself
+    if members == [str] or (len(members) == 1 and typing.get_origin(members[0]) is Literal
+                            and all(isinstance(v, str) for v in typing.get_args(members[0]))):
+        return None  # argparse's default: the text itself (a Literal's names are checked by its choices)
     raise TypeError(f"{cls.__name__}.{name}: no command-line type for {members}; "
                     "give the field a type with geolab.argtypes.option(..., type=...) or exclude it")
 
@@ -239,7 +307,7 @@ def check_finite(config: Any) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
-            raise ValueError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}.")
+            raise ConfigError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}.")
 
 
 def check_fields(config: Any) -> None:
@@ -267,9 +335,9 @@ def check_fields(config: Any) -> None:
             try:
                 rule(str(value))
             except argparse.ArgumentTypeError as exc:
-                raise ValueError(f"{name}.{f.name}: {exc}.") from None
+                raise ConfigError(f"{name}.{f.name}: {exc}.") from None
         choices = spec.get("choices")
         if choices is not None and value not in choices:
-            raise ValueError(f"{name}.{f.name}: invalid choice {value!r}; choose one of "
+            raise ConfigError(f"{name}.{f.name}: invalid choice {value!r}; choose one of "
                              f"{', '.join(str(c) for c in choices)}.")
 

@@ -9,8 +9,6 @@ from it only with settings that make the resumed run equal an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -20,20 +18,20 @@ import torch
 from torch import Tensor, nn
 
 from geolab import __version__
-from geolab.config import METHOD_PARTS, RANDOM_INIT, PretrainConfig
+from geolab.config import PRETRAIN_ROLES, RANDOM_INIT, PretrainConfig, RecordMethod, pair_strategy
 from geolab.distributed import seed_everything
-from geolab.io import atomic_torch_save, ensure_free_space
+from geolab.errors import UserError
+from geolab.io import MissingFileError, atomic_torch_save, ensure_free_space
 from geolab.models import make_backbone, memory_bank_state
+from geolab.paths import RunFolder, manifest_fingerprint
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
 CHECKPOINT_FORMAT = 1
-CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_NAME = RunFolder(".").checkpoint.name
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used here (other architecture, newer geolab, wrong file)."""
-
-
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -44,12 +42,10 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-
-
 # ----------------------------------------------------------------------------- writing
 def checkpoint_path(out: str | os.PathLike) -> Path:
-    """Where a run keeps its checkpoint: ``out/checkpoints/last.pt``."""
-    return Path(out) / "checkpoints" / CHECKPOINT_NAME
+    """Where a run keeps its checkpoint: ``out/checkpoints/last.pt`` (:attr:`geolab.paths.RunFolder.checkpoint`)."""
+    return RunFolder(out).checkpoint
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -67,7 +63,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def checkpoint_header(arch: str, method: str) -> dict[str, Any]:
+def checkpoint_header(arch: str, method: RecordMethod) -> dict[str, Any]:
     """What every geolab checkpoint starts with (read back by :func:`check_checkpoint`)."""
     return {
         "format": "geolab-checkpoint",
@@ -105,6 +101,43 @@ def save_random_init(cfg: PretrainConfig) -> Path:
     return save_checkpoint(checkpoint_path(cfg.out), state)
 
 
+def training_state(cfg: PretrainConfig, manifest_id: dict[str, str], *, epoch: int, global_step: int,
+                   model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module | None,
+                   classes: list[str], rng: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of a training run after ``epoch`` epochs: all a resumed run needs to go on exactly.
+
+    Args:
+        cfg: the run's settings.
+        manifest_id: the manifest's :func:`manifest_record`, taken when the run started.
+        epoch: epochs done.
+        global_step: optimizer steps done.
+        model: the model itself (not a DDP wrapper).
+        optimizer: its optimizer (SGD momentum buffers).
+        criterion: the memory-bank InfoNCE of the contrastive methods (its queue), else ``None``.
+        classes: the class order of the labels.
+        rng: every random generator's state (:func:`geolab.distributed.rng_states`).
+        metrics: the epoch's record.
+
+    Returns:
+        Plain data for :func:`save_checkpoint` (``torch.load(weights_only=True)`` reads it back).
+    """
+    return {
+        **checkpoint_header(cfg.arch, cfg.method),
+        "config": cfg.to_dict(),
+        "manifest": manifest_id,
+        "epoch": epoch,
+        "global_step": global_step,
+        "finished": epoch == cfg.epochs,
+        "feature_dim": int(getattr(model, "feature_dim", 0)),
+        "classes": list(classes),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "memory_bank": memory_bank_state(criterion) if criterion is not None else {},
+        "rng": rng,
+        "metrics": metrics,
+    }
+
+
 def _state_nbytes(obj: Any) -> int:
     if isinstance(obj, Tensor):
         return obj.numel() * obj.element_size()
@@ -134,7 +167,7 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -215,38 +248,29 @@ def load_state_dict_checked(module: nn.Module, state: dict[str, Tensor], source:
     module.load_state_dict(state)
 
 
-#: Settings a resumed run must share with its checkpoint: everything that changes the data,
-#: the model, the loss or the optimizer's path, so that a resumed run equals an uninterrupted
-#: one. The manifest is compared by path and content (:func:`manifest_fingerprint`), the
-#: temporal strategy by the one actually used. ``epochs`` may only grow, and only with a
-#: constant learning rate (``cosine=False``): the cosine schedule depends on the total steps.
-#: Free to change: workers, device, progress, logging, the kNN monitor, ``amp``,
-#: ``channels_last``, ``compile``, ``dist_timeout_s``, ``on_bad_image``.
-RESUME_MUST_MATCH = ("method", "arch", "batch_size", "proj_dim", "geo_k", "queue_size", "seed", "image_size",
-                      "temperature", "lr", "momentum", "weight_decay", "alpha", "beta", "ema_momentum", "cosine",
-                      "bn_splits", "max_steps_per_epoch", "train_split", "preload",
-                      "crop_min_scale", "jitter_strength", "warmup_epochs", "symmetric", "head_bn")
-
-
-def manifest_fingerprint(manifest: str | os.PathLike) -> dict[str, str]:
-    """``{"path": absolute path, "sha256": hash of the file's bytes}`` of a manifest.
-
-    What a checkpoint records so that ``--resume`` can refuse another or a changed manifest.
-    """
-    path = Path(manifest).expanduser().resolve()
-    h = hashlib.sha256()
-    with contextlib.suppress(OSError):  # a missing manifest is reported by load_manifest
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return {"path": str(path), "sha256": h.hexdigest()}
+#: Settings a resumed run must share with its checkpoint, so that a resumed run equals an uninterrupted one:
+#: every field that changes the learned weights (its declared role, :data:`geolab.config.PRETRAIN_ROLES`),
+#: except the three compared by their own rule in :func:`check_resume_config`: the manifest (path and
+#: :func:`geolab.paths.manifest_fingerprint`), the temporal strategy (the one actually used) and ``epochs``
+#: (may only grow, and only with a constant learning rate: the cosine schedule depends on the total steps).
+#: Free to change: whatever does not change the weights (workers, device, progress, logging, the kNN
+#: monitor, ``channels_last``, ``compile``, ``dist_timeout_s``, ``on_bad_image``).
+RESUME_MUST_MATCH: tuple[str, ...] = tuple(
+    name for name, role in PRETRAIN_ROLES.items() if role.learns and name not in ("manifest", "strategy", "epochs"))
 
 
 def check_resume_config(ckpt: dict[str, Any], cfg: PretrainConfig, path: Path,
-                         manifest_id: dict[str, str] | None = None) -> None:
+                        manifest_id: dict[str, str] | None = None) -> None:
     """Refuse to resume ``ckpt`` with settings that would make the run differ from an uninterrupted one.
 
-    The error names every difference (see :data:`RESUME_MUST_MATCH`).
+    Args:
+        ckpt: the loaded checkpoint.
+        cfg: the resumed run's settings.
+        path: the checkpoint's file (for the message).
+        manifest_id: the manifest's :func:`manifest_record` now (``None``: not compared).
+
+    Raises:
+        CheckpointError: naming every difference (see :data:`RESUME_MUST_MATCH`).
     """
     old = ckpt.get("config", {})
     if ckpt.get("arch") != cfg.arch or ckpt.get("method") != cfg.method:
@@ -257,8 +281,7 @@ def check_resume_config(ckpt: dict[str, Any], cfg: PretrainConfig, path: Path,
     diffs = [f"{k}: checkpoint {old.get(k)!r}, now {getattr(cfg, k)!r}"
              for k in RESUME_MUST_MATCH if k in old and old[k] != getattr(cfg, k)]
     if cfg.parts.contrastive and "method" in old:
-        old_method = METHOD_PARTS.get(str(old["method"]))
-        was = old.get("strategy") or ("any-other" if old_method is not None and old_method.temporal else "same-image")
+        was = pair_strategy(str(old["method"]), old.get("strategy"))
         if was != cfg.pair_strategy:
             diffs.append(f"strategy: checkpoint {was!r}, now {cfg.pair_strategy!r}")
     done = int(ckpt.get("epoch", 0))
@@ -266,21 +289,37 @@ def check_resume_config(ckpt: dict[str, Any], cfg: PretrainConfig, path: Path,
         why = (f"the checkpoint already holds {done} epochs" if cfg.epochs < done
                else "the cosine schedule depends on the total")
         diffs.append(f"epochs: checkpoint {old['epochs']!r}, now {cfg.epochs!r} ({why})")
-    before = ckpt.get("manifest") or {}
-    if manifest_id is not None and before.get("path") and before["path"] != manifest_id["path"]:
-        diffs.append(f"manifest: checkpoint {before['path']}, now {manifest_id['path']}")
-    elif manifest_id is not None and before.get("sha256") and before["sha256"] != manifest_id["sha256"]:
-        diffs.append(f"manifest content: {manifest_id['path']} changed since the run started "
-                     f"(sha256 {before['sha256'][:12]}..., now {manifest_id['sha256'][:12]}...)")
-    elif manifest_id is not None and not before and old.get("manifest"):
-        was_path = str(Path(str(old["manifest"])).expanduser().resolve())  # checkpoints without a fingerprint
-        if was_path != manifest_id["path"]:
-            diffs.append(f"manifest: checkpoint {old['manifest']}, now {manifest_id['path']}")
+    if manifest_id is not None:
+        diffs += _manifest_diffs(ckpt, old, manifest_id)
     if diffs:
         raise CheckpointError(
             f"{path}: cannot resume with other settings ({'; '.join(diffs)}). A resumed run must equal an "
             "uninterrupted one: resume with the checkpoint's settings, or train into another --out."
         )
+
+
+def manifest_record(manifest: str | os.PathLike) -> dict[str, str]:
+    """``{"path": absolute path, "fingerprint": geolab.paths.manifest_fingerprint}``: what a run records.
+
+    Written into ``config.json`` and every checkpoint at the start of a run, so that ``--resume`` can refuse
+    another manifest, or the same one changed since.
+    """
+    return {"path": str(Path(manifest).expanduser().resolve()), "fingerprint": manifest_fingerprint(manifest)}
+
+
+def _manifest_diffs(ckpt: dict[str, Any], old: dict[str, Any], now: dict[str, str]) -> list[str]:
+    """How the manifest differs from the checkpoint's: its path, else its fingerprint."""
+    before = ckpt.get("manifest") or {}
+    was = before.get("path")
+    if not was and old.get("manifest"):  # a checkpoint without a manifest record: the config's path
+        was = str(Path(str(old["manifest"])).expanduser().resolve())
+    if was and was != now["path"]:
+        return [f"manifest: checkpoint {was}, now {now['path']}"]
+    # checkpoints written before issue 27 recorded a sha256 instead: only their path is compared
+    if before.get("fingerprint") and before["fingerprint"] != now["fingerprint"]:
+        return [f"manifest content: {now['path']} changed since the run started (its size or modification time "
+                "differs)"]
+    return []
 
 
 def check_checkpoint_space(ckpt_file: Path, model: nn.Module, criterion: nn.Module | None) -> None:

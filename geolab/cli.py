@@ -34,7 +34,7 @@ from geolab.argtypes import (
 from geolab.config import ProbeConfig, add_pretrain_arguments, config_from_args
 from geolab.envcheck import environment_report, problems
 from geolab.errors import UserError
-from geolab.io import atomic_write_json, check_output_file
+from geolab.io import MissingFileError, atomic_write_json, check_output_file
 from geolab.paths import check_run_out
 
 if TYPE_CHECKING:
@@ -477,7 +477,7 @@ def _engine_pretrain(args: argparse.Namespace) -> int:
 def _engine_evaluate(args: argparse.Namespace) -> int:
     # the checks that need no torch first
     if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+        raise MissingFileError(f"checkpoint not found: {args.checkpoint}")
     if args.json is not None:  # the output rule of geolab.io: replace only our own result, or with --force
         check_output_file(args.json, ours=_our_evaluation(args.json), command=f"geolab {args.engine_eval}",
                           option="--json", inputs=[args.checkpoint, args.manifest], force=args.force,
@@ -519,40 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: The exception types meant for users, as (module, name). Only modules already imported are
-#: looked in (a type whose module was never imported cannot have been raised), so the handler
-#: imports nothing heavy. ValueError covers configuration checks (``PretrainConfig``, world
-#: knobs, probe settings) and ManifestError / CheckpointError, which derive from it.
-_USER_ERRORS: tuple[tuple[str, str], ...] = (
-    ("builtins", "ValueError"),
-    ("builtins", "FileNotFoundError"),
-    ("builtins", "NotADirectoryError"),
-    ("builtins", "IsADirectoryError"),
-    ("builtins", "FileExistsError"),
-    ("builtins", "PermissionError"),
-    ("geolab.io", "DiskSpaceError"),
-    ("geolab.course", "CourseError"),
-    ("geolab.course", "ResultsValidationError"),
-    ("geolab.world", "WorldError"),
-    ("geolab.sources.s3", "S3Error"),
-    ("geolab.sources.s3", "DownloadError"),
-    ("geolab.sources.prepare", "PrepareError"),
-    ("geolab.official_weights", "OfficialCheckpointError"),
-    ("geolab.viz.assets", "AssetError"),
-    ("geolab.distributed", "DistributedError"),
-)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is shown without a traceback (see :data:`_USER_ERRORS`)."""
-    errors: list[type[BaseException]] = [UserError]
-    for module, name in _USER_ERRORS:
-        found = getattr(sys.modules.get(module), name, None)
-        if isinstance(found, type) and issubclass(found, BaseException):
-            errors.append(found)
-    return tuple(errors)
-
-
 def one_line(exc: BaseException) -> str:
     """An exception's message as one line (multi-line messages joined with "; ")."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -567,8 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("geolab: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # only user errors are caught; the rest is re-raised
-        if not isinstance(exc, _user_errors()) or os.environ.get("GEOLAB_DEBUG"):
+    except UserError as exc:  # a user error is its message; anything else is a bug and keeps its traceback
+        if os.environ.get("GEOLAB_DEBUG"):
             raise
         print(f"geolab: error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from geolab.argtypes import (
     ARCH_CHOICES,
     BAD_IMAGE_CHOICES,
     DEVICE_CHOICES,
     STRATEGY_CHOICES,
+    ConfigError,
     add_dataclass_arguments,
     check_fields,
     dataclass_from_args,
@@ -21,7 +23,11 @@ from geolab.argtypes import (
     option,
     positive_float,
     positive_int,
+    roles,
 )
+
+if TYPE_CHECKING:  # geolab.positives imports pandas, which the command line's start-up does without
+    from geolab.positives import Strategy
 
 # --------------------------------------------------------------------------- engine
 #: Training methods of the paper, one loop for all (see :mod:`geolab.train`).
@@ -57,9 +63,24 @@ METHOD_PARTS: dict[str, MethodParts] = {
     "moco-tp-geo": MethodParts(contrastive=True, temporal=True, geo=True, labels=False),
 }
 
+
+
+def pair_strategy(method: str, strategy: str | None = None) -> Strategy:
+    """``strategy``, else the one place that says a method's default temporal positive strategy.
+
+    ``"any-other"`` (another image of the location) for the temporal methods, else ``"same-image"`` (MoCo-v2).
+    """
+    if strategy is not None:
+        return cast("Strategy", strategy)
+    parts = METHOD_PARTS.get(method)
+    return "any-other" if parts is not None and parts.temporal else "same-image"
+
+
 #: The untrained baseline of every comparison: the backbone with its random initialisation
 #: (seeded), probed like the pre-trained ones. Not a training method; a result record's method.
-RANDOM_INIT = "random-init"
+RANDOM_INIT: Literal["random-init"] = "random-init"
+#: A result record's method: a training method or :data:`RANDOM_INIT`.
+RecordMethod = Literal[Method, "random-init"]
 
 #: Temperature of the official GASSL training commands (``--moco-t 0.02``).
 GASSL_OFFICIAL_TEMPERATURE = 0.02
@@ -89,32 +110,26 @@ class PretrainConfig:
         momentum: SGD momentum (0.9).
         weight_decay: SGD weight decay (1e-4).
         cosine: cosine learning-rate decay over all steps (paper: on).
-        warmup_epochs: linear learning-rate warm-up from 0 over this many epochs, then the
-            cosine decay (0: none, as the paper; MoCo v3 warms up for 40 epochs).
+        warmup_epochs: linear warm-up from 0 over this many epochs, then the decay (0: none, as the paper).
         temperature: InfoNCE temperature (0.2 MoCo-v2; 0.02 in the official GASSL commands).
         queue_size: memory bank size, the MoCo queue of negative keys (paper: 65536).
         proj_dim: output size of the MoCo projection head (128).
-        head_bn: BatchNorm in the projection head's hidden and output layers, as MoCo v3
-            (MoCo-v2 and the paper: none). It keeps short runs from starting on a plateau where
-            every projection points the same way (:class:`geolab.models.MoCoModel`).
+        head_bn: BatchNorm in the projection head's layers, as MoCo v3 (MoCo-v2: none); short runs then start
+            off a plateau where every projection points the same way (:class:`geolab.models.MoCoModel`).
         ema_momentum: momentum of the key encoder update (MoCo: 0.999).
         geo_k: number of geo clusters for the geo loss and ``geoloc`` (paper: 100).
         alpha: weight of the contrastive loss (1).
         beta: weight of the geo cross-entropy (1).
-        symmetric: both views of a pair serve as query and as key (the loss averages
-            ``InfoNCE(q1, k2)`` and ``InfoNCE(q2, k1)``; both keys enter the memory bank after
-            the step; the geo loss is taken on both queries): the same positives and losses,
-            twice the signal per step for about twice the compute (MoCo v3, BYOL; off in the paper).
-        strategy: temporal positive sampling strategy; ``None`` means ``"same-image"`` for
-            ``moco``/``moco-geo`` and ``"any-other"`` for ``moco-tp``/``moco-tp-geo``.
+        symmetric: both views of a pair are query and key (``InfoNCE(q1, k2)``, ``InfoNCE(q2, k1)``, both keys
+            enqueued, geo loss on both queries): twice the signal per step (MoCo v3, BYOL; paper: off).
+        strategy: temporal positive sampling strategy; ``None``: the method's default (:func:`pair_strategy`).
         seed: seeds everything; a CPU run with the same seed is reproducible.
         num_workers: DataLoader worker processes.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``.
         amp: bf16 autocast (``None`` = on for CUDA, off on the CPU; ``True`` also on the CPU).
         channels_last: ``None`` = on for CUDA, off on CPU.
         compile: ``torch.compile`` the encoders (``nn.Module.compile``, state-dict keys unchanged).
-        bn_splits: BatchNorm splits on one device (the stand-in for shuffle BN across GPUs);
-            0 = automatic (8 or the largest divisor of the batch below it, 1 under DDP).
+        bn_splits: BatchNorm splits on one device (shuffle BN's stand-in); 0 = automatic (1 under DDP).
         knn_every: run the kNN monitor every this many epochs (0 = never).
         knn_k: neighbours of the kNN monitor (20).
         knn_max_images: at most this many images per split in the kNN monitor.
@@ -125,82 +140,90 @@ class PretrainConfig:
         resume: continue from ``out/checkpoints/last.pt`` if it exists.
         progress: show a tqdm progress bar.
         tensorboard: also write TensorBoard events when ``tensorboard`` is installed.
-        dist_timeout_s: timeout of DDP collectives: a rank that died ends the job with an
-            error after at most this long instead of hanging.
+        dist_timeout_s: timeout of DDP collectives: a dead rank ends the job with an error, not a hang.
         on_bad_image: ``"skip"`` or ``"fail"`` (see :mod:`geolab.datasets`).
         crop_min_scale: smallest area of MoCo-v2's random resized crop (MoCo-v2: 0.2).
         jitter_strength: multiplies MoCo-v2's colour jitter (0.4, 0.4, 0.4, 0.1; MoCo-v2: 1).
-        preload: decode the training images once into memory and apply the augmentations to
-            whole batches of tensors (:func:`geolab.datasets.decode_images`,
-            :class:`geolab.transforms.BatchMoCoV2View`): several times faster for small data
-            sets such as geoworld; off reads and augments each image in the DataLoader.
+        preload: decode the training images once into memory and augment whole batches of tensors
+            (:class:`geolab.transforms.BatchMoCoV2View`): several times faster for small sets such as geoworld.
     """
 
-    # Each field is an option of ``geolab pretrain`` (geolab.argtypes.add_dataclass_arguments):
-    # option() adds its help text, type and choices where the name, type hint and default do not say it all.
-    method: str = option("moco", required=True, choices=METHODS)
-    manifest: str | Path = option("", "manifest (Parquet or CSV)", required=True)
-    out: str | Path = option("runs/pretrain", "run folder (checkpoints, metrics.jsonl)", required=True)
+    # Each field is an option of ``geolab pretrain`` (geolab.argtypes.add_dataclass_arguments) and declares its
+    # role once (geolab.argtypes.Role): its part, and learns=False where it does not change the learned weights.
+    method: Method = option("moco", required=True, choices=METHODS, part="run")
+    manifest: str | Path = option("", "manifest (Parquet or CSV)", required=True, part="run")
+    out: str | Path = option("runs/pretrain", "run folder (checkpoints, metrics.jsonl)", required=True, part="run",
+                             learns=False)
     arch: str = option("resnet50", "a key of geolab.models.ARCHS (default %(default)s)", choices=ARCH_CHOICES,
-                       metavar="ARCH")
-    image_size: int = option(224, type=positive_int)
-    epochs: int = option(200, type=positive_int)
-    batch_size: int = option(256, "global batch (split over DDP ranks)", type=positive_int)
-    lr: float = 0.03
-    momentum: float = option(0.9, "SGD momentum (0.9)")
-    weight_decay: float = 1e-4
-    cosine: bool = option(True, "constant learning rate")
+                       metavar="ARCH", part="model")
+    image_size: int = option(224, type=positive_int, part="data")
+    epochs: int = option(200, type=positive_int, part="optimiser")
+    batch_size: int = option(256, "global batch (split over DDP ranks)", type=positive_int, part="optimiser")
+    lr: float = option(0.03, part="optimiser")
+    momentum: float = option(0.9, "SGD momentum (0.9)", part="optimiser")
+    weight_decay: float = option(1e-4, part="optimiser")
+    cosine: bool = option(True, "constant learning rate", part="optimiser")
     warmup_epochs: float = option(0.0, "linear learning-rate warm-up over this many epochs (0 = none)",
-                                  type=non_negative_float)
-    temperature: float = option(MOCO_V2_TEMPERATURE, "0.2 MoCo-v2 (default); 0.02 official GASSL", type=positive_float)
-    queue_size: int = option(65536, "memory bank size (paper 65536)", type=positive_int)
-    proj_dim: int = option(128, "output size of the MoCo projection head (128)", type=positive_int)
-    head_bn: bool = option(False, "BatchNorm in the projection head's layers (MoCo v3's head; MoCo-v2: none)")
-    ema_momentum: float = option(0.999, "key encoder momentum (0.999)")
-    geo_k: int = option(100, "geo clusters (paper 100)", type=positive_int)
-    alpha: float = option(1.0, "weight of the contrastive loss")
-    beta: float = option(1.0, "weight of the geo loss")
-    symmetric: bool = option(False, "symmetric loss: both views of a pair are queries (MoCo v3, BYOL)")
+                                  type=non_negative_float, part="optimiser")
+    temperature: float = option(MOCO_V2_TEMPERATURE, "0.2 MoCo-v2 (default); 0.02 official GASSL", type=positive_float,
+                                part="loss")
+    queue_size: int = option(65536, "memory bank size (paper 65536)", type=positive_int, part="loss")
+    proj_dim: int = option(128, "output size of the MoCo projection head (128)", type=positive_int, part="model")
+    head_bn: bool = option(False, "BatchNorm in the projection head's layers (MoCo v3's head; MoCo-v2: none)",
+                           part="model")
+    ema_momentum: float = option(0.999, "key encoder momentum (0.999)", part="optimiser")
+    geo_k: int = option(100, "geo clusters (paper 100)", type=positive_int, part="model")
+    alpha: float = option(1.0, "weight of the contrastive loss", part="loss")
+    beta: float = option(1.0, "weight of the geo loss", part="loss")
+    symmetric: bool = option(False, "symmetric loss: both views of a pair are queries (MoCo v3, BYOL)", part="loss")
     strategy: str | None = option(None, "temporal positive strategy, one of geolab.positives.STRATEGIES "
-                                  "(default any-other for -tp)", choices=STRATEGY_CHOICES, metavar="STRATEGY")
-    seed: int = option(0, type=non_negative_int)
-    num_workers: int = option(4, type=non_negative_int)
-    device: str = option("auto", choices=DEVICE_CHOICES)
-    amp: bool | None = option(None, "bf16 autocast (default on GPU)")
-    channels_last: bool | None = None
-    compile: bool = option(False, "torch.compile the encoders")
-    bn_splits: int = option(0, "split BN on one device (0 = auto)", type=non_negative_int)
-    knn_every: int = option(10, "kNN monitor every N epochs (0 = off)", type=non_negative_int)
-    knn_k: int = option(20, "neighbours of the kNN monitor (20)", type=positive_int)
-    knn_max_images: int = option(5000, "at most this many images per split in the kNN monitor", type=positive_int)
-    log_every: int = option(10, type=non_negative_int)
-    max_steps_per_epoch: int | None = option(None, type=positive_int)
-    train_split: str = option("train", "split used for training")
-    val_split: str = option("val", "split the kNN monitor queries (the train split is its bank)")
-    resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
-    progress: bool = True
-    tensorboard: bool = option(True, "metrics.jsonl only, no TensorBoard events")
-    dist_timeout_s: float = option(1800.0, "seconds before a stuck DDP job fails", flag="--dist-timeout")
+                                  "(default any-other for -tp)", choices=STRATEGY_CHOICES, metavar="STRATEGY",
+                                  part="data")
+    seed: int = option(0, type=non_negative_int, part="run")
+    num_workers: int = option(4, type=non_negative_int, part="runtime", learns=False)
+    device: str = option("auto", choices=DEVICE_CHOICES, part="runtime", learns=False)
+    amp: bool | None = option(None, "bf16 autocast (default on GPU)", part="runtime")
+    channels_last: bool | None = option(None, part="runtime", learns=False)
+    compile: bool = option(False, "torch.compile the encoders", part="runtime", learns=False, keyed=True)
+    bn_splits: int = option(0, "split BN on one device (0 = auto)", type=non_negative_int, part="model")
+    knn_every: int = option(10, "kNN monitor every N epochs (0 = off)", type=non_negative_int, part="runtime",
+                            learns=False)
+    knn_k: int = option(20, "neighbours of the kNN monitor (20)", type=positive_int, part="runtime", learns=False)
+    knn_max_images: int = option(5000, "at most this many images per split in the kNN monitor", type=positive_int,
+                                 part="runtime", learns=False)
+    log_every: int = option(10, type=non_negative_int, part="runtime", learns=False)
+    max_steps_per_epoch: int | None = option(None, type=positive_int, part="optimiser")
+    train_split: str = option("train", "split used for training", part="data")
+    val_split: str = option("val", "split the kNN monitor queries (the train split is its bank)", part="data",
+                            learns=False, keyed=True)
+    resume: bool = option(False, "continue from OUT/checkpoints/last.pt", part="run", learns=False)
+    progress: bool = option(True, part="run", learns=False)
+    tensorboard: bool = option(True, "metrics.jsonl only, no TensorBoard events", part="runtime", learns=False)
+    dist_timeout_s: float = option(1800.0, "seconds before a stuck DDP job fails", flag="--dist-timeout",
+                                   part="runtime", learns=False, keyed=True)
     on_bad_image: str = option("skip", "an unreadable image: skip it (the next readable one is used) or fail",
-                               choices=BAD_IMAGE_CHOICES, metavar="POLICY")
-    crop_min_scale: float = option(0.2, "random resized crop's smallest area (0.2)")
-    jitter_strength: float = option(1.0, "multiplies MoCo-v2's colour jitter (1)")
-    preload: bool = option(False, "decode images once into memory, augment batches of tensors")
+                               choices=BAD_IMAGE_CHOICES, metavar="POLICY", part="data", learns=False, keyed=True)
+    crop_min_scale: float = option(0.2, "random resized crop's smallest area (0.2)", part="data")
+    jitter_strength: float = option(1.0, "multiplies MoCo-v2's colour jitter (1)", part="data")
+    preload: bool = option(False, "decode images once into memory, augment batches of tensors", part="data")
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
+            raise ConfigError(f"Unknown method {self.method!r}; choose one of {', '.join(METHODS)}.")
         check_fields(self)  # the options' rules (types, choices) and finite numbers
         if not 0 < self.crop_min_scale <= 1:
-            raise ValueError(f"PretrainConfig.crop_min_scale must be in (0, 1], got {self.crop_min_scale}.")
+            raise ConfigError(f"PretrainConfig.crop_min_scale must be in (0, 1], got {self.crop_min_scale}.")
         if self.jitter_strength < 0:
-            raise ValueError(f"PretrainConfig.jitter_strength must be >= 0, got {self.jitter_strength}.")
+            raise ConfigError(f"PretrainConfig.jitter_strength must be >= 0, got {self.jitter_strength}.")
         if self.warmup_epochs > self.epochs:  # >= 0: its option's rule
-            raise ValueError(
+            raise ConfigError(
                 f"PretrainConfig.warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}."
             )
+        if self.parts.contrastive and self.bn_splits and self.batch_size % self.bn_splits:  # as pretrain refuses it
+            raise ConfigError(f"PretrainConfig.batch_size={self.batch_size} is not divisible by "
+                             f"bn_splits={self.bn_splits} (BatchNorm splits of equal size).")
         if self.uses_geo and self.geo_k < 2:
-            raise ValueError(f"Method {self.method!r} needs geo_k >= 2 geo clusters, got {self.geo_k}.")
+            raise ConfigError(f"Method {self.method!r} needs geo_k >= 2 geo clusters, got {self.geo_k}.")
 
     @property
     def parts(self) -> MethodParts:
@@ -218,11 +241,9 @@ class PretrainConfig:
         return self.parts.geo
 
     @property
-    def pair_strategy(self) -> str:
+    def pair_strategy(self) -> Strategy:
         """The temporal positive strategy actually used (see :attr:`strategy`)."""
-        if self.strategy is not None:
-            return self.strategy
-        return "any-other" if self.parts.temporal else "same-image"
+        return pair_strategy(self.method, self.strategy)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (paths as strings) for JSON files and ``weights_only`` checkpoints."""
@@ -234,6 +255,19 @@ class PretrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys (from another geolab version) are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+#: Each :class:`PretrainConfig` field's role, as the field declares it (:class:`geolab.argtypes.Role`).
+PRETRAIN_ROLES = roles(PretrainConfig)
+
+
+def training_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A notebook's training settings for :func:`geolab.course.experiment.run_experiment`, from its parameters.
+
+    Every :class:`PretrainConfig` field in ``params`` (a notebook's ``globals()``), except the run's own (part
+    ``"run"``: method, manifest, seed, given per run); other names are ignored. Field order.
+    """
+    return {name: params[name] for name, role in PRETRAIN_ROLES.items() if role.part != "run" and name in params}
 
 
 #: Inverse L2 strengths the linear probe chooses from on the val split (ProbeConfig.C=None).
@@ -362,14 +396,14 @@ class DenseConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.decoder not in DENSE_DECODERS:
-            raise ValueError(f"Unknown decoder {self.decoder!r}; choose one of {', '.join(DENSE_DECODERS)}.")
+            raise ConfigError(f"Unknown decoder {self.decoder!r}; choose one of {', '.join(DENSE_DECODERS)}.")
         if self.encoder_depth not in ("layer3", "layer4"):
-            raise ValueError(f"encoder_depth must be 'layer3' or 'layer4', got {self.encoder_depth!r}.")
+            raise ConfigError(f"encoder_depth must be 'layer3' or 'layer4', got {self.encoder_depth!r}.")
         for name in ("epochs", "batch_size", "image_size", "decoder_channels"):
             if getattr(self, name) < 1:
-                raise ValueError(f"DenseConfig.{name} must be >= 1, got {getattr(self, name)}.")
+                raise ConfigError(f"DenseConfig.{name} must be >= 1, got {getattr(self, name)}.")
         if self.num_classes is not None and self.num_classes < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"DenseConfig.num_classes must be >= 2 (or None to read it from the masks), got {self.num_classes}."
             )
         if self.class_names is not None:
@@ -422,23 +456,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "description": "the tiniest run, for tests: every notebook executes end to end in seconds",
         "common": {
-            "data": "geoworld",
-            "manifest": "",
-            "world_locations": 60,
-            "world_size": 32,
-            "world_seed": 0,
-            "arch": "resnet18-w16",
-            "image_size": 32,
-            "epochs": 1,
-            "batch_size": 16,
-            "queue_size": 64,
-            "temperature": MOCO_V2_TEMPERATURE,
-            "geo_k": 4,
-            "seeds": [0],
-            "max_steps_per_epoch": 2,
-            "preload": True,
-            "num_workers": 0,
-            "device": "cpu",
+            "data": "geoworld", "manifest": "", "world_locations": 60, "world_size": 32, "world_seed": 0,
+            "arch": "resnet18-w16", "image_size": 32, "epochs": 1, "batch_size": 16, "queue_size": 64,
+            "temperature": MOCO_V2_TEMPERATURE, "geo_k": 4, "seeds": [0], "max_steps_per_epoch": 2, "preload": True,
+            "num_workers": 0, "device": "cpu",
         },
         "notebooks": {"08_results": {"finetune_max_steps": 2}},
     },
@@ -482,33 +503,16 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu-long": {
         "description": "the converged picture on a 2-core CPU (target: under 2 h): the reference run",
         "common": {
-            **_GEOWORLD_RECIPE,
-            "world_locations": 1000,
-            "world_size": 32,
-            "arch": "resnet18-w32",
-            "image_size": 32,
-            "epochs": 45,
-            "batch_size": 128,
-            "bn_splits": 1,
-            "geo_k": 20,
-            "device": "cpu",
+            **_GEOWORLD_RECIPE, "world_locations": 1000, "world_size": 32, "arch": "resnet18-w32", "image_size": 32,
+            "epochs": 45, "batch_size": 128, "bn_splits": 1, "geo_k": 20, "device": "cpu",
         },
         "notebooks": {"05_ablations": {"variant_seeds": [0]}, "08_results": _LABELS_CPU},
     },
     "gpu": {
         "description": "a bigger geoworld on one GPU in minutes (target: under 10 min on one H200)",
         "common": {
-            **_GEOWORLD_RECIPE,
-            "world_locations": 3000,
-            "world_size": 64,
-            "arch": "resnet18",
-            "image_size": 64,
-            "epochs": 60,
-            "batch_size": 256,
-            "queue_size": 4096,
-            "lr": 0.06,
-            "geo_k": 50,
-            "device": "cuda",
+            **_GEOWORLD_RECIPE, "world_locations": 3000, "world_size": 64, "arch": "resnet18", "image_size": 64,
+            "epochs": 60, "batch_size": 256, "queue_size": 4096, "lr": 0.06, "geo_k": 50, "device": "cuda",
         },
         "notebooks": {"05_ablations": {"seeds": [0], "epochs": 20},
                       "08_results": {"finetune_epochs": 5, "finetune_max_steps": None}},
@@ -516,24 +520,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "gpu-full": {
         "description": "fMoW with the paper's settings on a GPU (pass --manifest)",
         "common": {
-            "data": "fmow",
-            "manifest": "",
-            "arch": "resnet50",
-            "image_size": 224,
-            "epochs": 200,
-            "batch_size": 256,
-            "lr": 0.03,
-            "queue_size": 65536,
-            "ema_momentum": 0.999,
-            "temperature": GASSL_OFFICIAL_TEMPERATURE,
-            "crop_min_scale": 0.2,
-            "jitter_strength": 1.0,
-            "geo_k": 100,
-            "seeds": [0],
-            "max_steps_per_epoch": None,
-            "preload": False,
-            "num_workers": 8,
-            "device": "cuda",
+            "data": "fmow", "manifest": "", "arch": "resnet50", "image_size": 224, "epochs": 200, "batch_size": 256,
+            "lr": 0.03, "queue_size": 65536, "ema_momentum": 0.999, "temperature": GASSL_OFFICIAL_TEMPERATURE,
+            "crop_min_scale": 0.2, "jitter_strength": 1.0, "geo_k": 100, "seeds": [0], "max_steps_per_epoch": None,
+            "preload": False, "num_workers": 8, "device": "cuda",
         },
         "notebooks": {},
     },
@@ -586,22 +576,23 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         if self.seed < 0:
-            raise ValueError(f"WorldConfig.seed: the world seed must be >= 0, got {self.seed}.")
+            raise ConfigError(f"WorldConfig.seed: the world seed must be >= 0, got {self.seed}.")
         if self.size < 16:
-            raise ValueError(f"WorldConfig.size must be >= 16 pixels, got {self.size}.")
+            raise ConfigError(f"WorldConfig.size must be >= 16 pixels, got {self.size}.")
         if self.locations < 10:
-            raise ValueError(f"WorldConfig.locations must be >= 10 (one per category), got {self.locations}.")
+            raise ConfigError(f"WorldConfig.locations must be >= 10 (one per category), got {self.locations}.")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6 or min(self.split_fractions) < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"WorldConfig.split_fractions must be three shares summing to 1, got {self.split_fractions}."
             )
         if not self.revisit_weights or min(self.revisit_weights) < 0 or sum(self.revisit_weights) <= 0:
-            raise ValueError("WorldConfig.revisit_weights must be non-negative with a positive sum.")
+            raise ConfigError("WorldConfig.revisit_weights must be non-negative with a positive sum.")
         if self.years[0] > self.years[1]:
-            raise ValueError(f"WorldConfig.years must be (first, last), got {self.years}.")
-        self.years = tuple(int(y) for y in self.years)
+            raise ConfigError(f"WorldConfig.years must be (first, last), got {self.years}.")
+        self.years = (int(self.years[0]), int(self.years[1]))
         self.revisit_weights = tuple(float(w) for w in self.revisit_weights)
-        self.split_fractions = tuple(float(f) for f in self.split_fractions)
+        share = self.split_fractions  # three, checked above
+        self.split_fractions = (float(share[0]), float(share[1]), float(share[2]))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for ``world.json`` and the cache key."""

@@ -20,10 +20,15 @@ import torch
 import torch.distributed as dist
 
 from geolab.config import PretrainConfig
+from geolab.errors import UserError
 
 
-class DistributedError(RuntimeError):
+class DistributedError(UserError, RuntimeError):
     """A DDP collective failed: another rank died or hung."""
+
+
+class DeviceError(UserError, RuntimeError):
+    """A device asked for that this machine does not have."""
 
 
 # ----------------------------------------------------------------------------- devices
@@ -40,14 +45,14 @@ def resolve_device(name: str | torch.device | None, local_rank: int | None = Non
         The device.
 
     Raises:
-        RuntimeError: a CUDA device asked for on a machine without one.
+        DeviceError: a CUDA device asked for on a machine without one (a RuntimeError).
     """
     if isinstance(name, torch.device):
         return name
     if name in (None, "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise DeviceError(
             f"device={name!r} asked for but no CUDA GPU is available; use --device cpu (device='cpu' from Python)."
         )
     if name == "cuda" and local_rank is not None:

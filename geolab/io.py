@@ -26,12 +26,30 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from geolab.errors import UserError
 
-class DiskSpaceError(OSError):
+
+class DiskSpaceError(UserError, OSError):
     """Not enough free space to write what was asked."""
 
 
-class OutputRefusedError(FileExistsError):
+class NotAFolderError(UserError, NotADirectoryError):
+    """A path the user gave must be a folder (or become one), and a file stands there or above it."""
+
+
+class IsAFolderError(UserError, IsADirectoryError):
+    """A path the user gave for a file is a folder."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the user named does not exist."""
+
+
+class BadFileError(UserError, ValueError):
+    """A file the user gave (or geolab wrote earlier) cannot be read: damaged, truncated, not what it should be."""
+
+
+class OutputRefusedError(UserError, FileExistsError):
     """An output would replace a file the command does not own, or land in its own input's folder.
 
     The message names the user's path and says what to do (``--force``, or another ``--out``).
@@ -52,7 +70,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
     """
     path = Path(path)
     if path.is_dir():  # else os.replace's "[Errno 21]" would name the temporary file
-        raise IsADirectoryError(f"Cannot write the file {path}: it is a folder; choose another file name.")
+        raise IsAFolderError(f"Cannot write the file {path}: it is a folder; choose another file name.")
     _make_folder(path.parent, f"Cannot write {path}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -85,7 +103,7 @@ def _make_folder(folder: Path, context: str) -> None:
         blocker = _file_in_the_way(folder)
         if blocker is None:
             raise
-        raise NotADirectoryError(f"{context}: {blocker} is a file, not a folder; choose another path.") from None
+        raise NotAFolderError(f"{context}: {blocker} is a file, not a folder; choose another path.") from None
 
 
 def _file_in_the_way(folder: Path) -> Path | None:
@@ -143,8 +161,8 @@ def read_json(path: str | os.PathLike, fix: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         why = "the file is empty" if not text.strip() else exc.msg
-        raise ValueError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON ({why}; truncated or "
-                         f"damaged?); {fix}") from None
+        raise BadFileError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON ({why}; truncated or "
+                           f"damaged?); {fix}") from None
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -228,11 +246,11 @@ def check_output_file(
     given = Path(given) if given is not None else path
     what = f"{option} {given}" if given == path else f"{path} (written beside {option} {given})"
     if path.is_dir():
-        raise IsADirectoryError(f"{what} is a folder; give a file name such as {path / example}"
+        raise IsAFolderError(f"{what} is a folder; give a file name such as {path / example}"
                                 if given == path else f"{what} is a folder; choose another {option}.")
     blocker = _file_in_the_way(path.parent)
     if blocker is not None:
-        raise NotADirectoryError(f"{what}: {blocker} is a file, so the folder cannot be made; choose another {option}.")
+        raise NotAFolderError(f"{what}: {blocker} is a file, so the folder cannot be made; choose another {option}.")
     for src in inputs:
         if os.path.realpath(path.expanduser()) == os.path.realpath(Path(src).expanduser()):
             raise OutputRefusedError(f"{what} is the input {src} itself; choose another {option}.")
@@ -275,11 +293,11 @@ def check_output_folder(
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{option} {out} is a file, not a folder; choose a folder (it is made when missing).")
+        raise NotAFolderError(f"{option} {out} is a file, not a folder; choose a folder (it is made when missing).")
     blocker = _file_in_the_way(out)
     if blocker is not None:
-        raise NotADirectoryError(f"{option} {out}: {blocker} is a file, so the folder cannot be made; "
-                                 f"choose another {option}.")
+        raise NotAFolderError(f"{option} {out}: {blocker} is a file, so the folder cannot be made; "
+                              f"choose another {option}.")
     _refuse_input(out, inputs, own, option, command)
     if not out.is_dir() or ours or force:
         return

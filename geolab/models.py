@@ -44,7 +44,9 @@ parameters and buffers exactly (checkpoints load into torchvision's ResNet and i
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +57,7 @@ from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import batch_shuffle, batch_unshuffle, deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
-from geolab.config import PretrainConfig
+from geolab.config import MethodParts, PretrainConfig
 
 
 class NarrowResNet(torchvision.models.ResNet):
@@ -291,7 +293,7 @@ class MoCoModel(nn.Module):
         update_momentum(self.projection_head, self.projection_head_momentum, m)
 
 
-def sgd(params: list[Tensor], lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+def sgd(params: Sequence[Tensor], lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
     """MoCo's SGD; on CUDA with ``fused=True`` (one kernel for all parameters), else torch's default."""
     fused = bool(params) and all(p.is_cuda for p in params)
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused or None)
@@ -351,6 +353,8 @@ class _HostPointerMemoryBank(MemoryBankModule):
     and the arithmetic are the same; on the CPU nothing moves at all).
     """
 
+    bank_ptr: Tensor
+
     def _apply(self, fn, recurse=True):
         ptr = self.bank_ptr
         super()._apply(fn, recurse)
@@ -396,23 +400,74 @@ def auto_bn_splits(per_rank_batch: int, world_size: int) -> int:
     return 1
 
 
-def build_model(cfg: PretrainConfig, num_classes: int, bn_splits: int) -> nn.Module:
-    """The model of ``cfg.method``: a :class:`MoCoModel` (with a geo head for the geo methods) or a :class:`Classifier`.
+@dataclass(frozen=True)
+class ModelSettings:
+    """What :func:`build_model` needs of a run's :class:`~geolab.config.PretrainConfig` (its ``model`` part).
+
+    Attributes:
+        parts: what the method is made of (:data:`geolab.config.METHOD_PARTS`).
+        arch: backbone, a key of :data:`ARCHS`.
+        proj_dim: output size of the MoCo projection head.
+        geo_k: geo clusters (the geo head's outputs; ``geoloc``'s classes).
+        head_bn: BatchNorm in the projection head (MoCo v3).
+    """
+
+    parts: MethodParts
+    arch: str = "resnet50"
+    proj_dim: int = 128
+    geo_k: int = 100
+    head_bn: bool = False
+
+    @classmethod
+    def of(cls, cfg: PretrainConfig) -> ModelSettings:
+        """The model settings of ``cfg``."""
+        return cls(cfg.parts, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if f.name != "parts"})
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """What :func:`compute_loss` needs of a run's :class:`~geolab.config.PretrainConfig` (its ``loss`` part).
+
+    The InfoNCE temperature and the memory bank's size belong to the criterion
+    (:func:`build_contrastive_loss`), built once from the same config.
+
+    Attributes:
+        parts: what the method is made of (:data:`geolab.config.METHOD_PARTS`).
+        alpha: weight of the contrastive loss.
+        beta: weight of the geo cross-entropy.
+        symmetric: both views of a pair are queries.
+        amp: bf16 autocast (``None``: on for CUDA tensors, off on the CPU).
+    """
+
+    parts: MethodParts
+    alpha: float = 1.0
+    beta: float = 1.0
+    symmetric: bool = False
+    amp: bool | None = None
+
+    @classmethod
+    def of(cls, cfg: PretrainConfig) -> LossSettings:
+        """The loss settings of ``cfg``."""
+        return cls(cfg.parts, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if f.name != "parts"})
+
+
+def build_model(settings: ModelSettings, num_classes: int, bn_splits: int) -> nn.Module:
+    """The model of a method: a :class:`MoCoModel` (with a geo head for the geo methods) or a :class:`Classifier`.
 
     Args:
-        cfg: the run's configuration (method, arch, proj_dim, geo_k).
+        settings: the run's :class:`ModelSettings` (``ModelSettings.of(cfg)``).
         num_classes: category labels (the supervised classifier's outputs).
         bn_splits: split BatchNorm of the MoCo encoders (see :class:`SplitBatchNorm2d`).
 
     Returns:
         The model, on the CPU.
     """
-    method = cfg.parts
+    method = settings.parts
     if method.contrastive:
-        return MoCoModel(cfg.arch, proj_dim=cfg.proj_dim, geo_k=cfg.geo_k if method.geo else 0, bn_splits=bn_splits,
-                         head_bn=cfg.head_bn)
-    n = num_classes if method.labels else cfg.geo_k
-    return Classifier(cfg.arch, n, bn_splits=1)
+        return MoCoModel(settings.arch, proj_dim=settings.proj_dim, geo_k=settings.geo_k if method.geo else 0,
+                         bn_splits=bn_splits, head_bn=settings.head_bn)
+    n = num_classes if method.labels else settings.geo_k
+    return Classifier(settings.arch, n, bn_splits=1)
 
 
 @torch.no_grad()
@@ -430,17 +485,17 @@ def embedding_std(q: Tensor, sync: bool = True) -> float | Tensor:
 
 
 def compute_loss(
-    cfg: PretrainConfig,
+    settings: LossSettings,
     model: nn.Module,
     criterion: nn.Module | None,
     batch: dict[str, Tensor],
     distributed: bool = False,
     sync: bool = True,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, float | Tensor]]:
     """Loss of one batch for any method.
 
     Args:
-        cfg: the run's configuration (method, alpha, beta).
+        settings: the run's :class:`LossSettings` (``LossSettings.of(cfg)``: method parts, alpha, beta ...).
         model: :class:`MoCoModel` or :class:`Classifier`, possibly wrapped in DDP.
         criterion: the memory-bank InfoNCE (:func:`build_contrastive_loss`) for
             MoCo methods, else ``None``.
@@ -454,25 +509,30 @@ def compute_loss(
         ``(loss, parts)`` where ``parts`` has ``loss`` and, where they apply,
         ``contrastive`` and ``geo`` (floats, or tensors without ``sync``).
     """
-    method = cfg.parts
-    amp = bool(cfg.amp) if cfg.amp is not None else batch["query"].device.type == "cuda"  # explicit True: CPU too
-    autocast = torch.autocast(batch["query"].device.type, dtype=torch.bfloat16, enabled=amp)
-    parts: dict[str, float] = {}
+    method = settings.parts
+    device = batch["query"].device.type
+    amp = bool(settings.amp) if settings.amp is not None else device == "cuda"  # explicit True: CPU too
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=amp)
+    parts: dict[str, float | Tensor] = {}
     if method.contrastive:
+        if criterion is None:
+            raise ValueError("compute_loss: a contrastive method needs its criterion (build_contrastive_loss).")
         query, key, geo_cluster = batch["query"], batch["key"], batch.get("geo_cluster")
-        if cfg.symmetric:  # both views are queries: rows (view 1 -> key of view 2) then (view 2 -> key of view 1)
+        if settings.symmetric:  # both views are queries: rows (view 1 -> key of view 2) then (view 2 -> key of view 1)
             query, key = torch.cat([query, key]), torch.cat([key, query])
             geo_cluster = torch.cat([geo_cluster, geo_cluster]) if geo_cluster is not None else None
         with autocast:
             q, k, geo = model(query, key, distributed=distributed)
         # one call: every row meets the same memory bank, then all keys are enqueued
         contrastive = criterion(q.float(), k.float())
-        loss = cfg.alpha * contrastive
+        loss = settings.alpha * contrastive
         parts["contrastive"] = contrastive.detach()
         parts["embedding_std"] = embedding_std(q, sync)
         if geo is not None:
+            if geo_cluster is None:
+                raise ValueError("compute_loss: a geo method needs the batch's geo_cluster.")
             geo_loss = F.cross_entropy(geo.float(), geo_cluster)
-            loss = loss + cfg.beta * geo_loss
+            loss = loss + settings.beta * geo_loss
             parts["geo"] = geo_loss.detach()
     else:
         with autocast:

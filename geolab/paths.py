@@ -11,14 +11,129 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from geolab.io import check_output_folder
+from geolab.io import NotAFolderError, check_output_folder
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The one spelling of a run folder's layout.
+
+    A training run (``geolab pretrain --out``; one experiment of the course): ``config.json`` (written before the
+    first step), ``metrics.jsonl``, ``checkpoints/last.pt``, ``tensorboard/``, and for a course experiment its
+    ``result.json`` and its training log ``<folder>.log`` beside it. A course run (``geolab course run --out``):
+    ``notebooks/`` (the executed notebooks), ``records/<notebook>.jsonl`` (the records each notebook wrote, its
+    ``results_path``), ``state/<notebook>.json`` and ``experiments/`` (its training runs, each a run folder).
+
+    Attributes:
+        root: the folder.
+    """
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> RunFolder:
+        """The training run whose ``checkpoints/last.pt`` is ``checkpoint``."""
+        return cls(Path(checkpoint).parent.parent)
+
+    @classmethod
+    def of_records(cls, results_path: str | os.PathLike) -> RunFolder:
+        """The course run whose ``records/<notebook>.jsonl`` is ``results_path`` (a notebook's records file)."""
+        return cls(Path(results_path).resolve().parent.parent)
+
+    # ------------------------------------------------------------------ a training run
+    @property
+    def config(self) -> Path:
+        """``config.json``: the run's settings and manifest fingerprint."""
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.jsonl``: one JSON record per logged step and per epoch."""
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        """``checkpoints/``."""
+        return self.root / "checkpoints"
+
+    @property
+    def checkpoint(self) -> Path:
+        """``checkpoints/last.pt``: the checkpoint written after every epoch."""
+        return self.checkpoints / "last.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``: TensorBoard events, when tensorboard is installed."""
+        return self.root / "tensorboard"
+
+    @property
+    def result(self) -> Path:
+        """``result.json``: a finished course experiment's evaluation and record."""
+        return self.root / "result.json"
+
+    @property
+    def log(self) -> Path:
+        """``<folder>.log`` beside the folder: a course experiment's training log."""
+        return self.root.parent / f"{self.root.name}.log"
+
+    # ------------------------------------------------------------------ a course run
+    @property
+    def experiments(self) -> Path:
+        """``experiments/``: the course run's training runs."""
+        return self.root / "experiments"
+
+    @property
+    def notebooks(self) -> Path:
+        """``notebooks/``: the executed notebooks."""
+        return self.root / "notebooks"
+
+    @property
+    def records(self) -> Path:
+        """``records/``: one records file per notebook."""
+        return self.root / "records"
+
+    @property
+    def state(self) -> Path:
+        """``state/``: one state file per notebook (outcome, inputs' hashes)."""
+        return self.root / "state"
+
+    def records_file(self, notebook: str) -> Path:
+        """``records/<notebook>.jsonl``: the records of one notebook (its ``results_path``)."""
+        return self.records / f"{notebook}.jsonl"
+
+    def state_file(self, notebook: str) -> Path:
+        """``state/<notebook>.json``."""
+        return self.state / f"{notebook}.json"
+
+
+_RUN = RunFolder(".")
 #: What a training run writes into its ``--out`` folder (anything else there is someone's file).
-RUN_FILES = frozenset({"config.json", "metrics.jsonl", "checkpoints", "tensorboard", "result.json"})
+RUN_FILES = frozenset(p.name for p in (_RUN.config, _RUN.metrics, _RUN.checkpoints, _RUN.tensorboard, _RUN.result))
+
+
+def manifest_fingerprint(manifest: str | os.PathLike) -> str:
+    """``<absolute path>:<size>:<mtime in ns>`` of a manifest: which manifest, and which version of it.
+
+    The one fingerprint of a manifest: a course experiment's key holds it (a changed manifest is another
+    experiment) and a checkpoint records it (``--resume`` refuses a manifest changed since the run started).
+    Cheap for any size: the file's metadata, not its bytes. A missing file gives ``<path>:missing``
+    (:func:`geolab.manifest.load_manifest` then says what is wrong).
+    """
+    path = Path(manifest).expanduser().resolve()
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path}:missing"
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def is_run_folder(out: str | os.PathLike) -> bool:
@@ -28,11 +143,11 @@ def is_run_folder(out: str | os.PathLike) -> bool:
     before its first step (a dict with ``geolab_version`` and the run's ``config``): the run's own
     files are recognised by what is in them, as an export's by its sidecar.
     """
-    out = Path(out)
-    if (out / "checkpoints" / "last.pt").is_file():  # geolab.checkpoints.checkpoint_path, without torch
+    run = RunFolder(out)
+    if run.checkpoint.is_file():
         return True
     try:
-        meta = json.loads((out / "config.json").read_text())
+        meta = json.loads(run.config.read_text())
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and "geolab_version" in meta and isinstance(meta.get("config"), dict) \
@@ -65,7 +180,7 @@ def cache_dir(check: bool = True) -> Path:
     env = os.environ.get("GEOLAB_CACHE")
     path = Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "geolab"
     if check and path.exists() and not path.is_dir():
-        raise NotADirectoryError(
+        raise NotAFolderError(
             f"geolab's cache {path}{' (GEOLAB_CACHE)' if env else ''} is a file, not a folder; "
             "point GEOLAB_CACHE at a folder (it is created when missing)."
         )

@@ -26,25 +26,25 @@ the model, optimizer, memory bank and RNG states is written atomically after eve
 and ``resume=True`` continues from it: an interrupted-then-resumed CPU run ends with the same
 weights as an uninterrupted one (``tests/test_resume.py``).
 
-This module is the loop itself; each method's model and loss live in :mod:`geolab.models`
-(:func:`~geolab.models.build_model`, :func:`~geolab.models.compute_loss`), the checkpoint format
-and resume checks in :mod:`geolab.checkpoints`, the process group, device and seeding in
-:mod:`geolab.distributed`, and what each method is made of in :data:`geolab.config.METHOD_PARTS`.
+The loop only: models and losses in :mod:`geolab.models`, checkpoints in :mod:`geolab.checkpoints`,
+DDP and seeding in :mod:`geolab.distributed`, a run folder's layout in :class:`geolab.paths.RunFolder`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -53,16 +53,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from geolab import __version__
+from geolab.argtypes import ConfigError
 from geolab.checkpoints import (
     CheckpointError,
     check_checkpoint_space,
     check_resume_config,
-    checkpoint_header,
-    checkpoint_path,
     load_checkpoint,
     load_state_dict_checked,
-    manifest_fingerprint,
+    manifest_record,
     save_checkpoint,
+    training_state,
 )
 from geolab.config import PretrainConfig, add_pretrain_arguments, config_from_args
 from geolab.datasets import ImageDataset, TemporalPairDataset, decode_images, label_names
@@ -81,15 +81,17 @@ from geolab.io import atomic_write_json, atomic_write_text
 from geolab.jpeg_pipeline import EncodedPairDataset, JpegPairViews, collate_encoded, is_prepared_cache
 from geolab.manifest import load_manifest, select_split
 from geolab.models import (
+    LossSettings,
+    MoCoModel,
+    ModelSettings,
     auto_bn_splits,
     build_contrastive_loss,
     build_model,
     compute_loss,
     load_memory_bank_state,
-    memory_bank_state,
     sgd,
 )
-from geolab.paths import check_run_out
+from geolab.paths import RunFolder, check_run_out
 from geolab.positives import LocationIndex
 from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, moco_v2_view, supervised_transform
 
@@ -142,26 +144,24 @@ def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
     if cfg.parts.geo:
         train_locs = df.loc[df["split"] == cfg.train_split, "location_id"].nunique()
         if train_locs < cfg.geo_k:
-            raise ValueError(
+            raise ConfigError(
                 f"{cfg.manifest}: geo_k={cfg.geo_k} geo clusters asked for, but the '{cfg.train_split}' split "
                 f"has only {train_locs} locations. Use --geo-k {max(2, train_locs // 2)} or fewer."
             )
         df = add_geo_clusters(df, k=cfg.geo_k, seed=cfg.seed, fit_split=cfg.train_split)
     train = select_split(df, cfg.train_split)
     classes = label_names(df)
-    # preload: decode the split once and augment whole batches of tensors in the loop
-    # (ds.batch_transform); otherwise each image is read and augmented in PIL by the DataLoader
+    # preload: decode once, augment whole batches in the loop (ds.batch_transform); else PIL per image in the loader
     images = decode_images(train, cfg.image_size, cfg.on_bad_image, progress=cfg.progress) if cfg.preload else None
-    ds: ImageDataset | TemporalPairDataset
+    ds: Any  # the loop's batch transform (on the GPU: views, collate) travels as the dataset's attribute
     if cfg.parts.contrastive:
         ds = TemporalPairDataset(
             train, strategy=cfg.pair_strategy,
             transform=None if cfg.preload else moco_v2_view(cfg.image_size, cfg.crop_min_scale, cfg.jitter_strength),
             seed=cfg.seed, on_bad_image=cfg.on_bad_image, classes=classes, images=images,
         )
-        ds.batch_transform = (
-            BatchMoCoV2View(cfg.image_size, cfg.crop_min_scale, cfg.jitter_strength) if cfg.preload else None
-        )
+        ds.batch_transform = BatchMoCoV2View(cfg.image_size, cfg.crop_min_scale, cfg.jitter_strength) if cfg.preload \
+            else None
         _warn_revisits(cfg, ds.index)
     else:
         ds = ImageDataset(
@@ -169,7 +169,7 @@ def prepare_data(cfg: PretrainConfig, device: torch.device | None = None):
             on_bad_image=cfg.on_bad_image, classes=classes, images=images,
         )
         ds.batch_transform = BatchSupervisedView(cfg.image_size) if cfg.preload else None
-    if _decode_on_device(cfg, device):  # the same pairs, read as JPEG bytes, decoded and augmented on the GPU
+    if device is not None and _decode_on_device(cfg, device):  # the same pairs as JPEG bytes, decoded on the GPU
         ds = EncodedPairDataset(train, strategy=cfg.pair_strategy, seed=cfg.seed, classes=classes)
         ds.batch_views = JpegPairViews(cfg.image_size, device, cfg.crop_min_scale, cfg.jitter_strength,
                                        channels_last=cfg.channels_last)
@@ -211,8 +211,8 @@ def _warn_revisits(cfg: PretrainConfig, index: LocationIndex) -> None:
 class _Metrics:
     """``metrics.jsonl`` (one JSON object per line) and, when installed, TensorBoard."""
 
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool, keep_before_epoch: int | None):
-        self.path = out / "metrics.jsonl"
+    def __init__(self, folder: RunFolder, enabled: bool, tensorboard: bool, keep_before_epoch: int | None):
+        self.path = folder.metrics
         self.enabled = enabled
         self.tb = None
         if not enabled:
@@ -232,7 +232,7 @@ class _Metrics:
             try:
                 from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional extra
 
-                self.tb = SummaryWriter(str(out / "tensorboard"))
+                self.tb = SummaryWriter(str(folder.tensorboard))
             except ImportError:
                 self.tb = None
                 print("[geolab] tensorboard is not installed: metrics.jsonl only "
@@ -291,131 +291,50 @@ def _log(ctx: DistContext, msg: str) -> None:
 
 
 def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
-    out = Path(cfg.out)
-    ckpt_file = checkpoint_path(out)
-    if cfg.batch_size % ctx.world_size:
-        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the {ctx.world_size} DDP ranks.")
-    per_rank = cfg.batch_size // ctx.world_size
-    contrastive = cfg.parts.contrastive
-    # split BN guards MoCo against the BN leak; the classifiers use plain BatchNorm
-    bn_splits = (cfg.bn_splits or auto_bn_splits(per_rank, ctx.world_size)) if contrastive else 1
-    if contrastive and bn_splits == 1 and not cfg.bn_splits and not ctx.distributed:  # 1 asked for: no warning
-        warnings.warn(
-            f"batch {per_rank} is too small to split BatchNorm: MoCo's BN leak is not prevented; "
-            "use a batch of 8 or more.",
-            stacklevel=2,
-        )
-    if per_rank % bn_splits:
-        raise ValueError(f"per-rank batch {per_rank} is not divisible by bn_splits={bn_splits}.")
-
-    check_run_out(out, cfg.manifest)  # new, empty or a run's; never the manifest's folder
-    manifest_id = manifest_fingerprint(cfg.manifest)  # at the start: what this run trains on
-    ckpt = None
-    if ckpt_file.exists():
-        if not cfg.resume:
-            raise CheckpointError(
-                f"{ckpt_file} already exists. Pass --resume (resume=True) to continue that run, "
-                "or choose another --out."
-            )
-        ckpt = load_checkpoint(ckpt_file)
-        check_resume_config(ckpt, cfg, ckpt_file, manifest_id)
-        if int(ckpt["epoch"]) >= cfg.epochs:
-            _log(ctx, f"{ckpt_file} already holds the finished run ({ckpt['epoch']} epochs of {cfg.method}); "
-                      "nothing to do.")
-            return ckpt_file
-        _log(ctx, f"resuming {cfg.method} from {ckpt_file} after epoch {ckpt['epoch']}")
-    elif cfg.resume:
-        _log(ctx, f"no checkpoint in {ckpt_file.parent}; starting from scratch")
+    folder = RunFolder(cfg.out)
+    per_rank, bn_splits = _batch_layout(cfg, ctx)
+    check_run_out(folder.root, cfg.manifest)  # new, empty or a run's; never the manifest's folder
+    manifest_id = manifest_record(cfg.manifest)  # at the start: what this run trains on
+    ckpt = _checkpoint_to_resume(cfg, ctx, folder.checkpoint, manifest_id)
+    if ckpt is not None and int(ckpt["epoch"]) >= cfg.epochs:
+        _log(ctx, f"{folder.checkpoint} already holds the finished run ({ckpt['epoch']} epochs of {cfg.method}); "
+                  "nothing to do.")
+        return folder.checkpoint
 
     dataset, _train_df, full_df, classes = prepare_data(cfg, ctx.device)
     if getattr(dataset, "batch_views", None) is not None:
         _log(ctx, "input: JPEG bytes of the prepared cache, decoded and augmented on the GPU (geolab.jpeg_pipeline)")
-
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-    # identical weights (and memory bank) on every rank
-    seed_everything(cfg.seed)
-    model = build_model(cfg, len(classes), bn_splits).to(ctx.device)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else ctx.device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion = None
-    if contrastive:
-        criterion = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim, distributed=ctx.distributed)
-        criterion = criterion.to(ctx.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = sgd(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)  # fused on CUDA
-
+    raw_model, criterion, optimizer = _build(cfg, ctx, len(classes), bn_splits)
     start_epoch, global_step = 0, 0
     if ckpt is not None:
-        load_state_dict_checked(model, ckpt["model"], str(ckpt_file))
+        load_state_dict_checked(raw_model, ckpt["model"], str(folder.checkpoint))
         optimizer.load_state_dict(ckpt["optimizer"])
         if criterion is not None:
             load_memory_bank_state(criterion, ckpt["memory_bank"])
         start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
-
-    if cfg.compile:
-        for name in ("backbone", "backbone_momentum"):
-            if hasattr(model, name):
-                getattr(model, name).compile()
-    raw_model = model
-    if ctx.distributed:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-        )
-
-    sampler = torch.utils.data.DistributedSampler(
-        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True
-    )
-    loader_gen = torch.Generator()
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=per_rank,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        pin_memory=ctx.device.type == "cuda",
-        drop_last=True,
-        generator=loader_gen,
-        collate_fn=getattr(dataset, "collate_fn", None),  # lists of JPEG bytes when decoded on the GPU
-        # not persistent: each epoch's workers are seeded from (seed, epoch, rank), which is
-        # what makes a resumed run identical to an uninterrupted one
-        persistent_workers=False,
-    )
-    steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{cfg.manifest}: the '{cfg.train_split}' split has {len(dataset)} images, fewer than one batch of "
-            f"{cfg.batch_size}. Use a smaller --batch-size."
-        )
-    total_steps = steps_per_epoch * cfg.epochs
+    model = _compiled_and_wrapped(cfg, ctx, raw_model)
+    sampler, loader, loader_gen, steps_per_epoch = _loader(cfg, ctx, dataset, per_rank)
 
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(
-            out / "config.json",
-            {
-                "config": cfg.to_dict(),
-                "manifest": manifest_id,
-                "geolab_version": __version__,
-                "world_size": ctx.world_size,
-                "bn_splits": bn_splits,
-                "strategy": cfg.pair_strategy if contrastive else None,
-                "device": str(ctx.device),
-                "train_images": len(dataset),
-                "singleton_share": getattr(dataset, "singleton_share", None),
-                "classes": classes,
-            },
-        )
-    metrics = _Metrics(out, ctx.is_main, cfg.tensorboard, keep_before_epoch=start_epoch if ckpt is not None else None)
+        atomic_write_json(folder.config, {
+            "config": cfg.to_dict(), "manifest": manifest_id, "geolab_version": __version__,
+            "world_size": ctx.world_size, "bn_splits": bn_splits,
+            "strategy": cfg.pair_strategy if cfg.parts.contrastive else None, "device": str(ctx.device),
+            "train_images": len(dataset), "singleton_share": getattr(dataset, "singleton_share", None),
+            "classes": classes,
+        })
+    metrics = _Metrics(folder, ctx.is_main, cfg.tensorboard, keep_before_epoch=None if ckpt is None else start_epoch)
     if ckpt is not None:
         set_rng_states(ckpt["rng"])
     if ctx.is_main:
-        check_checkpoint_space(ckpt_file, raw_model, criterion)  # before epoch 1, not after it
+        check_checkpoint_space(folder.checkpoint, raw_model, criterion)  # before epoch 1, not after it
 
     run = _Run(
         cfg=cfg, ctx=ctx, model=model, raw_model=raw_model, criterion=criterion, optimizer=optimizer, loader=loader,
         loader_gen=loader_gen, sampler=sampler, dataset=dataset, steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps, metrics=metrics,
+        total_steps=steps_per_epoch * cfg.epochs, metrics=metrics,
     )
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -427,28 +346,112 @@ def _pretrain(cfg: PretrainConfig, ctx: DistContext) -> Path:
                     epoch_record["knn_top1"] = knn_top1
             metrics.write(epoch_record, global_step)
             if ctx.is_main:
-                state = {
-                    **checkpoint_header(cfg.arch, cfg.method),
-                    "config": cfg.to_dict(),
-                    "manifest": manifest_id,
-                    "epoch": epoch + 1,
-                    "global_step": global_step,
-                    "finished": epoch + 1 == cfg.epochs,
-                    "feature_dim": int(raw_model.feature_dim),
-                    "classes": list(classes),
-                    "model": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
-                    "optimizer": optimizer.state_dict(),
-                    "memory_bank": memory_bank_state(criterion) if criterion is not None else {},
-                    "rng": rng_states(),
-                    "metrics": epoch_record,
-                }
-                save_checkpoint(ckpt_file, state)
+                save_checkpoint(folder.checkpoint, training_state(
+                    cfg, manifest_id, epoch=epoch + 1, global_step=global_step, model=raw_model, optimizer=optimizer,
+                    criterion=criterion, classes=classes, rng=rng_states(), metrics=epoch_record))
             if ctx.distributed:
                 dist.barrier()
     finally:
         metrics.close()
-    _log(ctx, f"done: {ckpt_file}")
-    return ckpt_file
+    _log(ctx, f"done: {folder.checkpoint}")
+    return folder.checkpoint
+
+
+def _batch_layout(cfg: PretrainConfig, ctx: DistContext) -> tuple[int, int]:
+    """``(per-rank batch, BatchNorm splits)``; split BN guards MoCo against the BN leak (the classifiers: 1).
+
+    Raises:
+        ValueError: a batch that the ranks or the splits do not divide.
+    """
+    if cfg.batch_size % ctx.world_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the {ctx.world_size} DDP ranks.")
+    per_rank = cfg.batch_size // ctx.world_size
+    contrastive = cfg.parts.contrastive
+    bn_splits = (cfg.bn_splits or auto_bn_splits(per_rank, ctx.world_size)) if contrastive else 1
+    if contrastive and bn_splits == 1 and not cfg.bn_splits and not ctx.distributed:  # 1 asked for: no warning
+        warnings.warn(f"batch {per_rank} is too small to split BatchNorm: MoCo's BN leak is not prevented; "
+                      "use a batch of 8 or more.", stacklevel=3)
+    if per_rank % bn_splits:
+        raise ConfigError(f"per-rank batch {per_rank} is not divisible by bn_splits={bn_splits}.")
+    return per_rank, bn_splits
+
+
+def _checkpoint_to_resume(cfg: PretrainConfig, ctx: DistContext, ckpt_file: Path,
+                          manifest_id: dict[str, str]) -> dict[str, Any] | None:
+    """The checkpoint this run continues from (checked against ``cfg``), or ``None`` to start afresh.
+
+    Raises:
+        CheckpointError: a checkpoint exists without ``resume``, or does not fit ``cfg``.
+    """
+    if not ckpt_file.exists():
+        if cfg.resume:
+            _log(ctx, f"no checkpoint in {ckpt_file.parent}; starting from scratch")
+        return None
+    if not cfg.resume:
+        raise CheckpointError(f"{ckpt_file} already exists. Pass --resume (resume=True) to continue that run, "
+                              "or choose another --out.")
+    ckpt = load_checkpoint(ckpt_file)
+    check_resume_config(ckpt, cfg, ckpt_file, manifest_id)
+    if int(ckpt["epoch"]) < cfg.epochs:
+        _log(ctx, f"resuming {cfg.method} from {ckpt_file} after epoch {ckpt['epoch']}")
+    return ckpt
+
+
+def _build(cfg: PretrainConfig, ctx: DistContext, num_classes: int,
+           bn_splits: int) -> tuple[nn.Module, nn.Module | None, torch.optim.Optimizer]:
+    """The model (identical on every rank: seeded), its criterion (contrastive methods) and its SGD optimizer."""
+    seed_everything(cfg.seed)
+    model = build_model(ModelSettings.of(cfg), num_classes, bn_splits).to(ctx.device)
+    if _channels_last(cfg, ctx.device):
+        model = model.to(memory_format=torch.channels_last)
+    criterion = None
+    if cfg.parts.contrastive:
+        criterion = build_contrastive_loss(cfg.temperature, cfg.queue_size, cfg.proj_dim, distributed=ctx.distributed)
+        criterion = criterion.to(ctx.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = sgd(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)  # fused on CUDA
+    return model, criterion, optimizer
+
+
+def _compiled_and_wrapped(cfg: PretrainConfig, ctx: DistContext, model: nn.Module) -> nn.Module:
+    """What the step calls: the encoders compiled (``cfg.compile``), the model in DDP under torchrun."""
+    if cfg.compile:
+        for name in ("backbone", "backbone_momentum"):
+            if hasattr(model, name):
+                getattr(model, name).compile()
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids) if ctx.distributed else model
+
+
+def _loader(cfg: PretrainConfig, ctx: DistContext, dataset: Any, per_rank: int) -> tuple[
+        torch.utils.data.DistributedSampler, torch.utils.data.DataLoader, torch.Generator, int]:
+    """``(sampler, loader, loader's generator, steps per epoch)`` of the training split.
+
+    Raises:
+        ValueError: the split holds less than one batch.
+    """
+    sampler: torch.utils.data.DistributedSampler = torch.utils.data.DistributedSampler(
+        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    loader_gen = torch.Generator()
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.num_workers,
+        pin_memory=ctx.device.type == "cuda", drop_last=True, generator=loader_gen,
+        collate_fn=getattr(dataset, "collate_fn", None),  # lists of JPEG bytes when decoded on the GPU
+        persistent_workers=False,  # each epoch's workers seeded from (seed, epoch, rank): a resumed run is exact
+    )
+    steps_per_epoch = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"{cfg.manifest}: the '{cfg.train_split}' split has {len(dataset)} images, fewer than one batch of "
+            f"{cfg.batch_size}. Use a smaller --batch-size."
+        )
+    return sampler, loader, loader_gen, steps_per_epoch
+
+
+def _channels_last(cfg: PretrainConfig, device: torch.device) -> bool:
+    """The memory layout of the run's images and weights (``None``: channels-last on CUDA)."""
+    return cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
 
 
 def _to_device(
@@ -470,12 +473,11 @@ def _sync_each_step(device: torch.device) -> bool:
     return device.type != "cuda"
 
 
-def _check_finite(parts: dict[str, float], epoch: int, i: int, every: int = 1) -> None:
+def _check_finite(parts: Mapping[str, float | Tensor], epoch: int, i: int, every: int = 1) -> None:
     if not math.isfinite(parts["loss"]):
         when = f"step {i + 1}" if every <= 1 else f"step {i + 1} (checked every {every} steps on a GPU)"
-        raise FloatingPointError(
-            f"loss became {parts['loss']} at epoch {epoch + 1} {when}; lower --lr or raise --temperature."
-        )
+        raise FloatingPointError(f"loss became {parts['loss']} at epoch {epoch + 1} {when}; "
+                                 "lower --lr or raise --temperature.")
 
 
 def train_step(cfg: PretrainConfig, model: nn.Module, criterion: nn.Module | None, optimizer: torch.optim.Optimizer,
@@ -483,8 +485,8 @@ def train_step(cfg: PretrainConfig, model: nn.Module, criterion: nn.Module | Non
                sync: bool = True, at: tuple[int, int] | None = None) -> dict[str, Any]:
     """The loop's step (notebook 02's is checked against it): momentum update, loss and enqueue, backward, SGD."""
     if cfg.parts.contrastive:  # the key encoder moves first (raw_model: the model inside DDP)
-        (raw_model if raw_model is not None else model).momentum_update(cfg.ema_momentum)
-    loss, parts = compute_loss(cfg, model, criterion, batch, distributed=distributed, sync=sync)
+        cast(MoCoModel, raw_model if raw_model is not None else model).momentum_update(cfg.ema_momentum)
+    loss, parts = compute_loss(LossSettings.of(cfg), model, criterion, batch, distributed=distributed, sync=sync)
     if at is not None:  # the loop's (epoch, step): a non-finite loss stops the run before it reaches the weights
         _check_finite(parts, *at)
     optimizer.zero_grad(set_to_none=True)
@@ -506,7 +508,7 @@ class _Run:
     loader: torch.utils.data.DataLoader
     loader_gen: torch.Generator  #: the loader's generator, reseeded every epoch
     sampler: torch.utils.data.DistributedSampler
-    dataset: ImageDataset | TemporalPairDataset
+    dataset: Any  #: ImageDataset | TemporalPairDataset | EncodedPairDataset, with prepare_data's attributes
     steps_per_epoch: int
     total_steps: int
     metrics: _Metrics
@@ -523,7 +525,7 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     model.train()
-    channels_last = cfg.channels_last if cfg.channels_last is not None else ctx.device.type == "cuda"
+    channels_last = _channels_last(cfg, ctx.device)
     sums: dict[str, float] = {}
     n_images = 0
     t0 = time.perf_counter()
@@ -536,8 +538,8 @@ def _train_epoch(run: _Run, epoch: int, global_step: int) -> dict[str, Any]:
     sync = _sync_each_step(ctx.device)
     for i in range(steps_per_epoch):
         with ddp_guard(ctx, f"epoch {epoch + 1} step {i + 1}"):
-            if getattr(dataset, "batch_views", None) is not None:  # JPEG bytes: decode and augment on the GPU
-                batch = dataset.batch_views(next(it))
+            if (views := getattr(dataset, "batch_views", None)) is not None:  # JPEG bytes: decoded on the GPU
+                batch = views(next(it))
             else:
                 batch = _to_device(next(it), ctx.device, channels_last, getattr(dataset, "batch_transform", None))
             step = global_step + i
@@ -594,10 +596,10 @@ def knn_monitor(model: nn.Module, df, cfg: PretrainConfig, classes: list[str], d
         return part
 
     # extract_features puts the backbone back in its mode; fork_rng restores the CPU generator (DataLoaders draw there)
+    extract = functools.partial(extract_features, classes=classes, device=device, progress=False)
     with torch.random.fork_rng(devices=[]):
-        common = dict(classes=classes, device=device, progress=False)
-        fb, lb = extract_features(model.backbone, subset(cfg.train_split), cfg.image_size, **common)
-        fq, lq = extract_features(model.backbone, subset(cfg.val_split), cfg.image_size, **common)
+        fb, lb = extract(model.get_submodule("backbone"), subset(cfg.train_split), cfg.image_size)
+        fq, lq = extract(model.get_submodule("backbone"), subset(cfg.val_split), cfg.image_size)
     return float(knn(fb, lb, fq, lq, k=cfg.knn_k)["top1"])
 
 

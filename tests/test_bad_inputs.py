@@ -195,9 +195,9 @@ CASES = [
     Case("cuda-without-gpu", ARGS + " --device cuda", r"--device cuda: no CUDA GPU is available", needs_no_cuda=True),
     Case("geo-k-above-locations", TRAIN.replace("moco-tp", "moco-geo") + " --geo-k 5", r"geo_k=5 .*only 4 locations\. Use --geo-k 2 or fewer"),
     Case("batch-above-split", TRAIN + " --batch-size 64", r"'train' split has 10 images, fewer than one batch of 64"),
-    # resuming: a resumed run must equal an uninterrupted one
+    # resuming: a resumed run must equal an uninterrupted one (differences in PretrainConfig's field order)
     Case("resume-loss-settings", RESUME + " --lr 0.1 --temperature 0.5 --strategy nearest", r"cannot resume with other "
-         r"settings \(temperature: checkpoint 0\.2, now 0\.5; lr: checkpoint 0\.03, now 0\.1; strategy: checkpoint "
+         r"settings \(lr: checkpoint 0\.03, now 0\.1; temperature: checkpoint 0\.2, now 0\.5; strategy: checkpoint "
          r"'any-other', now 'nearest'\)", setup=_copy_run),
     Case("resume-other-manifest", RESUME.replace("--manifest {manifest}", "--manifest {data}/other.parquet"),
          r"manifest: checkpoint .*manifest\.parquet, now .*other\.parquet", setup=_copy_run),
@@ -257,6 +257,9 @@ CASES = [
          r"--set epochs=-1: PretrainConfig\.epochs: -1 must be >= 1"),
     Case("course-set-batch-0", "course run --profile smoke --set batch_size=0 --out {tmp}/run",
          r"--set batch_size=0: PretrainConfig\.batch_size: 0 must be >= 1"),
+    # what pretrain refuses, plan refuses too (issue 27): BatchNorm splits that the notebook's batch does not divide
+    Case("course-set-bn-splits", "course plan --profile smoke --set bn_splits=3",
+         r"--set bn_splits=3: PretrainConfig\.batch_size=16 is not divisible by bn_splits=3"),
     Case("course-set-arch-unknown", "course plan --profile smoke --set arch=resnet999",
          r"PretrainConfig\.arch: invalid choice 'resnet999'; choose one of resnet18"),
     Case("course-set-geo-k-values", "course plan --profile smoke --set geo_k_values=[1]",

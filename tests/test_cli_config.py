@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import re
 import subprocess
 import sys
@@ -192,11 +191,23 @@ def test_a_field_without_a_command_line_type_is_refused() -> None:
     assert dataclass_from_args(DenseConfig, p.parse_args(["--decoder", "fcn"])) == DenseConfig(decoder="fcn")
 
 
-def test_every_user_error_type_the_cli_names_exists() -> None:
-    """main() shows these without a traceback; a name left behind by a move would show a traceback."""
-    for module, name in cli._USER_ERRORS:
-        found = getattr(importlib.import_module(module), name, None)
-        assert isinstance(found, type) and issubclass(found, BaseException), f"{module}.{name}"
+def test_the_cli_shows_user_errors_and_lets_bugs_keep_their_traceback(monkeypatch, capsys) -> None:
+    """main() prints a UserError as one line with exit 2; any other exception (a ValueError too) is a bug in
+    geolab and goes up with its traceback (issue 27)."""
+    from geolab.errors import UserError
+
+    def user_error(args):
+        raise UserError("the manifest x.csv has no split column\nadd one")
+
+    def bug(args):
+        raise ValueError("an internal check failed")
+
+    monkeypatch.setattr(cli, "_doctor", user_error)
+    assert cli.main(["doctor"]) == 2
+    assert capsys.readouterr().err == "geolab: error: the manifest x.csv has no split column; add one\n"
+    monkeypatch.setattr(cli, "_doctor", bug)
+    with pytest.raises(ValueError, match="an internal check failed"):
+        cli.main(["doctor"])
 
 
 def test_geolab_help_imports_neither_torch_nor_pandas() -> None:
@@ -204,3 +215,31 @@ def test_geolab_help_imports_neither_torch_nor_pandas() -> None:
             "print(sorted({'torch', 'pandas', 'papermill'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_each_pretrain_field_declares_its_role_and_the_checks_derive_from_it() -> None:
+    """Issue 27: one declaration per field (its part; whether it changes the learned weights). The resume
+    check and the notebooks' training settings are read off it (the experiment key: test_experiment_keys)."""
+    from geolab.checkpoints import RESUME_MUST_MATCH
+    from geolab.config import PRETRAIN_ROLES, training_settings
+
+    assert list(PRETRAIN_ROLES) == [f.name for f in dataclasses.fields(PretrainConfig)]
+    learns = {name for name, role in PRETRAIN_ROLES.items() if role.learns}
+    assert set(RESUME_MUST_MATCH) == learns - {"manifest", "strategy", "epochs"}  # those three: their own rules
+    assert "amp" in learns and not {"channels_last", "compile", "on_bad_image", "knn_k", "val_split"} & learns
+    params = {"arch": "resnet18", "seed": 3, "method": "moco", "manifest": "m.csv", "seeds": [0], "temperature": 0.1,
+              "In": [], "knn_every": 2}
+    assert training_settings(params) == {"arch": "resnet18", "temperature": 0.1, "knn_every": 2}
+
+
+def test_run_folder_spells_a_run_folders_layout_once(tmp_path) -> None:
+    from geolab.paths import RUN_FILES, RunFolder, manifest_fingerprint
+
+    run = RunFolder(tmp_path / "r")
+    assert run.checkpoint == tmp_path / "r" / "checkpoints" / "last.pt" and run.metrics.name == "metrics.jsonl"
+    assert RunFolder.of_checkpoint(run.checkpoint) == run and run.log == tmp_path / "r.log"
+    assert RunFolder.of_records(run.records_file("02_x")).experiments == (tmp_path / "r" / "experiments").resolve()
+    assert RUN_FILES == {"config.json", "metrics.jsonl", "checkpoints", "tensorboard", "result.json"}
+    (tmp_path / "m.csv").write_text("abc")
+    assert manifest_fingerprint(tmp_path / "m.csv").startswith(f"{(tmp_path / 'm.csv').resolve()}:3:")
+    assert manifest_fingerprint(tmp_path / "nope.csv").endswith(":missing")

@@ -23,7 +23,7 @@ from geolab.config import PretrainConfig
 from geolab.models import MoCoModel, build_contrastive_loss, load_memory_bank_state, memory_bank_state
 from geolab.checkpoints import load_checkpoint
 from geolab.distributed import DistContext, DistributedError, ddp_guard
-from geolab.models import compute_loss
+from geolab.models import LossSettings, compute_loss
 
 REPO = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH, QUEUE, GEO_K = 8, 16, 3
@@ -48,7 +48,7 @@ def _bank() -> dict[str, torch.Tensor]:
 
 def _one_step(model, criterion, batch, distributed: bool) -> float:
     torch.manual_seed(123)  # the key shuffle permutation (drawn on rank 0 under DDP)
-    loss, _ = compute_loss(CFG, model, criterion, batch, distributed=distributed)
+    loss, _ = compute_loss(LossSettings.of(CFG), model, criterion, batch, distributed=distributed)
     loss.backward()
     return float(loss.detach())
 
@@ -75,7 +75,7 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
     ctx = DistContext(rank, world, 0, torch.device("cpu"), owns_group=True)
     try:
         with ddp_guard(ctx, "epoch 1 step 2"):
-            compute_loss(CFG, ddp, criterion, batch, distributed=True)[0].backward()
+            compute_loss(LossSettings.of(CFG), ddp, criterion, batch, distributed=True)[0].backward()
         Path(out, "rank0.txt").write_text("no error")
     except DistributedError as exc:
         Path(out, "rank0.txt").write_text(str(exc))

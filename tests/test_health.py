@@ -15,8 +15,8 @@ import torch
 
 from geolab.config import PretrainConfig
 from geolab.course.health import health_verdict, run_health, world_summary, world_table_markdown
+from geolab.models import LossSettings, MoCoModel, build_contrastive_loss, compute_loss, embedding_std
 from geolab.stats import compare, difference_interval, paired_difference_interval, stuck_records
-from geolab.models import MoCoModel, build_contrastive_loss, compute_loss, embedding_std
 from geolab.train import lr_at
 
 
@@ -136,7 +136,7 @@ def test_symmetric_loss_is_the_mean_of_both_directions_against_one_bank():
     cfg = PretrainConfig(method="moco-geo", manifest="m", geo_k=4, symmetric=True, proj_dim=16)
     crit = build_contrastive_loss(0.2, 32, 16)
     bank0 = crit.memory_bank.bank.clone() if crit.memory_bank.bank.numel() else None
-    loss, parts = compute_loss(cfg, model, crit, batch)
+    loss, parts = compute_loss(LossSettings.of(cfg), model, crit, batch)
     # reference: both directions, each against a fresh copy of the same initial bank
     ref = []
     for q_in, k_in in ((x1, x2), (x2, x1)):

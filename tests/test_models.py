@@ -190,7 +190,7 @@ def test_step_without_host_sync_gives_the_same_loss_and_parts_on_the_device():
     """``compute_loss(sync=False)`` keeps every logged part a 0-d tensor (no ``float()`` inside the
     step, which would wait for the GPU) with the values ``sync=True`` returns as floats."""
     from geolab.config import PretrainConfig
-    from geolab.models import compute_loss
+    from geolab.models import LossSettings, compute_loss
 
     cfg = PretrainConfig(method="moco-tp-geo", arch="resnet18-w16", image_size=32, batch_size=4, queue_size=16,
                          geo_k=3, amp=False, device="cpu")
@@ -205,7 +205,7 @@ def test_step_without_host_sync_gives_the_same_loss_and_parts_on_the_device():
     for sync in (True, False):
         load_memory_bank_state(crit, bank)
         torch.manual_seed(5)
-        out[sync] = compute_loss(cfg, model, crit, batch, sync=sync)
+        out[sync] = compute_loss(LossSettings.of(cfg), model, crit, batch, sync=sync)
     (loss_a, parts_a), (loss_b, parts_b) = out[True], out[False]
     assert set(parts_a) == set(parts_b) == {"loss", "contrastive", "geo", "embedding_std"}
     assert all(isinstance(v, float) for v in parts_a.values())
@@ -233,7 +233,7 @@ def test_the_only_host_read_in_a_step_is_the_memory_bank_pointer_kept_on_the_hos
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from geolab.config import PretrainConfig
-    from geolab.models import compute_loss
+    from geolab.models import LossSettings, compute_loss
 
     moved = build_contrastive_loss(0.2, 16, 8).to("meta")
     assert moved.memory_bank.bank.device.type == "meta" and moved.memory_bank.bank_ptr.device.type == "cpu"
@@ -258,7 +258,7 @@ def test_the_only_host_read_in_a_step_is_the_memory_bank_pointer_kept_on_the_hos
     for sync in (False, True):
         with Reads() as reads:
             model.momentum_update(0.99)
-            loss, _ = compute_loss(cfg, model, crit, batch, sync=sync)
+            loss, _ = compute_loss(LossSettings.of(cfg), model, crit, batch, sync=sync)
             loss.backward()
         counts[sync] = reads.ptrs
     assert counts[False] == [crit.memory_bank.bank_ptr.data_ptr()]

@@ -18,6 +18,7 @@ import torch
 from test_train import patterned_manifest, quick_config
 
 import geolab.train as train_mod
+from geolab.checkpoints import checkpoint_path
 from geolab.config import PretrainConfig
 from geolab.train import load_checkpoint, pretrain
 
@@ -67,7 +68,7 @@ def test_exception_mid_epoch_then_resume_matches_uninterrupted(reference, tmp_pa
     monkeypatch.setattr(train_mod, "compute_loss", dying)
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg)
-    assert load_checkpoint(train_mod.checkpoint_path(cfg.out))["epoch"] == 1
+    assert load_checkpoint(checkpoint_path(cfg.out))["epoch"] == 1
     monkeypatch.setattr(train_mod, "compute_loss", real)
     got = load_checkpoint(pretrain(PretrainConfig(**{**cfg.__dict__, "resume": True})))
     assert_same_training_state(want, got)
@@ -116,7 +117,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(reference, tmp_path
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    assert load_checkpoint(train_mod.checkpoint_path(cfg.out))["epoch"] == 1
+    assert load_checkpoint(checkpoint_path(cfg.out))["epoch"] == 1
     got = load_checkpoint(pretrain(PretrainConfig(**{**cfg.__dict__, "resume": True})))
     assert_same_training_state(want, got)
 

@@ -25,9 +25,9 @@ from geolab.datasets import BadImageWarning, ImageDataset, TemporalPairDataset, 
 from geolab.evaluate import load_backbone
 from geolab.course.experiment import run_experiment
 from geolab.models import ARCHS, MoCoModel, NarrowResNet, build_contrastive_loss, make_backbone
-from geolab.checkpoints import load_checkpoint, save_random_init
+from geolab.checkpoints import checkpoint_path, load_checkpoint, save_random_init
 from geolab.distributed import seed_everything
-from geolab.models import auto_bn_splits, build_model, compute_loss
+from geolab.models import LossSettings, auto_bn_splits, build_model, compute_loss
 from geolab.train import prepare_data, pretrain
 from geolab.transforms import BatchMoCoV2View, BatchSupervisedView, _Normalize
 from tests.helpers import break_image, manifest_rows
@@ -288,7 +288,7 @@ def test_pretrain_with_preload_writes_a_checkpoint(data: Path, tmp_path: Path, m
     ckpt = load_checkpoint(pretrain(cfg))
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 2 and ckpt["finished"]
     assert ckpt["arch"] == "resnet18-w16" and math.isfinite(ckpt["metrics"]["loss"])
-    assert load_backbone(train_mod.checkpoint_path(cfg.out)).feature_dim == ARCHS["resnet18-w16"][1]
+    assert load_backbone(checkpoint_path(cfg.out)).feature_dim == ARCHS["resnet18-w16"][1]
 
 
 def test_preload_run_interrupted_and_resumed_equals_uninterrupted(data: Path, tmp_path: Path, monkeypatch):
@@ -314,7 +314,7 @@ def test_preload_run_interrupted_and_resumed_equals_uninterrupted(data: Path, tm
     monkeypatch.setattr(train_mod, "compute_loss", dying)
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg)
-    assert load_checkpoint(train_mod.checkpoint_path(cfg.out))["epoch"] == 1
+    assert load_checkpoint(checkpoint_path(cfg.out))["epoch"] == 1
     monkeypatch.setattr(train_mod, "compute_loss", real)
     got = load_checkpoint(pretrain(PretrainConfig(**{**cfg.__dict__, "resume": True})))
     assert_same_training_state(want, got)
@@ -360,7 +360,7 @@ def test_preload_cli_run_killed_then_resumed_equals_uninterrupted(data: Path, tm
     finally:
         if proc.poll() is None:
             proc.kill()
-    ckpt = load_checkpoint(train_mod.checkpoint_path(cfg.out))
+    ckpt = load_checkpoint(checkpoint_path(cfg.out))
     assert ckpt["epoch"] == 1 and ckpt["config"]["preload"] is True
     got = load_checkpoint(pretrain(PretrainConfig(**{**cfg.__dict__, "resume": True})))
     assert_same_training_state(want, got)
@@ -435,7 +435,7 @@ def test_contrastive_engine_learns_near_identity_views():
             "label": torch.zeros(batch, dtype=torch.long),
         }
         model.momentum_update(0.99)
-        loss, parts = compute_loss(cfg, model, criterion, batch_)
+        loss, parts = compute_loss(LossSettings.of(cfg), model, criterion, batch_)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import shutil
 from collections import namedtuple
 from pathlib import Path
@@ -19,7 +20,7 @@ from geolab.io import DiskSpaceError
 from geolab.models import build_contrastive_loss, load_memory_bank_state, make_backbone
 from geolab.checkpoints import CheckpointError, load_checkpoint, load_state_dict_checked, save_checkpoint
 from geolab.distributed import seed_everything
-from geolab.models import build_model, compute_loss
+from geolab.models import LossSettings, ModelSettings, build_model, compute_loss
 from geolab.train import prepare_data, pretrain
 
 
@@ -76,7 +77,7 @@ def fixed_batch_loss(cfg: PretrainConfig, state: dict | None, bank: dict | None)
     items = [ds[i] for i in range(8)]
     batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
     seed_everything(cfg.seed)
-    model = build_model(cfg, len(classes), bn_splits=2)
+    model = build_model(ModelSettings.of(cfg), len(classes), bn_splits=2)
     if state is not None:
         model.load_state_dict(state)
     criterion = None
@@ -85,7 +86,7 @@ def fixed_batch_loss(cfg: PretrainConfig, state: dict | None, bank: dict | None)
         load_memory_bank_state(criterion, bank)
     torch.manual_seed(7)
     with torch.no_grad():
-        return compute_loss(cfg, model, criterion, batch)[1]["loss"]
+        return compute_loss(LossSettings.of(cfg), model, criterion, batch)[1]["loss"]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -188,13 +189,14 @@ def test_resume_with_other_settings_is_refused(finished_run, tmp_path: Path):
 
 def test_resume_refuses_another_manifest_or_loss_and_optimizer_settings(finished_run, tmp_path: Path):
     """A resumed run must equal an uninterrupted one: another manifest (path), the same manifest
-    with other content (hash recorded at the start of the run), and other loss or optimizer
-    settings are refused with every difference named; config.json is left as it was."""
+    with other content (its fingerprint, size and mtime, recorded at the start of the run), and other
+    loss or optimizer settings are refused with every difference named; config.json is left as it was."""
     out = tmp_path / "other"
     shutil.copytree(finished_run.cfg.out, out)
     config_before = (out / "config.json").read_text()
     cfg = PretrainConfig(**{**finished_run.cfg.__dict__, "out": out, "resume": True})
-    assert json.loads(config_before)["manifest"]["sha256"] == load_checkpoint(finished_run.path)["manifest"]["sha256"]
+    recorded = json.loads(config_before)["manifest"]["fingerprint"]
+    assert recorded == load_checkpoint(finished_run.path)["manifest"]["fingerprint"]
     changed = dict(temperature=0.5, lr=0.1, momentum=0.8, weight_decay=0.0, alpha=2.0, beta=0.5, ema_momentum=0.9,
                    cosine=False, strategy="nearest")
     with pytest.raises(CheckpointError) as err:
@@ -209,13 +211,14 @@ def test_resume_refuses_another_manifest_or_loss_and_optimizer_settings(finished
     with pytest.raises(CheckpointError, match=r"manifest: checkpoint .*, now .*data/"):
         pretrain(PretrainConfig(**{**cfg.__dict__, "manifest": copy}))
     same_path = PretrainConfig(**{**cfg.__dict__, "epochs": 3})
-    original = Path(same_path.manifest).read_bytes()
+    original, stat = Path(same_path.manifest).read_bytes(), Path(same_path.manifest).stat()
     Path(same_path.manifest).write_bytes(original + b"\n")  # content changes, path does not
     try:
         with pytest.raises(CheckpointError, match=r"manifest content: .* changed since the run started"):
             pretrain(same_path)
     finally:
         Path(same_path.manifest).write_bytes(original)
+        os.utime(same_path.manifest, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as it was, for the other tests
     assert (out / "config.json").read_text() == config_before
 
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from geolab.config import PretrainConfig
 from geolab.errors import UserError
 from geolab.geo import GeoClusterer, location_coords
-from geolab.models import MoCoModel, build_contrastive_loss, build_model, load_memory_bank_state, sgd
+from geolab.models import MoCoModel, ModelSettings, build_contrastive_loss, build_model, load_memory_bank_state, sgd
 from geolab.positives import LocationIndex, Strategy, uses_uniform
 from geolab.train import train_step
 
@@ -190,7 +190,7 @@ def _step_setup(geo: bool, T: float, m: float, alpha: float, beta: float, seed: 
                          image_size=16, batch_size=8, queue_size=24, temperature=T, ema_momentum=m, lr=0.1,
                          alpha=alpha, beta=beta, geo_k=4, bn_splits=1, amp=False, channels_last=False)
     torch.manual_seed(seed)
-    model = build_model(cfg, num_classes=1, bn_splits=1)
+    model = build_model(ModelSettings.of(cfg), num_classes=1, bn_splits=1)
     if not isinstance(model, MoCoModel):
         raise TypeError(f"{cfg.method} builds a {type(model).__name__}, not the MoCoModel this check steps")
     with torch.no_grad():  # as if training had moved the query encoder away from the key encoder

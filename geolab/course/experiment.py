@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +25,23 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from geolab import __version__, paths
+from geolab.argtypes import ConfigError
 from geolab.checkpoints import save_random_init
-from geolab.config import RANDOM_INIT, PretrainConfig, ProbeConfig
+from geolab.config import PRETRAIN_ROLES, RANDOM_INIT, Method, PretrainConfig, ProbeConfig, RecordMethod
 from geolab.course.records import read_records, record_result
 from geolab.evaluate import evaluate_checkpoint
 from geolab.io import atomic_write_json
+from geolab.paths import RunFolder, manifest_fingerprint
 from geolab.processes import process_pool
+from geolab.tiers import Tier
 from geolab.train import pretrain
 
-#: PretrainConfig fields that do not change what is learned (left out of the key): where it runs and how
-#: tensors are laid out in memory change the floating-point rounding, not the maths; the kNN monitor
-#: (how often, on how many images, k) only reads the model (tests/test_train.py checks it).
-_NOT_IN_KEY = {"out", "resume", "progress", "tensorboard", "num_workers", "log_every", "knn_every", "knn_k",
-               "knn_max_images", "device", "channels_last"}
+#: What the key holds of each PretrainConfig field, derived from the roles the fields declare
+#: (:class:`geolab.argtypes.Role`): a field that changes the learned weights, its value; one that does not
+#: but was always in the key (``keyed``), its default; any other (where it runs, how tensors are laid out,
+#: the kNN monitor, logging) nothing.
+_KEY_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PretrainConfig)
+                 if not PRETRAIN_ROLES[f.name].learns and PRETRAIN_ROLES[f.name].keyed}
 
 
 def experiments_dir(results_path: str | os.PathLike | None = "") -> Path:
@@ -46,29 +51,25 @@ def experiments_dir(results_path: str | os.PathLike | None = "") -> Path:
     else ``<runs>/interactive/experiments``.
     """
     if results_path:
-        return Path(results_path).resolve().parent.parent / "experiments"
-    return paths.runs_dir() / "interactive" / "experiments"
-
-
-def _manifest_fingerprint(manifest: str | os.PathLike) -> str:
-    st = Path(manifest).stat()
-    return f"{Path(manifest).resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        return RunFolder.of_records(results_path).experiments
+    return RunFolder(paths.runs_dir() / "interactive").experiments
 
 
 def experiment_key(cfg: PretrainConfig) -> str:
-    """A short hash of everything that decides what ``cfg`` learns."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_KEY}
+    """A short hash of everything that decides what ``cfg`` learns (see :data:`_KEY_DEFAULTS`)."""
+    d = {k: v for k, v in cfg.to_dict().items() if PRETRAIN_ROLES[k].learns}
+    d.update(_KEY_DEFAULTS)
     d["strategy"] = cfg.pair_strategy  # None and the method's default strategy are the same run
-    d["manifest"] = _manifest_fingerprint(cfg.manifest)
+    d["manifest"] = manifest_fingerprint(cfg.manifest)
     d["geolab"] = __version__
     return _short_hash(d)
 
 
 def run_experiment(
-    method: str,
+    method: RecordMethod,
     manifest: str | os.PathLike,
     *,
-    data: str = "geoworld",
+    data: Tier = "geoworld",
     seed: int = 0,
     results_path: str | os.PathLike | None = "",
     experiment: str = "main",
@@ -100,7 +101,7 @@ def run_experiment(
         checkpoint, key, reused.
     """
     cfg, key, folder = _plan(method, manifest, seed, progress, config, results_path)
-    done = folder / "result.json"
+    done = RunFolder(folder).result
     reused = done.exists() and not _trained_now
     if not done.exists():
         _train_and_store(method, manifest, seed, results_path, progress, config)
@@ -143,22 +144,21 @@ def run_experiment(
     return stored_record
 
 
-def _plan(method: str, manifest: str | os.PathLike, seed: int, progress: bool, config: dict[str, Any],
+def _plan(method: RecordMethod, manifest: str | os.PathLike, seed: int, progress: bool, config: dict[str, Any],
           results_path: str | os.PathLike | None) -> tuple[PretrainConfig, str, Path]:
     """The run's configuration, its key and its folder under :func:`experiments_dir`."""
-    untrained = method == RANDOM_INIT
-    cfg = PretrainConfig(method="supervised" if untrained else method, manifest=str(manifest), seed=seed,
-                         progress=progress, **config)
-    if untrained:  # only what decides the untrained weights and their evaluation
+    trained: Method = "supervised" if method == RANDOM_INIT else method  # random init: a supervised run's backbone
+    cfg = PretrainConfig(method=trained, manifest=str(manifest), seed=seed, progress=progress, **config)
+    if method == RANDOM_INIT:  # only what decides the untrained weights and their evaluation
         key = _short_hash({"arch": cfg.arch, "seed": seed, "image_size": cfg.image_size, "init": True,
-                           "manifest": _manifest_fingerprint(manifest), "geolab": __version__})
+                           "manifest": manifest_fingerprint(manifest), "geolab": __version__})
     else:
         key = experiment_key(cfg)
     return cfg, key, experiments_dir(results_path) / f"{method}-seed{seed}-{key}"
 
 
-def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, results_path: str | os.PathLike | None,
-                     progress: bool, config: dict[str, Any]) -> float:
+def _train_and_store(method: RecordMethod, manifest: str | os.PathLike, seed: int,
+                     results_path: str | os.PathLike | None, progress: bool, config: dict[str, Any]) -> float:
     """Train (or resume) one run, evaluate it and write its ``result.json``; the seconds it took.
 
     Runs in the notebook's process, or in a worker of :func:`run_experiments`.
@@ -172,7 +172,7 @@ def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, result
                     num_workers=cfg.num_workers, device=cfg.device, seed=seed),
         progress=progress,
     )
-    stored = {
+    stored: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "evaluation": evaluation,
         "training": {} if method == RANDOM_INIT else _training_summary(folder),
@@ -180,8 +180,8 @@ def _train_and_store(method: str, manifest: str | os.PathLike, seed: int, result
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "trained_by": Path(results_path).stem if results_path else "",
     }
-    atomic_write_json(folder / "result.json", stored)
-    return stored["wall_time_s"]
+    atomic_write_json(RunFolder(folder).result, stored)
+    return float(stored["wall_time_s"])
 
 
 def _train_logged(folder: Path, **job: Any) -> float:
@@ -193,8 +193,12 @@ def _train_logged(folder: Path, **job: Any) -> float:
     ``metrics.jsonl``.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)  # beside the run folder, which must hold only the run
-    with open(folder.parent / f"{folder.name}.log", "a") as log, contextlib.redirect_stderr(log):
+    with open(RunFolder(folder).log, "a") as log, contextlib.redirect_stderr(log):
         return _train_and_store(**job)
+
+
+#: A worker's threadpoolctl limits (:func:`_worker_init`), kept for the worker process's lifetime.
+_WORKER_LIMITS: list[Any] = []
 
 
 def _worker_init(threads: int) -> None:
@@ -204,7 +208,7 @@ def _worker_init(threads: int) -> None:
     scikit-learn's probe uses (threadpoolctl), so two workers never oversubscribe them.
     """
     torch.set_num_threads(threads)
-    _worker_init.limits = threadpool_limits(threads)  # kept alive for the worker's lifetime
+    _WORKER_LIMITS.append(threadpool_limits(threads))  # kept alive for the worker's lifetime
 
 
 def default_workers(device: str = "cpu", pending: int = 1) -> tuple[int, int]:
@@ -219,7 +223,7 @@ def default_workers(device: str = "cpu", pending: int = 1) -> tuple[int, int]:
     env = os.environ.get("GEOLAB_PARALLEL_RUNS", "").strip()
     if env:
         if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"GEOLAB_PARALLEL_RUNS={env!r}: expected a whole number >= 1 (runs trained at once).")
+            raise ConfigError(f"GEOLAB_PARALLEL_RUNS={env!r}: expected a whole number >= 1 (runs trained at once).")
         workers = int(env)
     else:
         workers = 1 if not str(device).startswith("cpu") else min(cores, 4)
@@ -238,13 +242,14 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
     :func:`default_workers`), each printing one line when it ends. A run that fails stops
     the rest and raises its error.
     """
-    folders, pending = [], {}
+    folders: list[Path] = []
+    pending: dict[Path, tuple[str, dict[str, Any]]] = {}
     for spec in specs:
         config = {k: v for k, v in spec.items() if k not in _RUN_ARGS}
         seed, results_path = spec.get("seed", 0), spec.get("results_path", "")
         cfg, _, folder = _plan(spec["method"], spec["manifest"], seed, False, config, results_path)
         folders.append(folder)
-        if not (folder / "result.json").exists():
+        if not RunFolder(folder).result.exists():
             pending.setdefault(folder, (cfg.device, dict(method=spec["method"], manifest=spec["manifest"], seed=seed,
                                                          results_path=results_path, progress=False, config=config)))
     if pending:
@@ -281,7 +286,7 @@ def run_experiments(specs: list[dict[str, Any]], workers: int | None = None) -> 
 _RUN_ARGS = {"method", "manifest", "seed", "results_path", "progress", "data", "experiment", "variant"}
 
 
-def run_methods(methods: tuple[str, ...] | list[str], seeds: list[int] | tuple[int, ...], manifest: str | os.PathLike,
+def run_methods(methods: Sequence[RecordMethod], seeds: Sequence[int], manifest: str | os.PathLike,
                 *, workers: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
     """Every method with every seed (method-major order), via :func:`run_experiments`."""
     specs = [dict(method=m, manifest=manifest, seed=s, **kwargs) for m in methods for s in seeds]
@@ -293,7 +298,7 @@ def _short_hash(d: dict[str, Any]) -> str:
 
 def _training_summary(folder: Path) -> dict[str, Any]:
     """The last epoch's losses and the number of optimizer steps, from ``metrics.jsonl``."""
-    path = folder / "metrics.jsonl"
+    path = RunFolder(folder).metrics
     epochs = []
     if path.exists():
         for line in path.read_text().splitlines():
@@ -324,11 +329,11 @@ def collect_records(results_path: str | os.PathLike | None = "", unique: bool = 
             notebook is recorded again there, and must not count as another seed.
     """
     if results_path:
-        folder = Path(results_path).resolve().parent
+        folder = RunFolder.of_records(results_path).records
         records = [r for f in sorted(folder.glob("*.jsonl")) for r in read_records(f)]
     else:
         records = []
-        for f in sorted(experiments_dir("").glob("*/result.json")):
+        for f in sorted(experiments_dir("").glob(f"*/{RunFolder('.').result.name}")):
             stored = json.loads(f.read_text())
             if "record" in stored:
                 records.append(stored["record"])

@@ -22,7 +22,7 @@ from typing import Any
 
 from geolab import paths
 from geolab.argtypes import positive_int
-from geolab.config import PROFILES, RANDOM_INIT, DenseConfig, PretrainConfig, WorldConfig
+from geolab.config import PRETRAIN_ROLES, PROFILES, RANDOM_INIT, DenseConfig, PretrainConfig, WorldConfig
 from geolab.course.records import CourseError
 from geolab.tiers import check_tier
 
@@ -190,9 +190,9 @@ def check_overrides(
         if any(d is None for d in defaults) or (value is None and key in nullable):
             continue
         if not any(_fits(value, d) for d in defaults):
-            nb, default = declared[key][0]
+            where, default = declared[key][0]
             problems.append(f"--set {key}={json.dumps(value)}: {key} takes {_kind(default)} "
-                            f"(declared `{key} = {default!r}` in {nb}), e.g. --set {key}={json.dumps(default)}")
+                            f"(declared `{key} = {default!r}` in {where}), e.g. --set {key}={json.dumps(default)}")
     if problems:
         raise CourseError("; ".join(problems))
 
@@ -268,12 +268,15 @@ NOTEBOOK_RULES: dict[str, Rule] = {
 #: The method whose rules every notebook's training parameters must pass (it has every part:
 #: contrastive, temporal, geo), unless the notebook declares its own ``method``.
 _FULL_METHOD = "moco-tp-geo"
-#: PretrainConfig fields that the course's notebooks do not hand to PretrainConfig as they are.
-_NOT_TRAINING = ("method", "manifest", "out")
+#: PretrainConfig fields that the course's notebooks do not hand to PretrainConfig as they are: the run's own
+#: (their declared part, ``run``: method, manifest, seed ..., given per run; :func:`geolab.config.training_settings`).
+_NOT_TRAINING = tuple(name for name, role in PRETRAIN_ROLES.items() if role.part == "run")
 
 
-def _config_error(config: type, values: Mapping[str, Any], method: str = _FULL_METHOD) -> str | None:
+def _config_error(config: type | None, values: Mapping[str, Any], method: str = _FULL_METHOD) -> str | None:
     """What ``config(**values)`` refuses (``None``: nothing), with the placeholders its required fields need."""
+    if config is None:
+        return None
     base = {"method": method, "manifest": "", "out": ""} if config is PretrainConfig else {}
     try:
         config(**{**base, **values})
@@ -304,8 +307,11 @@ def _value_errors(values: Mapping[str, Any]) -> list[tuple[str | None, str]]:
     method = own if isinstance(own, str) and not problems else _FULL_METHOD
     fields = {f.name for f in dataclasses.fields(PretrainConfig)} - set(_NOT_TRAINING)
     training = {k: v for k, v in values.items() if k in fields}
-    for key, value in training.items():  # one at a time, so that each problem names its parameter
-        if value is not None and (err := _config_error(PretrainConfig, {key: value}, method)):
+    alone = {key: err for key, value in training.items()  # one at a time, so that each problem names its parameter
+             if value is not None and (err := _config_error(PretrainConfig, {key: value}, method))}
+    context = {k: v for k, v in training.items() if k not in alone}  # the notebook's other, valid values
+    for key, err in alone.items():  # a rule between fields (bn_splits divides batch_size) read with the notebook's own
+        if (err := _config_error(PretrainConfig, {**context, key: training[key]}, method)):
             problems.append((key, err))
     if not problems and (err := _config_error(PretrainConfig, training, method)):
         problems.append((None, err))  # a rule between fields, e.g. warmup_epochs <= epochs
@@ -319,8 +325,8 @@ def _value_errors(values: Mapping[str, Any]) -> list[tuple[str | None, str]]:
         elif not isinstance(value, (list, tuple)):
             problems.append((key, "must be a list"))
         elif len(value) < rule.min_items:
-            problems.append((key, f"is empty; list at least {rule.min_items} (each a valid "
-                                  f"{rule.config.__name__}.{rule.field})"))
+            what = f"{rule.config.__name__}.{rule.field}" if rule.config is not None else "value"
+            problems.append((key, f"is empty; list at least {rule.min_items} (each a valid {what})"))
         else:
             for item in value:
                 if (err := _rule_error(rule, item)):
@@ -366,14 +372,14 @@ def check_values(
         values.update(injected)
         for key in values:
             declaring.setdefault(key, []).append(name)
-        for key, err in _value_errors(values):
-            origin = _origin(profile, name, key, values, overrides)
-            found.setdefault((key, f"{origin}: {err}"), []).append(name)
+        for param, err in _value_errors(values):
+            origin = _origin(profile, name, param, values, overrides)
+            found.setdefault((param, f"{origin}: {err}"), []).append(name)
     if not found:
         return
     lines = []
-    for (key, text), names in found.items():
-        everywhere = key is not None and len(declaring.get(key, [])) > 1 and names == declaring[key]
+    for (param, text), names in found.items():
+        everywhere = param is not None and len(declaring.get(param, [])) > 1 and names == declaring[param]
         lines.append(text.rstrip(".") + ("" if everywhere else f" (in {', '.join(names)})"))
     raise CourseError("; ".join(lines) + ".")
 

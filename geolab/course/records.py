@@ -20,6 +20,7 @@ from typing import Any
 import filelock
 
 from geolab import paths
+from geolab.errors import UserError
 from geolab.tiers import TIERS as DATA_TIERS
 
 RESULTS_SCHEMA_VERSION = 1
@@ -30,14 +31,14 @@ DENSE_KEYS: tuple[str, ...] = ("miou", "pixel_acc")
 
 
 # ============================================================================ errors
-class CourseError(Exception):
+class CourseError(UserError):
     """A problem with the run set-up whose message says what to do.
 
     For example an unknown profile, a missing kernel or a bad manifest option.
     """
 
 
-class ResultsValidationError(ValueError):
+class ResultsValidationError(UserError, ValueError):
     """A result record or results.json does not match ``data_manifests/results.schema.json``."""
 
 

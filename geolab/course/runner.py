@@ -71,8 +71,9 @@ from geolab.course.state import (
 )
 from geolab.envcheck import kernel_manager_config
 from geolab.io import atomic_write_json, check_output_folder
+from geolab.paths import RunFolder
 from geolab.processes import process_pool
-from geolab.tiers import check_tier, fmow_mini_manifest
+from geolab.tiers import Tier, check_tier, fmow_mini_manifest
 
 #: Tiers that need a manifest the user already has (``--manifest``).
 TIERS_NEEDING_MANIFEST: tuple[str, ...] = ("fmow", "geoimagenet")
@@ -127,7 +128,7 @@ class CoursePlan:
     """
 
     profile: dict[str, Any]
-    tier: str
+    tier: Tier
     out: Path
     kernel_name: str
     notebooks: list[Path]
@@ -155,7 +156,7 @@ def check_run_out(out: Path, inputs: Sequence[str | os.PathLike]) -> None:
         geolab.io.OutputRefusedError: ``out`` is the notebooks' folder or the manifest's, its
             ``notebooks/`` is the course's own, or it is not a run folder and holds those names.
     """
-    check_output_folder(out, own=RUN_FOLDER_FILES, ours=(out / "state").is_dir() or (out / ".lock").is_file(),
+    check_output_folder(out, own=RUN_FOLDER_FILES, ours=RunFolder(out).state.is_dir() or (out / ".lock").is_file(),
                         command="geolab course run", inputs=inputs, force=None)
 
 
@@ -224,11 +225,10 @@ def _cell_failure(name: str, err: Any, output: Path) -> CellFailure:
 # ============================================================================ plan
 def _data_tier(
     prof: Mapping[str, Any], data: str | None, manifest: str | os.PathLike | None, overrides: dict[str, Any]
-) -> str:
+) -> Tier:
     """The run's data tier, checked; sets ``data`` (and ``manifest``) in ``overrides``."""
-    tier = data or overrides.get("data") or prof["common"].get("data") or "geoworld"
     try:
-        check_tier(tier)
+        tier = check_tier(data or overrides.get("data") or prof["common"].get("data") or "geoworld")
     except ValueError as exc:
         raise CourseError(str(exc)) from None
     overrides["data"] = tier
@@ -384,21 +384,21 @@ def run_notebook(
 
     out, name = plan.out, nb.stem
     params, declared = plan.parameters[name]
-    state_path = out / "state" / f"{name}.json"
-    output = out / "notebooks" / nb.name
-    records_path = out / "records" / f"{name}.jsonl"
+    folder = RunFolder(out)
+    state_path, output, records_path = folder.state_file(name), folder.notebooks / nb.name, folder.records_file(name)
     src_hash = source_hash(nb)
     state = read_state(state_path)
     reason = "--force" if force else rerun_reason(state, src_hash, params, output)
-    if reason is None:
+    if reason is None:  # the state says it succeeded with these inputs
+        last = state or {}
         n_rec = len(read_records(records_path)) if records_path.is_file() else 0
         log(f"{tag}: skipped, already succeeded with the same source and parameters "
-            f"({fmt_time(state.get('wall_time_s'))} then)")
+            f"({fmt_time(last.get('wall_time_s'))} then)")
         return NotebookOutcome(
             name,
             "skipped",
-            reason=f"succeeded on {state.get('finished', '?')} with the same source and parameters",
-            wall_time_s=state.get("wall_time_s"),
+            reason=f"succeeded on {last.get('finished', '?')} with the same source and parameters",
+            wall_time_s=last.get("wall_time_s"),
             parameters=params,
             records=n_rec,
             output=output,
@@ -503,7 +503,7 @@ def run_course(
     outcomes: dict[str, NotebookOutcome] = {}
     for nb in plan.notebooks:
         if nb.stem not in plan.parameters:
-            st = read_state(out / "state" / f"{nb.stem}.json")
+            st = read_state(RunFolder(out).state_file(nb.stem))
             outcomes[nb.stem] = NotebookOutcome(
                 nb.stem,
                 "not-run",
@@ -542,7 +542,6 @@ def run_course(
         f"{len(results['records'])} record(s) -> {results_path}; report {md}"
     )
     run = CourseRun(out, ordered, results, results_path, md, html_path, warnings=plan.warnings)
-    if not run.ok:
-        f = run.failure
+    if (f := run.failure) is not None:
         log(f"Fix {f.notebook}.ipynb and rerun the same command: notebooks that succeeded are skipped.")
     return run

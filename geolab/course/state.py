@@ -21,7 +21,8 @@ from geolab import __version__
 from geolab.course.profiles import DEFAULT_KERNEL, RUNNER_PARAMETERS
 from geolab.course.records import RESULTS_SCHEMA_VERSION, now, read_records, validate_results
 from geolab.io import atomic_write_json
-from geolab.tiers import is_simulated
+from geolab.paths import RunFolder
+from geolab.tiers import Tier, is_simulated
 
 
 @dataclasses.dataclass
@@ -181,7 +182,7 @@ def collect_results(
     outcomes: Sequence[NotebookOutcome],
     *,
     profile_name: str,
-    data: str,
+    data: Tier,
     kernel_name: str = DEFAULT_KERNEL,
 ) -> dict[str, Any]:
     """Gather the records of every notebook whose last run succeeded into the results.json object.
@@ -195,9 +196,9 @@ def collect_results(
     records: list[dict[str, Any]] = []
     notebooks = []
     for o in outcomes:
-        st = read_state(out / "state" / f"{o.notebook}.json") or {}
+        st = read_state(RunFolder(out).state_file(o.notebook)) or {}
         good = o.status in ("ok", "skipped") or (o.status == "not-run" and st.get("status") == "ok")
-        rp = out / "records" / f"{o.notebook}.jsonl"
+        rp = RunFolder(out).records_file(o.notebook)
         recs = read_records(rp) if good and rp.is_file() else []
         for r in recs:
             r["notebook"] = o.notebook

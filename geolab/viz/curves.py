@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from geolab.config import RANDOM_INIT
+from geolab.paths import RunFolder
 from geolab.stats import bootstrap_interval, label_efficiency_table
 
 
 def run_folder(record: Mapping[str, Any]) -> Path | None:
-    """The run folder of a result record (its checkpoint's ``../..``), or None without one."""
+    """The run folder of a result record (the run of its checkpoint), or None without one."""
     ckpt = record.get("checkpoint")
-    return Path(ckpt).parent.parent if ckpt else None
+    return RunFolder.of_checkpoint(ckpt).root if ckpt else None
 
 
 COLUMNS = ["epoch", "step", "loss", "contrastive", "geo", "knn_top1"]
@@ -40,7 +41,7 @@ def run_config(record: Mapping[str, Any]) -> dict[str, Any]:
     ``config.json``, or ``{}`` when it has none.
     """
     folder = run_folder(record)
-    path = folder / "config.json" if folder else None
+    path = RunFolder(folder).config if folder else None
     if path is None or not path.exists():
         return {}
     stored = json.loads(path.read_text())
@@ -55,7 +56,7 @@ def training_history(record: Mapping[str, Any]) -> pd.DataFrame:
     backbone (``random-init``) or a run whose ``metrics.jsonl`` is missing.
     """
     folder = run_folder(record)
-    path = folder / "metrics.jsonl" if folder else None
+    path = RunFolder(folder).metrics if folder else None
     rows = []
     if path is not None and path.exists():
         for line in path.read_text().splitlines():
