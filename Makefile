@@ -37,18 +37,20 @@ book: $(STAMP)
 	@test -d $(RUN)/notebooks || $(MAKE) --no-print-directory course RUN=$(RUN)
 	$(PY) -m geolab.course.book --run $(RUN) --out $(RUN)/book
 
-# ruff first (fails fast with its findings; configuration in pyproject.toml), then unit and
+# ruff and mypy first (fail fast with their findings; configuration in pyproject.toml), then unit and
 # integration tests, then nbval over every notebook in its quick default parameters.
 # pytest exits 5 when it collected nothing: that is a failure here, never a silent pass.
 test: $(STAMP)
 	$(VENV)/bin/ruff check geolab
+	$(VENV)/bin/mypy
 	@$(PY) -m pytest tests notebooks $(NBVAL_FLAGS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5); treating as a failure" >&2; exit 1; fi; \
 	exit $$rc
 
-# ruff, then the tests without the notebooks (quicker while editing the library).
+# ruff and mypy, then the tests without the notebooks (quicker while editing the library).
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check geolab
+	$(VENV)/bin/mypy
 	@$(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] || { echo "no tests collected" >&2; exit 1; }; exit $$rc
 
 # JupyterLab on notebooks/ with the geolab kernel. As root (containers) Jupyter refuses to start

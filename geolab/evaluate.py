@@ -44,10 +44,15 @@ from tqdm.auto import tqdm
 from geolab.config import PROBE_C_GRID, ProbeConfig
 from geolab.datasets import ImageDataset, label_names
 from geolab.distributed import resolve_device
+from geolab.errors import UserError
 from geolab.manifest import load_manifest, scoring_split, select_split
 from geolab.manifest_cells import shorten
 from geolab.transforms import eval_transform
 from geolab.weights import backbone_meta, check_arch, load_weights
+
+
+class EvalSplitError(UserError, ValueError):
+    """Splits that cannot be evaluated as asked; the message names them, their classes and what to do."""
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -332,11 +337,11 @@ def _check_eval_splits(train: pd.DataFrame, test: pd.DataFrame, source: str, tra
         linear: whether a linear probe follows (it needs two classes).
 
     Raises:
-        ValueError: naming the splits, the classes and what to do.
+        EvalSplitError: naming the splits, the classes and what to do.
     """
     train_classes = set(train["label"])
     if linear and len(train_classes) < 2:
-        raise ValueError(
+        raise EvalSplitError(
             f"{source}: the '{train_split}' split has {len(train_classes)} class "
             f"({', '.join(map(shorten, sorted(train_classes)))}); a linear probe needs at least two. Use a manifest "
             "whose training split holds several labels."
@@ -345,7 +350,7 @@ def _check_eval_splits(train: pd.DataFrame, test: pd.DataFrame, source: str, tra
     if len(unseen):
         names = sorted(unseen.unique())
         shown = ", ".join(map(shorten, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        raise ValueError(
+        raise EvalSplitError(
             f"{source}: {len(unseen)} of the {len(test)} '{test_split}' images have classes absent from the "
             f"'{train_split}' split ({shown}); no classifier trained on '{train_split}' can predict them. "
             f"Add training images of those classes or drop those rows from '{test_split}'."

@@ -19,12 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from geolab import paths
+from geolab.errors import UserError
 from geolab.io import atomic_write_json
 from geolab.sources.build import BuildReport
 from geolab.sources.download import download_objects
 from geolab.sources.fmow import FMOW_CATEGORIES, build_fmow_manifest
 from geolab.sources.prepare import prepare_cache
 from geolab.sources.s3 import ListingError, RetryPolicy, S3Bucket, list_objects
+
+
+class SelectionError(UserError, ValueError):
+    """A selection file that is missing or unreadable, or names unknown categories."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,13 @@ def load_selection(path: str | os.PathLike | None = None) -> Selection:
     """Read a selection file (default: ``data_manifests/fmow-mini.json``).
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: a missing field or an unknown category.
+        SelectionError: no such file, a missing field or an unknown category.
     """
     path = Path(path) if path is not None else default_selection_path()
     if not path.is_file():
-        raise FileNotFoundError(f"Selection file {path} not found.")
+        raise SelectionError(
+            f"Selection file {path} not found; pass an existing file to --selection, or leave it out (shipped one)."
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         sel = Selection(
@@ -67,11 +73,11 @@ def load_selection(path: str | os.PathLike | None = None) -> Selection:
             estimate=dict(raw.get("expected_download", {})),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a valid selection file ({type(exc).__name__}: {exc}); it needs "
+        raise SelectionError(f"{path}: not a valid selection file ({type(exc).__name__}: {exc}); it needs "
                          "categories, locations_per_category, endpoint, bucket and prefix.") from None
     unknown = [c for c in sel.categories if c not in FMOW_CATEGORIES]
     if unknown:
-        raise ValueError(f"{path}: unknown fMoW categories {unknown}; known: {', '.join(FMOW_CATEGORIES)}")
+        raise SelectionError(f"{path}: unknown fMoW categories {unknown}; known: {', '.join(FMOW_CATEGORIES)}")
     return sel
 
 
