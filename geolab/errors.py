@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """An error in what the user gave (a file, a folder, a value), not in geolab's code."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist; the message says which and what to do."""

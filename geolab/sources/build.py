@@ -17,8 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from geolab.errors import UserError
 from geolab.io import atomic_write_text
 from geolab.manifest import save_manifest, validate_manifest
+
+
+class NoImagesError(UserError, ValueError):
+    """A source folder in which no image could be used; the message names the first problems."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def save_build(report: BuildReport, out: str | os.PathLike) -> BuildReport:
     out = Path(out)
     if len(report.manifest) == 0:
         first = "; ".join(f"{s.path}: {s.reason}" for s in report.skipped[:3])
-        raise ValueError(
+        raise NoImagesError(
             f"No usable images found in {report.source}; nothing written to {out}."
             + (f" First problems: {first}" if first else "")
         )

@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from geolab.errors import UserError
+from geolab.errors import MissingInputError, UserError
 from geolab.sources.build import BuildReport, Skipped, drop_label_conflicts, save_build
 
 #: fMoW's split folders, in the order geolab lists them.
@@ -263,7 +263,7 @@ def _split_dirs(root: Path, splits: Iterable[str] | None) -> list[tuple[str, Pat
     found = [(s, root / s) for s in wanted if (root / s).is_dir()]
     if not found:
         present = sorted(p.name for p in root.iterdir() if p.is_dir())[:10] if root.is_dir() else []
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"No fMoW split folder ({', '.join(wanted)}) in {root} (found: {present or 'nothing'}). "
             "Point ROOT at the folder that holds train/ val/ test/ as distributed "
             "(e.g. .../fmow-rgb), or fetch a subset with `geolab data fmow-download`."

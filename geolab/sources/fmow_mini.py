@@ -238,10 +238,10 @@ def download_fmow_subset(
     categories = list(categories or sel.categories)
     unknown = [c for c in categories if c not in FMOW_CATEGORIES]
     if unknown:
-        raise ValueError(f"Unknown fMoW categories {unknown}; known: {', '.join(FMOW_CATEGORIES)}")
+        raise SelectionError(f"Unknown fMoW categories {unknown}; known: {', '.join(FMOW_CATEGORIES)}")
     locs = dict(locations_per_category or sel.locations)
     if any(v < 0 for v in locs.values()) or not any(locs.values()):
-        raise ValueError(f"locations per category must be >= 0 and not all 0, got {locs}")
+        raise SelectionError(f"locations per category must be >= 0 and not all 0, got {locs}")
     out = Path(out).expanduser() if out is not None else paths.download_dir() / "fmow-mini"
     store = S3Bucket(endpoint=endpoint or sel.endpoint, bucket=bucket or sel.bucket,
                      addressing="path" if path_style else "virtual")

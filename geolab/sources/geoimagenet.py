@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from geolab.errors import MissingInputError
 from geolab.sources.build import BuildReport, Skipped, save_build
 
 #: Placeholder time for data without acquisition times (see the module docstring).
@@ -51,7 +52,7 @@ def _find_layout(root: Path) -> tuple[Path, Path]:
     for images, meta in candidates:
         if images.is_dir() and meta.is_file():
             return images, meta
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"No GeoImageNet download in {root}: expected {root / 'imagenet_images'}/<class>/<id>.jpg and "
         f"{root / 'metadata.csv'} as the official downloader writes them "
         "(python downloader.py -data_root ROOT ...)."

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from geolab.errors import MissingInputError, UserError
 from geolab.sources.build import BuildReport, Skipped, drop_label_conflicts, save_build
 from geolab.sources.fmow import (
     FMOW_CATEGORIES,
@@ -52,13 +53,17 @@ LABEL_COLUMNS = ("category", "label", "class")
 PATH_COLUMNS = ("image_path", "path", "img_path")
 
 
+class OfficialCsvError(UserError, ValueError):
+    """An official GASSL CSV (or a --rebase rule) that cannot be read; the message names the file, line and column."""
+
+
 def _pick(columns: Sequence[str], names: Sequence[str], position: int, what: str, csv: Path) -> str:
     lower = {str(c).strip().lower(): c for c in columns}
     for n in names:
         if n in lower:
             return lower[n]
     if len(columns) <= position:
-        raise ValueError(
+        raise OfficialCsvError(
             f"{csv}: cannot find the {what} column: no column named {' / '.join(names)} and only "
             f"{len(columns)} column(s) ({', '.join(map(str, columns))}). The official CSVs have the "
             "label in column 0 and the image path in column 1, with a header row."
@@ -142,15 +147,15 @@ def read_official_csv(
     """
     csv_path = Path(csv_path).expanduser()
     if not csv_path.is_file():
-        raise FileNotFoundError(f"CSV {csv_path} not found.")
+        raise MissingInputError(f"CSV {csv_path} not found.")
     if "geoclass" in csv_path.name.lower() and not list(geo_csvs):
-        raise ValueError(
+        raise OfficialCsvError(
             f"{csv_path.name} looks like a geo-cluster CSV (its column 0 is a cluster, not a "
             "category). Pass the category CSV as CSV and this one with --geo-csv."
         )
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     if table.empty:
-        raise ValueError(f"{csv_path} has no rows.")
+        raise OfficialCsvError(f"{csv_path} has no rows.")
     cols = list(table.columns)
     label_col = _pick(cols, LABEL_COLUMNS, 0, "label", csv_path)
     path_col = _pick(cols, PATH_COLUMNS, 1, "image path", csv_path)
@@ -241,10 +246,10 @@ def _join_geo(df: pd.DataFrame, geo_csv: Path, rebase: Sequence[tuple[str, str]]
               skipped: list[Skipped]) -> pd.DataFrame:
     """Add ``official_geo_cluster`` from a geo-cluster CSV (column 0 cluster, column 1 path)."""
     if not geo_csv.is_file():
-        raise FileNotFoundError(f"geo-cluster CSV {geo_csv} not found.")
+        raise MissingInputError(f"geo-cluster CSV {geo_csv} not found.")
     geo = pd.read_csv(geo_csv, dtype=str, keep_default_na=False)
     if geo.shape[1] < 2:
-        raise ValueError(f"{geo_csv}: expected the geo cluster in column 0 and the image path in "
+        raise OfficialCsvError(f"{geo_csv}: expected the geo cluster in column 0 and the image path in "
                          f"column 1, found {geo.shape[1]} column(s).")
     base = geo_csv.resolve().parent
     clusters: dict[str, int] = {}
@@ -252,7 +257,7 @@ def _join_geo(df: pd.DataFrame, geo_csv: Path, rebase: Sequence[tuple[str, str]]
         try:
             k = int(float(c))
         except ValueError:
-            raise ValueError(f"{geo_csv} line {i + 2}, column 0: geo cluster {c!r} is not an "
+            raise OfficialCsvError(f"{geo_csv} line {i + 2}, column 0: geo cluster {c!r} is not an "
                              "integer.") from None
         clusters[os.path.normpath(str(_rebased(str(p).strip(), rebase, base)))] = k
     keys = [os.path.normpath(p) for p in df["path"]]
@@ -301,7 +306,7 @@ def parse_rebase(items: Iterable[str]) -> list[tuple[str, str]]:
     pairs = []
     for item in items:
         if "=" not in item:
-            raise ValueError(f"--rebase expects OLD=NEW, got {item!r}")
+            raise OfficialCsvError(f"--rebase expects OLD=NEW, got {item!r}")
         old, new = item.split("=", 1)
         pairs.append((old, new))
     return pairs
