@@ -284,6 +284,11 @@ CASES = [
          "--categories airport --locations-per-category 1 --val-locations-per-category 0 --out {tmp}/dl --no-progress "
          "--retries 0 --workers 2", r"sent the continuation token 'repeat-token' again after 2 pages", setup=_repeating_listing),
     Case("download-selection-missing", "data fmow-download --selection {root}/nope.json --dry-run", r"Selection file .*nope\.json not found"),
+    Case("download-unknown-category", "data fmow-download --categories nope --dry-run", r"Unknown fMoW categories \['nope'\]"),
+    # a source path that does not exist: one line naming it (MissingInputError), never a traceback
+    Case("fmow-manifest-missing-root", "data fmow-manifest {tmp}/nope --out {tmp}/m.parquet", r"No fMoW split folder .* in .*nope"),
+    Case("official-csv-missing", "data from-official-csv {tmp}/nope.csv --out {tmp}/m.parquet", r"CSV .*nope\.csv not found"),
+    Case("geoimagenet-missing-root", "data geoimagenet-manifest {tmp}/nope --out {tmp}/m.parquet", r"No GeoImageNet download in .*nope"),
 ]
 
 
