@@ -290,6 +290,12 @@ def _add_course(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", type=Path)
     p.set_defaults(func=_course_report)
 
+    p = csub.add_parser("book", help="render a run's executed notebooks and report as an offline static site")
+    p.add_argument("run", type=Path, help="a course run folder (geolab course run --out RUN)")
+    p.add_argument("--out", type=Path, default=None, help="the site's folder (default: RUN/book)")
+    p.add_argument("--verbose", action="store_true", help="show Sphinx's progress")
+    p.set_defaults(func=_course_book)
+
 
 def _parse_overrides(items: list[str]) -> dict:
     out = {}
@@ -337,6 +343,13 @@ def _course_report(args: argparse.Namespace) -> int:
 
     md, html = course.rebuild_report(args.out)
     print(f"{md}\n{html}")
+    return 0
+
+
+def _course_book(args: argparse.Namespace) -> int:
+    from geolab.course.book import build_book  # noqa: PLC0415 - start-up: Sphinx, myst-nb
+
+    print(build_book(args.run, args.out, verbose=args.verbose).resolve())  # the last line: the site's index.html
     return 0
 
 

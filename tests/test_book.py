@@ -253,3 +253,18 @@ def test_make_book_runs_the_course_first_only_when_its_notebooks_are_missing(tmp
     ).stdout  # fmt: skip
     assert ("geolab course run --profile cpu --out " + str(run) in out) is not made
     assert out.strip().splitlines()[-1].endswith(f"-m geolab.course.book --run {run} --out {run}/book")
+
+
+def test_the_cli_builds_the_site_and_refuses_a_run_without_notebooks(
+    site: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`geolab course book RUN` is the same build as `python -m geolab.course.book`: the same pages, index.html
+    printed last, exit 0; a folder without executed notebooks is a one-line user error (exit 2), not a traceback."""
+    from geolab import cli
+
+    out = tmp_path / "site"
+    assert cli.main(["course", "book", str(site["run"]), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str((out / "index.html").resolve())
+    assert sorted(p.name for p in out.glob("*.html")) == sorted(p.name for p in site["out"].glob("*.html"))
+    assert cli.main(["course", "book", str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err.startswith("geolab: error:")
