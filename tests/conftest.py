@@ -30,3 +30,16 @@ def _seeded():
     except ImportError:
         pass
     yield
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium with the network cut off (``helpers.offline_chromium``), one per test module;
+    the test is skipped, saying why, where Debian's chromium and chromedriver are missing."""
+    from helpers import missing_browser, offline_chromium
+
+    reason = missing_browser()
+    if reason:
+        pytest.skip(reason)
+    with offline_chromium() as driver:
+        yield driver

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,18 +20,6 @@ pytestmark = pytest.mark.browser
 
 #: page -> least number of decoded images on it
 FIGURES = {"00_intro": 0, "01_figures": 4, "02_map": 0, "results": 1, "world_card": 0, "index": 0, "search": 0}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """Headless Chromium with the network cut off."""
-    from helpers import missing_browser, offline_chromium
-
-    reason = missing_browser()
-    if reason:
-        pytest.skip(reason)
-    with offline_chromium() as driver:
-        yield driver
 
 
 @pytest.fixture(scope="module")

@@ -196,14 +196,16 @@ def test_expected_ranges_place_a_run_within_or_below(tmp_path: Path):
 
 
 def test_converged_picture_sets_this_run_beside_the_reference(tmp_path: Path):
-    """The cpu-long reference run's main records give each method's mean beside this run's; records of
-    other experiments are left out, a method only one side has keeps an empty cell, no file gives None."""
+    """The cpu-long reference run's main records give each method's mean beside this run's; a run that
+    several notebooks record counts once (its seeds are not multiplied), records of other experiments
+    are left out, a method only one side has keeps an empty cell, no file gives None."""
     from geolab.course.health import converged_picture
 
     ref = [{"method": m, "seed": s, "probe_top1": p + 0.01 * s, "experiment": "main", "arch": "resnet18-w32",
             "epochs": 0 if m == "random-init" else 45}
            for m, p in (("random-init", 0.40), ("moco", 0.60), ("moco-tp", 0.70)) for s in range(3)]
     ref.append({"method": "moco", "seed": 0, "probe_top1": 0.10, "experiment": "ablation", "epochs": 15})
+    ref += [dict(r, notebook="04_geo_pretext") for r in ref[:6]]  # a later notebook records the same runs again
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"profile": "cpu-long", "records": ref}))
     mine = [{"method": "moco", "seed": s, "probe_top1": 0.5} for s in range(3)] + \
@@ -211,6 +213,7 @@ def test_converged_picture_sets_this_run_beside_the_reference(tmp_path: Path):
     table = converged_picture(mine, path)
     assert list(table.index) == ["random-init", "moco", "moco-tp", "supervised"]
     assert table.loc["moco", "reference"] == 61.0 and table.loc["moco", "reference seeds"] == 3
+    assert table.loc["random-init", "reference seeds"] == 3
     assert table.loc["moco", "this run"] == 50.0 and table.loc["moco", "reference - this run"] == 11.0
     assert pd.isna(table.loc["supervised", "reference"]) and pd.isna(table.loc["moco-tp", "this run"])
     assert table.attrs["reference"]["arch"] == "resnet18-w32" and table.attrs["reference"]["epochs"] == 45

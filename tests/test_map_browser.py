@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +22,6 @@ import pytest
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """Headless Chromium with the network cut off (``helpers.offline_chromium``)."""
-    from helpers import missing_browser, offline_chromium
-
-    reason = missing_browser()
-    if reason:
-        pytest.skip(reason)
-    with offline_chromium() as driver:
-        yield driver
 
 
 @pytest.fixture(scope="module")

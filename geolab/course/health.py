@@ -344,8 +344,9 @@ def converged_picture(records: Sequence[Mapping[str, Any]], path: str | Path | N
     if not path.exists():
         return None
     stored = json.loads(path.read_text())
-    reference = [r for r in stored.get("records", []) if r.get("experiment", "main") == "main"
-                 and r.get("probe_top1") is not None]
+    # Notebooks 02-05 each record the main comparison's runs they read: one run counts once (method, seed).
+    reference = list({(r["method"], r.get("seed")): r for r in stored.get("records", [])
+                      if r.get("experiment", "main") == "main" and r.get("probe_top1") is not None}.values())
 
     def means(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         df = pd.DataFrame([{"method": r["method"], "probe": 100 * r["probe_top1"]} for r in rows
