@@ -12,6 +12,7 @@ import base64
 import contextlib
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -247,9 +248,12 @@ def test_make_book_runs_the_course_first_only_when_its_notebooks_are_missing(tmp
     if made:
         (run / "notebooks").mkdir(parents=True)
     repo = Path(__file__).resolve().parents[1]
+    # Under `make test` this make is a child of another: without the parent's flags and level it prints no
+    # "make[1]: Entering/Leaving directory" lines around the recipe.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     out = subprocess.run(
-        ["make", "-n", "-o", ".venv/.geolab-installed", "book", f"RUN={run}"],
-        cwd=repo, capture_output=True, text=True, check=True,
+        ["make", "-n", "--no-print-directory", "-o", ".venv/.geolab-installed", "book", f"RUN={run}"],
+        cwd=repo, capture_output=True, text=True, check=True, env=env,
     ).stdout  # fmt: skip
     assert ("geolab course run --profile cpu --out " + str(run) in out) is not made
     assert out.strip().splitlines()[-1].endswith(f"-m geolab.course.book --run {run} --out {run}/book")
